@@ -1,0 +1,86 @@
+//! Replaying the bytes read during detection.
+
+use bytes::{Buf, Bytes};
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pin_project_lite::pin_project! {
+    /// An I/O that yields `prefix` before reading from `inner`; writes go straight to `inner`.
+    #[derive(Debug)]
+    pub struct PrefixedIo<I> {
+        prefix: Bytes,
+        #[pin]
+        inner: I,
+    }
+}
+
+impl<I> PrefixedIo<I> {
+    /// Wraps `inner` so `prefix` is read first.
+    pub fn new(prefix: impl Into<Bytes>, inner: I) -> Self {
+        Self {
+            prefix: prefix.into(),
+            inner,
+        }
+    }
+
+    /// The wrapped I/O.
+    pub fn get_ref(&self) -> &I {
+        &self.inner
+    }
+
+    /// The bytes not yet replayed.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for PrefixedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for PrefixedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}

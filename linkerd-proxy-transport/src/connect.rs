@@ -1,0 +1,46 @@
+//! Dialing a target.
+
+use crate::Error;
+use std::{io, net::SocketAddr, time::Duration};
+use tokio::net::TcpStream;
+
+/// Connects to `addr` within `timeout`, with `TCP_NODELAY` set.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
+    let socket = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(Error::ConnectRefused { addr })
+        }
+        Ok(Err(source)) => return Err(Error::Connect { addr, source }),
+        Err(_) => return Err(Error::ConnectTimeout { addr, timeout }),
+    };
+    if let Err(error) = socket.set_nodelay(true) {
+        tracing::debug!(%addr, %error, "failed to set TCP_NODELAY");
+    }
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refused_is_reported_as_refused() {
+        // Bind then drop, so the port is (almost certainly) closed.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let err = connect(addr, Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, Error::ConnectRefused { .. }), "{err}");
+        assert_eq!(err.to_string(), format!("connect to {addr} refused"));
+    }
+
+    #[tokio::test]
+    async fn connects_with_nodelay() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = connect(l.local_addr().unwrap(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(s.nodelay().unwrap());
+    }
+}

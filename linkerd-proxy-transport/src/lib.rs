@@ -1,0 +1,23 @@
+//! Listeners, original destinations, connecting with a timeout, and byte counting.
+//!
+//! This crate owns everything that touches a raw TCP socket: binding a listener, accepting a
+//! connection and recording where the client meant to go ([`OrigDst`], `SO_ORIGINAL_DST` behind
+//! iptables REDIRECT), dialing a target with a timeout and `TCP_NODELAY`, and counting the bytes
+//! that cross a connection ([`Metered`], [`TcpMetrics`]).
+//!
+//! It does not know about protocols: detection, TLS and HTTP sit above it.
+#![forbid(unsafe_code)]
+
+mod connect;
+mod error;
+mod listen;
+mod metered;
+mod metrics;
+mod orig_dst;
+
+pub use self::connect::connect;
+pub use self::error::{errno_name, Error};
+pub use self::listen::{accept, bind, Accepted};
+pub use self::metered::Metered;
+pub use self::metrics::{Direction, Peer, TcpConnMetrics, TcpMetrics};
+pub use self::orig_dst::{NoOrigDst, OrigDst, SoOriginalDst};

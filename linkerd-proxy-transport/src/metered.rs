@@ -1,0 +1,126 @@
+//! An I/O wrapper that counts bytes and records how the connection ended.
+
+use crate::TcpConnMetrics;
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pin_project_lite::pin_project! {
+    /// Counts the bytes read from and written to `inner` on its connection's metrics.
+    pub struct Metered<T> {
+        #[pin]
+        inner: T,
+        metrics: TcpConnMetrics,
+    }
+}
+
+impl<T> Metered<T> {
+    /// Wraps `inner`; the connection counts as closed when this is dropped.
+    pub fn new(inner: T, metrics: TcpConnMetrics) -> Self {
+        Self { inner, metrics }
+    }
+
+    /// The wrapped I/O.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Metered<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        match &res {
+            Poll::Ready(Ok(())) => {
+                this.metrics
+                    .read_bytes
+                    .add((buf.filled().len() - before) as u64);
+            }
+            Poll::Ready(Err(e)) => this.metrics.record_error(e),
+            Poll::Pending => {}
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Metered<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        match &res {
+            Poll::Ready(Ok(n)) => this.metrics.write_bytes.add(*n as u64),
+            Poll::Ready(Err(e)) => this.metrics.record_error(e),
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        match &res {
+            Poll::Ready(Ok(n)) => this.metrics.write_bytes.add(*n as u64),
+            Poll::Ready(Err(e)) => this.metrics.record_error(e),
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Direction, Peer, TcpMetrics};
+    use linkerd_metrics::Registry;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn counts_bytes_and_close() {
+        let mut reg = Registry::default();
+        let tcp = TcpMetrics::register(&mut reg);
+        let target = "10.1.2.3:80".parse().unwrap();
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = Metered::new(a, tcp.open(Direction::Outbound, Peer::Dst, target));
+        io.write_all(b"hello").await.unwrap();
+        b.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 3];
+        io.read_exact(&mut buf).await.unwrap();
+        let text = reg.encode();
+        let l = "direction=\"outbound\",peer=\"dst\",target_addr=\"10.1.2.3:80\",target_ip=\"10.1.2.3\",target_port=\"80\"";
+        assert!(text.contains(&format!("tcp_write_bytes_total{{{l}}} 5\n")), "{text}");
+        assert!(text.contains(&format!("tcp_read_bytes_total{{{l}}} 3\n")), "{text}");
+        assert!(text.contains(&format!("tcp_open_connections{{{l}}} 1\n")), "{text}");
+        drop(io);
+        let text = reg.encode();
+        assert!(text.contains(&format!("tcp_open_connections{{{l}}} 0\n")), "{text}");
+        assert!(text.contains(&format!("tcp_close_total{{{l},errno=\"\"}} 1\n")), "{text}");
+    }
+}
