@@ -1,0 +1,424 @@
+//! The HTTP client: one connection pool per process direction, shared by every worker thread.
+//!
+//! Connections are keyed by target address and HTTP version. HTTP/1 connections are reused
+//! one request at a time (keep-alive) and returned to the pool when the response body ends;
+//! an HTTP/2 target gets one multiplexed connection, dialed by a single task while other
+//! requests wait for it.
+
+use crate::Error;
+use bytes::Bytes;
+use hyper::{
+    body::{Body, Incoming},
+    client::conn::{http1, http2},
+    Request, Response,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use linkerd_proxy_transport::{connect, Direction, Metered, Peer, TcpMetrics};
+use parking_lot::{Mutex, RwLock};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Weak},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+/// How the client dials and keeps connections.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// An idle HTTP/1 connection (or an HTTP/2 one without requests) is closed after this.
+    pub idle_timeout: Duration,
+    /// At most this many idle HTTP/1 connections are kept per target.
+    pub max_idle_per_endpoint: usize,
+    /// HTTP/2 PING interval to detect dead peers; `None` disables keep-alive pings.
+    pub h2_keep_alive_interval: Option<Duration>,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub h2_keep_alive_timeout: Duration,
+}
+
+/// The HTTP version spoken to a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    Http1,
+    Http2,
+}
+
+/// A pooling HTTP client. Cloning shares the pool.
+pub struct Client<B> {
+    shared: Arc<Shared<B>>,
+}
+
+/// The pool for one (target, version): look it up once per target and keep it.
+pub struct Endpoint<B> {
+    pool: Arc<EndpointPool<B>>,
+    shared: Arc<Shared<B>>,
+}
+
+struct Shared<B> {
+    config: ClientConfig,
+    direction: Direction,
+    tcp: TcpMetrics,
+    endpoints: RwLock<HashMap<(SocketAddr, Version), Arc<EndpointPool<B>>>>,
+}
+
+struct EndpointPool<B> {
+    addr: SocketAddr,
+    version: Version,
+    /// Idle HTTP/1 connections, oldest first.
+    idle: Mutex<VecDeque<Idle<B>>>,
+    /// The shared HTTP/2 connection, if one is up.
+    h2: RwLock<Option<http2::SendRequest<B>>>,
+    /// Held by the one task dialing an HTTP/2 connection.
+    h2_dial: tokio::sync::Mutex<()>,
+}
+
+struct Idle<B> {
+    tx: http1::SendRequest<B>,
+    since: Instant,
+}
+
+/// A response body that returns its HTTP/1 connection to the pool once it has been read.
+pub struct PoolBody<B: Send + 'static> {
+    inner: Incoming,
+    release: Option<Release<B>>,
+}
+
+struct Release<B> {
+    tx: http1::SendRequest<B>,
+    pool: Arc<EndpointPool<B>>,
+    config: Arc<Shared<B>>,
+}
+
+// === impl Client ===
+
+impl<B> Clone for Client<B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<B> Client<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// A client whose connections count as `direction`/`dst` in the TCP metrics.
+    ///
+    /// Must be called inside a Tokio runtime: it spawns the task that closes idle connections.
+    pub fn new(config: ClientConfig, direction: Direction, tcp: TcpMetrics) -> Self {
+        let shared = Arc::new(Shared {
+            config,
+            direction,
+            tcp,
+            endpoints: RwLock::new(HashMap::new()),
+        });
+        tokio::spawn(sweep_idle(Arc::downgrade(&shared)));
+        Self { shared }
+    }
+
+    /// The pool for `addr` spoken to in `version`.
+    pub fn endpoint(&self, addr: SocketAddr, version: Version) -> Endpoint<B> {
+        let key = (addr, version);
+        let pool = match self.shared.endpoints.read().get(&key) {
+            Some(p) => p.clone(),
+            None => self
+                .shared
+                .endpoints
+                .write()
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(EndpointPool {
+                        addr,
+                        version,
+                        idle: Mutex::new(VecDeque::new()),
+                        h2: RwLock::new(None),
+                        h2_dial: tokio::sync::Mutex::new(()),
+                    })
+                })
+                .clone(),
+        };
+        Endpoint {
+            pool,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Every idle timeout, closes idle connections older than it and forgets empty endpoints.
+async fn sweep_idle<B>(shared: Weak<Shared<B>>) {
+    let period = match shared.upgrade() {
+        Some(s) => s.config.idle_timeout.max(Duration::from_millis(100)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let timeout = shared.config.idle_timeout;
+        shared.endpoints.write().retain(|_, pool| {
+            let mut idle = pool.idle.lock();
+            idle.retain(|i| i.since.elapsed() < timeout && !i.tx.is_closed());
+            let mut h2 = pool.h2.write();
+            if h2.as_ref().is_some_and(|tx| tx.is_closed()) {
+                *h2 = None;
+            }
+            // Keep pools that still hold connections or are held by a service.
+            !idle.is_empty() || h2.is_some() || Arc::strong_count(pool) > 1
+        });
+    }
+}
+
+// === impl Endpoint ===
+
+impl<B> Clone for Endpoint<B> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<B> Endpoint<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The target address.
+    pub fn addr(&self) -> SocketAddr {
+        self.pool.addr
+    }
+
+    /// Sends `req` on a pooled connection, dialing one when none is free.
+    ///
+    /// A request that a stale pooled connection could not take (closed by the peer while idle)
+    /// is retried once on a new connection; it was never sent, so this is safe.
+    pub async fn send(&self, req: Request<B>) -> Result<Response<PoolBody<B>>, Error> {
+        match self.pool.version {
+            Version::Http1 => self.send_h1(req).await,
+            Version::Http2 => self.send_h2(req).await,
+        }
+    }
+
+    async fn send_h1(&self, mut req: Request<B>) -> Result<Response<PoolBody<B>>, Error> {
+        let addr = self.pool.addr;
+        let connect = req.method() == http::Method::CONNECT;
+        loop {
+            let (mut tx, reused) = match self.checkout_h1() {
+                Some(tx) => (tx, true),
+                None => (self.dial_h1().await?, false),
+            };
+            match tx.try_send_request(req).await {
+                Ok(rsp) => {
+                    // A connection that switched protocols is no longer HTTP: never pool it.
+                    let upgraded = rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                        || connect && rsp.status().is_success();
+                    let release = (!upgraded).then(|| Release {
+                        tx,
+                        pool: self.pool.clone(),
+                        config: self.shared.clone(),
+                    });
+                    return Ok(rsp.map(|inner| PoolBody { inner, release }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => {
+                        tracing::debug!(%addr, error = %e.error(), "pooled connection was stale; retrying");
+                        req = r;
+                    }
+                    _ => {
+                        return Err(Error::Upstream {
+                            addr,
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+    }
+
+    fn checkout_h1(&self) -> Option<http1::SendRequest<B>> {
+        let timeout = self.shared.config.idle_timeout;
+        let mut idle = self.pool.idle.lock();
+        // Most recently used first: its socket is warmest and least likely to be timed out.
+        while let Some(i) = idle.pop_back() {
+            if i.since.elapsed() >= timeout {
+                // Everything before it is older still.
+                idle.clear();
+                return None;
+            }
+            if i.tx.is_ready() {
+                return Some(i.tx);
+            }
+        }
+        None
+    }
+
+    async fn dial_h1(&self) -> Result<http1::SendRequest<B>, Error> {
+        let addr = self.pool.addr;
+        let io = self.dial().await?;
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%addr, %error, "HTTP/1 client connection failed");
+            }
+        });
+        tx.ready()
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        Ok(tx)
+    }
+
+    async fn send_h2(&self, mut req: Request<B>) -> Result<Response<PoolBody<B>>, Error> {
+        let addr = self.pool.addr;
+        let mut retried = false;
+        loop {
+            let mut tx = self.h2_sender().await?;
+            match tx.try_send_request(req).await {
+                Ok(rsp) => {
+                    return Ok(rsp.map(|inner| PoolBody {
+                        inner,
+                        release: None,
+                    }))
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if !retried && tx.is_closed() => {
+                        tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection closed; redialing");
+                        self.pool.h2.write().take();
+                        retried = true;
+                        req = r;
+                    }
+                    _ => {
+                        return Err(Error::Upstream {
+                            addr,
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+    }
+
+    /// The shared HTTP/2 connection; only one task dials it while the others wait.
+    async fn h2_sender(&self) -> Result<http2::SendRequest<B>, Error> {
+        let live = |slot: &Option<http2::SendRequest<B>>| slot.as_ref().filter(|tx| !tx.is_closed()).cloned();
+        if let Some(tx) = live(&self.pool.h2.read()) {
+            return Ok(tx);
+        }
+        let _dialing = self.pool.h2_dial.lock().await;
+        if let Some(tx) = live(&self.pool.h2.read()) {
+            return Ok(tx);
+        }
+        let addr = self.pool.addr;
+        let io = self.dial().await?;
+        let cfg = &self.shared.config;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        if let Some(interval) = cfg.h2_keep_alive_interval {
+            builder
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(cfg.h2_keep_alive_timeout)
+                .keep_alive_while_idle(true);
+        }
+        let (tx, conn) = builder
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%addr, %error, "HTTP/2 client connection failed");
+            }
+        });
+        *self.pool.h2.write() = Some(tx.clone());
+        Ok(tx)
+    }
+
+    async fn dial(&self) -> Result<Metered<tokio::net::TcpStream>, Error> {
+        let addr = self.pool.addr;
+        let socket = connect(addr, self.shared.config.connect_timeout).await?;
+        let metrics = self.shared.tcp.open(self.shared.direction, Peer::Dst, addr);
+        tracing::debug!(%addr, version = ?self.pool.version, "connected");
+        Ok(Metered::new(socket, metrics))
+    }
+}
+
+// === impl PoolBody ===
+
+impl<B: Send + 'static> PoolBody<B> {
+    fn release(&mut self) {
+        let Some(Release { tx, pool, config }) = self.release.take() else {
+            return;
+        };
+        if tx.is_ready() {
+            put_idle(&pool, &config.config, tx);
+        } else if !tx.is_closed() {
+            // The connection finishes its bookkeeping (e.g. the rest of the request body)
+            // after the response ends; pool it once it is ready again.
+            let idle_timeout = config.config.idle_timeout;
+            tokio::spawn(async move {
+                let mut tx = tx;
+                if let Ok(Ok(())) = tokio::time::timeout(idle_timeout, tx.ready()).await {
+                    put_idle(&pool, &config.config, tx);
+                }
+            });
+        }
+    }
+}
+
+fn put_idle<B>(pool: &EndpointPool<B>, config: &ClientConfig, tx: http1::SendRequest<B>) {
+    let mut idle = pool.idle.lock();
+    idle.push_back(Idle {
+        tx,
+        since: Instant::now(),
+    });
+    while idle.len() > config.max_idle_per_endpoint {
+        idle.pop_front();
+    }
+}
+
+impl<B> Body for PoolBody<B>
+where
+    B: Send + Unpin + 'static,
+{
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Err(_))) => this.release = None,
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Send + 'static> Drop for PoolBody<B> {
+    fn drop(&mut self) {
+        // Servers skip polling bodies known to be empty (204, HEAD, content-length: 0).
+        if self.release.is_some() && self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Proxy errors and the one place they become HTTP responses.
+
+use crate::{headers::L5D_PROXY_ERROR, ProxyBody};
+use http::{HeaderValue, Response, StatusCode};
+use std::net::SocketAddr;
+
+/// Why the proxy could not forward a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Connecting to the target failed (refused, timed out, unreachable).
+    #[error(transparent)]
+    Connect(#[from] linkerd_proxy_transport::Error),
+
+    /// The HTTP handshake with the target failed.
+    #[error("HTTP handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+
+    /// The target reset or closed the connection, or sent an invalid response.
+    #[error("request to {addr} failed: {source}")]
+    Upstream {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+
+    /// The target is one of the proxy's own listeners: forwarding would loop.
+    #[error("refusing to forward to {addr}: it is this proxy's own listener (a forwarding loop)")]
+    Loop { addr: SocketAddr },
+
+    /// An explicit-proxy request named a target the proxy does not serve.
+    #[error("forbidden target {target}: {reason}")]
+    Forbidden { target: String, reason: &'static str },
+
+    /// The request can't be forwarded as written.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    /// An explicit-proxy target name did not resolve.
+    #[error("failed to resolve {name}: {reason}")]
+    Resolve { name: String, reason: String },
+}
+
+impl Error {
+    /// The HTTP status that tells a client what went wrong.
+    pub fn status(&self) -> StatusCode {
+        use linkerd_proxy_transport::Error as T;
+        match self {
+            Error::Connect(T::ConnectTimeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Connect(_) | Error::Handshake { .. } | Error::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::Loop { .. } => StatusCode::BAD_GATEWAY,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Resolve { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The response sent to the client: the status, the `l5d-proxy-error` header and the
+    /// message as a plain-text body.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let msg = self.to_string();
+        let mut rsp = Response::new(ProxyBody::full(format!("{msg}\n")));
+        *rsp.status_mut() = self.status();
+        // Header values can't hold control characters; the message never has any, but fall
+        // back to a fixed text rather than fail.
+        let value = HeaderValue::from_str(&msg)
+            .unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
+        rsp.headers_mut().insert(L5D_PROXY_ERROR, value);
+        rsp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+        rsp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linkerd_proxy_transport::Error as T;
+    use std::time::Duration;
+
+    #[test]
+    fn statuses() {
+        let addr: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let timeout = Error::Connect(T::ConnectTimeout {
+            addr,
+            timeout: Duration::from_secs(1),
+        });
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        let rsp = timeout.to_response();
+        assert_eq!(rsp.status(), 504);
+        assert_eq!(
+            rsp.headers()[L5D_PROXY_ERROR],
+            "connect to 10.0.0.1:80 timed out after 1s"
+        );
+        assert_eq!(
+            Error::Connect(T::ConnectRefused { addr }).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(Error::Loop { addr }.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            Error::BadRequest("no host".into()).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            Error::Forbidden {
+                target: "127.0.0.1:4191".into(),
+                reason: "the proxy's admin port"
+            }
+            .status(),
+            StatusCode::FORBIDDEN
+        );
+    }
+}

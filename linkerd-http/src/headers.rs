@@ -1,0 +1,160 @@
+//! Header hygiene: what a proxy must not forward.
+
+use http::{
+    header::{self, HeaderName},
+    HeaderMap, HeaderValue,
+};
+
+/// The error header set on every response the proxy synthesizes.
+pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
+
+/// Headers that describe one hop (RFC 9110 section 7.6.1) and are never forwarded.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Whether the request asks to switch protocols in a way the proxy can carry (e.g. WebSocket):
+/// an `Upgrade` header named by `Connection`, other than `h2c`.
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| !p.trim().eq_ignore_ascii_case("h2c") && !p.trim().is_empty());
+    upgrade && connection_has(headers, "upgrade")
+}
+
+/// Removes hop-by-hop headers from a request or response.
+///
+/// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for an upgrade the proxy carries.
+/// `Upgrade: h2c` and `HTTP2-Settings` are always removed: the proxy decides the protocol of
+/// each hop itself. `TE: trailers` is kept, since gRPC over HTTP/2 requires it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named by `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+        .unwrap_or(false);
+    let upgrade = keep_upgrade.then(|| headers.get_all(header::UPGRADE).iter().cloned().collect::<Vec<_>>());
+    for n in HOP_BY_HOP.iter().chain([&KEEP_ALIVE, &PROXY_CONNECTION, &HTTP2_SETTINGS]) {
+        headers.remove(n);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(values) = upgrade.filter(|v| !v.is_empty()) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        for v in values {
+            headers.append(header::UPGRADE, v);
+        }
+    }
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_standard_and_named_hop_by_hop() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic abc"),
+            ("trailer", "x-checksum"),
+            ("x-end-to-end", "kept"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-end-to-end", "content-type"]);
+    }
+
+    #[test]
+    fn keeps_te_trailers_only() {
+        let mut h = map(&[("te", "trailers, deflate")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        let mut h = map(&[("te", "gzip")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn h2c_upgrade_is_never_forwarded() {
+        let mut h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+        ]);
+        assert!(!wants_upgrade(&h));
+        let upgrade = wants_upgrade(&h);
+        strip_hop_by_hop(&mut h, upgrade);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn websocket_upgrade_is_kept_when_carried() {
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert!(h.get("sec-websocket-key").is_some());
+        assert!(h.get("keep-alive").is_none());
+    }
+
+    #[test]
+    fn upgrade_without_connection_token_is_not_an_upgrade() {
+        let h = map(&[("upgrade", "websocket")]);
+        assert!(!wants_upgrade(&h));
+    }
+}

@@ -1,0 +1,386 @@
+//! HTTP request/response metrics, with Linkerd's names and labels.
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use hyper::body::{Body, Frame, SizeHint};
+use linkerd_metrics::{Counter, EncodeLabels, Family, Histogram, LabelWriter, Registry};
+use linkerd_proxy_transport::Direction;
+use parking_lot::RwLock;
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+/// Linkerd's latency buckets, in milliseconds.
+static LATENCY_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
+
+/// The HTTP metric families of the process.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    request_total: Arc<Family<RouteLabels, Counter>>,
+    response_total: Arc<Family<ResponseLabels, Counter>>,
+    response_latency: Arc<Family<StatusLabels, Histogram>>,
+}
+
+/// What a request is counted under: its direction, authority and target address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RouteLabels {
+    pub direction: Direction,
+    /// The request's `:authority` or `Host`, when it has one.
+    pub authority: Option<String>,
+    pub target_addr: SocketAddr,
+}
+
+/// One route's metric handles: look up once per target, then record per request lock-free
+/// (the per-status handles sit behind this route's own lock, not a global one).
+#[derive(Clone)]
+pub struct RouteMetrics(Arc<RouteInner>);
+
+struct RouteInner {
+    labels: RouteLabels,
+    request_total: Counter,
+    families: HttpMetrics,
+    latency: RwLock<HashMap<Option<u16>, Histogram>>,
+    responses: RwLock<HashMap<ResponseKey, Counter>>,
+}
+
+/// Records one request's response: latency when the headers arrive, the classification when
+/// the body ends.
+pub struct ResponseRecorder {
+    route: RouteMetrics,
+    start: Instant,
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records `response_total` when it ends (or is dropped early).
+    pub struct RecordBody<B> {
+        #[pin]
+        inner: B,
+        eos: Option<Eos>,
+        // Servers never poll a body known to be empty (204, HEAD, content-length: 0).
+        empty: bool,
+    }
+
+    impl<B> PinnedDrop for RecordBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(eos) = this.eos.take() {
+                eos.finish(None, *this.empty);
+            }
+        }
+    }
+}
+
+struct Eos {
+    route: RouteMetrics,
+    status: StatusCode,
+    grpc_status: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct StatusLabels {
+    route: RouteLabels,
+    status_code: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ResponseKey {
+    status_code: Option<u16>,
+    grpc_status: Option<u32>,
+    success: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ResponseLabels {
+    route: RouteLabels,
+    key: ResponseKey,
+}
+
+// === impl HttpMetrics ===
+
+impl HttpMetrics {
+    /// Creates the families and registers them.
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self {
+            request_total: Arc::new(Family::new("request_total", "Total count of HTTP requests.")),
+            response_total: Arc::new(Family::new(
+                "response_total",
+                "Total count of HTTP responses.",
+            )),
+            response_latency: Arc::new(Family::new_with(
+                "response_latency_ms",
+                "Elapsed times between a request's headers being received and its response's headers being sent.",
+                || Histogram::new(&LATENCY_BUCKETS_MS),
+            )),
+        };
+        reg.register(m.request_total.clone());
+        reg.register(m.response_total.clone());
+        reg.register(m.response_latency.clone());
+        m
+    }
+
+    /// The handles for one route.
+    pub fn route(&self, labels: RouteLabels) -> RouteMetrics {
+        RouteMetrics(Arc::new(RouteInner {
+            request_total: self.request_total.get(&labels),
+            labels,
+            families: self.clone(),
+            latency: RwLock::new(HashMap::new()),
+            responses: RwLock::new(HashMap::new()),
+        }))
+    }
+}
+
+// === impl RouteMetrics ===
+
+impl RouteMetrics {
+    /// Counts a request and starts its latency clock.
+    pub fn request(&self) -> ResponseRecorder {
+        self.0.request_total.incr();
+        ResponseRecorder {
+            route: self.clone(),
+            start: Instant::now(),
+        }
+    }
+
+    /// The labels this route counts under.
+    pub fn labels(&self) -> &RouteLabels {
+        &self.0.labels
+    }
+
+    fn latency(&self, status: Option<u16>) -> Histogram {
+        if let Some(h) = self.0.latency.read().get(&status) {
+            return h.clone();
+        }
+        let labels = StatusLabels {
+            route: self.0.labels.clone(),
+            status_code: status,
+        };
+        let h = self.0.families.response_latency.get(&labels);
+        self.0.latency.write().insert(status, h.clone());
+        h
+    }
+
+    fn response_total(&self, key: ResponseKey) -> Counter {
+        if let Some(c) = self.0.responses.read().get(&key) {
+            return c.clone();
+        }
+        let labels = ResponseLabels {
+            route: self.0.labels.clone(),
+            key,
+        };
+        let c = self.0.families.response_total.get(&labels);
+        self.0.responses.write().insert(key, c.clone());
+        c
+    }
+}
+
+// === impl ResponseRecorder ===
+
+impl ResponseRecorder {
+    /// Records the response headers' latency and wraps the body to classify it when it ends.
+    pub fn response<B: Body>(self, status: StatusCode, headers: &HeaderMap, body: B) -> RecordBody<B> {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.route.latency(Some(status.as_u16())).observe(ms);
+        RecordBody {
+            empty: body.is_end_stream(),
+            inner: body,
+            eos: Some(Eos {
+                route: self.route,
+                status,
+                // A trailers-only gRPC response carries its status in the headers.
+                grpc_status: grpc_status(headers),
+            }),
+        }
+    }
+
+    /// Records a response the proxy synthesized because forwarding failed.
+    pub fn error(self, status: StatusCode) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.route.latency(Some(status.as_u16())).observe(ms);
+        Eos {
+            route: self.route,
+            status,
+            grpc_status: None,
+        }
+        .finish(None, true);
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+// === impl Eos ===
+
+impl Eos {
+    fn finish(self, trailers: Option<&HeaderMap>, complete: bool) {
+        let grpc_status = trailers.and_then(grpc_status).or(self.grpc_status);
+        let success = complete
+            && match grpc_status {
+                Some(code) => code == 0,
+                None => !self.status.is_server_error(),
+            };
+        self.route
+            .response_total(ResponseKey {
+                status_code: Some(self.status.as_u16()),
+                grpc_status,
+                success,
+            })
+            .incr();
+    }
+}
+
+// === impl RecordBody ===
+
+impl<B: Body<Data = Bytes>> Body for RecordBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let res = this.inner.poll_frame(cx);
+        match &res {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    if let Some(eos) = this.eos.take() {
+                        eos.finish(Some(trailers), true);
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(eos) = this.eos.take() {
+                    eos.finish(None, true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(eos) = this.eos.take() {
+                    eos.finish(None, false);
+                }
+            }
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl labels ===
+
+impl EncodeLabels for RouteLabels {
+    fn encode(&self, w: &mut LabelWriter<'_>) {
+        let direction = match self.direction {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        };
+        w.label("direction", direction)
+            .label("authority", self.authority.as_deref().unwrap_or(""))
+            .label("target_addr", self.target_addr)
+            .label("target_ip", self.target_addr.ip())
+            .label("target_port", self.target_addr.port());
+    }
+}
+
+impl EncodeLabels for StatusLabels {
+    fn encode(&self, w: &mut LabelWriter<'_>) {
+        self.route.encode(w);
+        if let Some(s) = self.status_code {
+            w.label("status_code", s);
+        }
+    }
+}
+
+impl EncodeLabels for ResponseLabels {
+    fn encode(&self, w: &mut LabelWriter<'_>) {
+        self.route.encode(w);
+        if let Some(s) = self.key.status_code {
+            w.label("status_code", s);
+        }
+        if let Some(g) = self.key.grpc_status {
+            w.label("grpc_status", g);
+        }
+        w.label(
+            "classification",
+            if self.key.success { "success" } else { "failure" },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    fn route(reg: &mut Registry) -> RouteMetrics {
+        HttpMetrics::register(reg).route(RouteLabels {
+            direction: Direction::Outbound,
+            authority: Some("web:80".into()),
+            target_addr: "10.0.0.1:80".parse().unwrap(),
+        })
+    }
+
+    #[tokio::test]
+    async fn success_failure_and_grpc() {
+        let mut reg = Registry::default();
+        let route = route(&mut reg);
+
+        let body = route.request().response(StatusCode::OK, &HeaderMap::new(), Full::new(Bytes::from("ok")));
+        body.collect().await.unwrap();
+
+        let body = route.request().response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &HeaderMap::new(),
+            Full::new(Bytes::new()),
+        );
+        body.collect().await.unwrap();
+
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "14".parse().unwrap());
+        let grpc = http_body_util::StreamBody::new(futures_util::stream::iter(vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from("x"))),
+            Ok(Frame::trailers(trailers)),
+        ]));
+        route.request().response(StatusCode::OK, &HeaderMap::new(), grpc).collect().await.unwrap();
+
+        route.request().error(StatusCode::BAD_GATEWAY);
+
+        let text = reg.encode();
+        let l = "direction=\"outbound\",authority=\"web:80\",target_addr=\"10.0.0.1:80\",target_ip=\"10.0.0.1\",target_port=\"80\"";
+        for line in [
+            format!("request_total{{{l}}} 4\n"),
+            format!("response_total{{{l},status_code=\"200\",classification=\"success\"}} 1\n"),
+            format!("response_total{{{l},status_code=\"503\",classification=\"failure\"}} 1\n"),
+            format!("response_total{{{l},status_code=\"200\",grpc_status=\"14\",classification=\"failure\"}} 1\n"),
+            format!("response_total{{{l},status_code=\"502\",classification=\"failure\"}} 1\n"),
+            format!("response_latency_ms_count{{{l},status_code=\"200\"}} 2\n"),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn dropped_body_is_a_failure() {
+        let mut reg = Registry::default();
+        let route = route(&mut reg);
+        let body = route.request().response(StatusCode::OK, &HeaderMap::new(), Full::new(Bytes::from("unread")));
+        drop(body);
+        assert!(reg.encode().contains("status_code=\"200\",classification=\"failure\"} 1\n"));
+    }
+}
