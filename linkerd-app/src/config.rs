@@ -1,0 +1,243 @@
+//! Configuration from `LINKERD2_PROXY_*` environment variables.
+//!
+//! [`Config::from_env`] is a pure function of a key/value map, so every variable is unit-tested
+//! without touching the process environment.
+
+use std::{collections::HashMap, net::SocketAddr, str::FromStr, time::Duration};
+
+/// Everything the proxy reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub inbound: ProxyConfig,
+    pub outbound: ProxyConfig,
+    pub admin_listen_addr: SocketAddr,
+    /// The `tracing` filter, e.g. `warn,linkerd=info`.
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// Ports whose connections skip protocol detection and are forwarded as opaque TCP.
+    pub opaque_ports: PortSet,
+    /// Worker threads; `None` uses every available core.
+    pub cores: Option<usize>,
+    /// After SIGTERM, how long in-flight requests and connections may take to finish.
+    pub shutdown_grace_period: Duration,
+    /// Whether `POST /shutdown` on the admin port is served.
+    pub shutdown_endpoint_enabled: bool,
+    /// HTTP server limits, shared by both directions.
+    pub server: linkerd_http::ServerConfig,
+    /// Every `LINKERD2_PROXY_*` variable as given, for the admin `/env.json` endpoint.
+    pub env: HashMap<String, String>,
+}
+
+/// One direction's listener and client settings.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub listen_addr: SocketAddr,
+    pub detect_timeout: Duration,
+    pub client: linkerd_http::ClientConfig,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// A set of TCP ports, parsed from `25,587,3306` or ranges like `4000-4100`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSet(Vec<(u16, u16)>);
+
+/// A variable whose value could not be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {name}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// Ports of protocols where the server speaks first or detection is known to be wrong,
+/// as Linkerd's injector defaults them.
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+
+const PREFIX: &str = "LINKERD2_PROXY_";
+
+impl Config {
+    /// Reads the configuration from a map of environment variables.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let vars = Vars(env);
+        let addr = |name: &str, default: &str| vars.parse(name, default, parse_addr);
+        let duration = |name: &str, default: &str| vars.parse(name, default, parse_duration);
+        let count = |name: &str, default: &str| vars.parse(name, default, parse_positive);
+
+        let client = |dir: &str, connect_timeout: &str| -> Result<_, ConfigError> {
+            Ok(linkerd_http::ClientConfig {
+                connect_timeout: duration(&format!("{PREFIX}{dir}_CONNECT_TIMEOUT"), connect_timeout)?,
+                idle_timeout: duration(&format!("{PREFIX}{dir}_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT"), "3s")?,
+                max_idle_per_endpoint: count(&format!("{PREFIX}{dir}_MAX_IDLE_CONNS_PER_ENDPOINT"), "1000")?,
+                h2_keep_alive_interval: Some(duration(&format!("{PREFIX}{dir}_HTTP2_KEEP_ALIVE_INTERVAL"), "10s")?)
+                    .filter(|d| !d.is_zero()),
+                h2_keep_alive_timeout: duration(&format!("{PREFIX}{dir}_HTTP2_KEEP_ALIVE_TIMEOUT"), "3s")?,
+            })
+        };
+
+        let log_filter = vars.parse("LINKERD2_PROXY_LOG", "warn,linkerd=info", parse_log_filter)?;
+        let log_format = vars.parse("LINKERD2_PROXY_LOG_FORMAT", "plain", |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "plain" => Some(LogFormat::Plain),
+                "json" => Some(LogFormat::Json),
+                _ => None,
+            }
+            .ok_or("`plain` or `json`")
+        })?;
+
+        Ok(Self {
+            inbound: ProxyConfig {
+                listen_addr: addr("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "0.0.0.0:4143")?,
+                detect_timeout: duration("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT", "10s")?,
+                client: client("INBOUND", "300ms")?,
+            },
+            outbound: ProxyConfig {
+                listen_addr: addr("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140")?,
+                detect_timeout: duration("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "10s")?,
+                client: client("OUTBOUND", "1s")?,
+            },
+            admin_listen_addr: addr("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:4191")?,
+            log_filter,
+            log_format,
+            opaque_ports: vars.parse("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+                DEFAULT_OPAQUE_PORTS,
+                PortSet::parse,
+            )?,
+            cores: match env.contains_key("LINKERD2_PROXY_CORES") {
+                true => Some(vars.parse("LINKERD2_PROXY_CORES", "", parse_positive)?),
+                false => None,
+            },
+            shutdown_grace_period: duration("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "2m")?,
+            shutdown_endpoint_enabled: vars.parse("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
+                "false",
+                parse_bool,
+            )?,
+            server: linkerd_http::ServerConfig {
+                h1_header_read_timeout: duration("LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT", "30s")?,
+                h1_max_buf_size: vars.parse("LINKERD2_PROXY_HTTP1_MAX_HEADER_BYTES",
+                    "409600",
+                    |v| parse_positive(v).and_then(|n| {
+                        // hyper's floor for an HTTP/1 read buffer.
+                        if n >= 8192 { Ok(n) } else { Err("a number of bytes of at least 8192") }
+                    }),
+                )?,
+                h2_keep_alive_interval: Some(duration("LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL", "10s")?)
+                    .filter(|d| !d.is_zero()),
+                h2_keep_alive_timeout: duration("LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT", "20s")?,
+                h2_max_concurrent_streams: vars.parse("LINKERD2_PROXY_HTTP2_MAX_CONCURRENT_STREAMS",
+                    "1000",
+                    |v| parse_positive(v).and_then(|n| u32::try_from(n).map_err(|_| "a positive 32-bit integer")),
+                )?,
+            },
+            env: env
+                .iter()
+                .filter(|(k, _)| k.starts_with(PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
+/// The environment, read one variable at a time.
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    /// Parses the variable (or `default` when it is unset), naming it on failure.
+    fn parse<T>(
+        &self,
+        name: &str,
+        default: &str,
+        f: impl Fn(&str) -> Result<T, &'static str>,
+    ) -> Result<T, ConfigError> {
+        let value = self.0.get(name).map(String::as_str).unwrap_or(default);
+        f(value.trim()).map_err(|expected| ConfigError {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected,
+        })
+    }
+}
+
+fn parse_addr(v: &str) -> Result<SocketAddr, &'static str> {
+    SocketAddr::from_str(v).map_err(|_| "an IP address and port, like 0.0.0.0:4143 or [::]:4143")
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (and `0`).
+pub fn parse_duration(v: &str) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "a duration like 500ms, 10s, 2m or 1h";
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit()).ok_or(EXPECTED)?;
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().map_err(|_| EXPECTED)?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs).ok_or(EXPECTED);
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        _ => Err(EXPECTED),
+    }
+}
+
+fn parse_positive(v: &str) -> Result<usize, &'static str> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("a positive integer"),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, &'static str> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("`true` or `false`"),
+    }
+}
+
+fn parse_log_filter(v: &str) -> Result<String, &'static str> {
+    tracing_subscriber::EnvFilter::try_new(v)
+        .map(|_| v.to_string())
+        .map_err(|_| "a log filter like `warn,linkerd=info`")
+}
+
+// === impl PortSet ===
+
+impl PortSet {
+    /// Parses a comma-separated list of ports and `low-high` ranges; empty means none.
+    pub fn parse(v: &str) -> Result<Self, &'static str> {
+        const EXPECTED: &str = "a comma-separated list of ports (1-65535) or ranges like 4000-4100";
+        let port = |s: &str| match s.trim().parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(EXPECTED),
+        };
+        let mut ranges = Vec::new();
+        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let range = match item.split_once('-') {
+                Some((lo, hi)) => (port(lo)?, port(hi)?),
+                None => (port(item)?, port(item)?),
+            };
+            if range.0 > range.1 {
+                return Err(EXPECTED);
+            }
+            ranges.push(range);
+        }
+        Ok(Self(ranges))
+    }
+
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
+    }
+}
+
+#[cfg(test)]
+mod tests;

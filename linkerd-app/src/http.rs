@@ -1,0 +1,174 @@
+//! The HTTP stack of one connection: route each request to its target and forward it.
+
+use crate::{explicit, OwnListeners};
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use linkerd_detect::Protocol;
+use linkerd_http::{
+    forward, spawn_tunnel, Client, Endpoint, Error, HttpMetrics, ProxyBody, RouteLabels,
+    RouteMetrics, ServerConfig, Version,
+};
+use linkerd_proxy_transport::{connect, Direction, Metered, Peer, TcpMetrics};
+use parking_lot::Mutex;
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What one direction's HTTP stack needs; shared by all its connections.
+pub(crate) struct HttpStack {
+    pub direction: Direction,
+    pub client: Client<Incoming>,
+    pub metrics: HttpMetrics,
+    pub tcp: TcpMetrics,
+    pub own: OwnListeners,
+    pub server: ServerConfig,
+    pub connect_timeout: Duration,
+}
+
+/// Where a connection's requests go.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Route {
+    /// Every request goes to this address (the original destination, or the local app).
+    Target(SocketAddr),
+    /// Each request names its own target (explicit-proxy mode).
+    Explicit,
+}
+
+struct Conn {
+    stack: Arc<HttpStack>,
+    version: Version,
+    /// The pool for a fixed target, looked up once per connection.
+    endpoint: Option<Endpoint<Incoming>>,
+    /// The metrics of the last route used, so a connection looks them up once per authority.
+    last_route: Mutex<Option<RouteMetrics>>,
+}
+
+/// Serves HTTP on a detected connection until the client closes or `shutdown` drains it.
+pub(crate) async fn serve<I>(
+    stack: Arc<HttpStack>,
+    io: I,
+    protocol: Protocol,
+    route: Route,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http2 = protocol == Protocol::Http2;
+    let version = if http2 { Version::Http2 } else { Version::Http1 };
+    let endpoint = match route {
+        Route::Target(addr) => Some(stack.client.endpoint(addr, version)),
+        Route::Explicit => None,
+    };
+    let server = stack.server.clone();
+    let conn = Arc::new(Conn {
+        stack,
+        version,
+        endpoint,
+        last_route: Mutex::new(None),
+    });
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let conn = conn.clone();
+        let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
+        async move { Ok::<_, Infallible>(conn.handle(req).await) }.instrument(span)
+    });
+    if let Err(error) = linkerd_http::serve(io, http2, &server, svc, shutdown.cancelled_owned()).await {
+        tracing::debug!(%error, "HTTP connection closed with an error");
+    }
+}
+
+impl Conn {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let Some(endpoint) = &self.endpoint else {
+            return self.explicit(req).await;
+        };
+        let rec = self.route(&req, endpoint.addr()).request();
+        if self.stack.own.contains(endpoint.addr()) {
+            let error = Error::Loop {
+                addr: endpoint.addr(),
+            };
+            tracing::warn!(%error, "refusing request");
+            rec.error(error.status());
+            return error.to_response();
+        }
+        forward(endpoint, req, rec).await
+    }
+
+    /// Explicit-proxy mode: resolve the named target, refuse the proxy's own ports, then
+    /// tunnel (`CONNECT`) or forward.
+    async fn explicit(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let fail = |error: Error, route: Option<RouteMetrics>| {
+            tracing::info!(%error, "explicit-proxy request refused");
+            if let Some(r) = route {
+                r.request().error(error.status());
+            }
+            error.to_response()
+        };
+        let target = match explicit::target_of(&req) {
+            Ok(t) => t,
+            Err(e) => return fail(e, None),
+        };
+        let addr = match explicit::resolve(&target, self.stack.connect_timeout).await {
+            Ok(a) => a,
+            Err(e) => return fail(e, None),
+        };
+        let route = self.route(&req, addr);
+        if self.stack.own.contains(addr) {
+            let e = Error::Forbidden {
+                target: format!("{}:{}", target.host, target.port),
+                reason: "it is one of this proxy's own listeners",
+            };
+            return fail(e, Some(route));
+        }
+
+        if req.method() == Method::CONNECT {
+            let rec = route.request();
+            return match connect(addr, self.stack.connect_timeout).await {
+                Ok(socket) => {
+                    let upstream = Metered::new(
+                        socket,
+                        self.stack.tcp.open(self.stack.direction, Peer::Dst, addr),
+                    );
+                    spawn_tunnel(hyper::upgrade::on(&mut req), upstream);
+                    let rsp = Response::new(ProxyBody::empty());
+                    rec.response(StatusCode::OK, rsp.headers(), ProxyBody::empty());
+                    rsp
+                }
+                Err(e) => {
+                    let e = Error::from(e);
+                    rec.error(e.status());
+                    fail(e, None)
+                }
+            };
+        }
+
+        if self.version == Version::Http1 {
+            explicit::to_origin_form(&mut req);
+        }
+        let endpoint = self.stack.client.endpoint(addr, self.version);
+        forward(&endpoint, req, route.request()).await
+    }
+
+    /// The route metrics for this request's authority and target, cached per connection.
+    fn route(&self, req: &Request<Incoming>, target_addr: SocketAddr) -> RouteMetrics {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+        let mut last = self.last_route.lock();
+        if let Some(r) = last.as_ref() {
+            let l = r.labels();
+            if l.target_addr == target_addr && l.authority.as_deref() == authority {
+                return r.clone();
+            }
+        }
+        let r = self.stack.metrics.route(RouteLabels {
+            direction: self.stack.direction,
+            authority: authority.map(str::to_string),
+            target_addr,
+        });
+        *last = Some(r.clone());
+        r
+    }
+}
