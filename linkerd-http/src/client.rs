@@ -124,8 +124,10 @@ where
     /// The pool for `addr` spoken to in `version`.
     pub fn endpoint(&self, addr: SocketAddr, version: Version) -> Endpoint<B> {
         let key = (addr, version);
-        let pool = match self.shared.endpoints.read().get(&key) {
-            Some(p) => p.clone(),
+        // The read guard must be dropped before taking the write lock.
+        let existing = self.shared.endpoints.read().get(&key).cloned();
+        let pool = match existing {
+            Some(p) => p,
             None => self
                 .shared
                 .endpoints
@@ -399,6 +401,8 @@ where
         let res = Pin::new(&mut this.inner).poll_frame(cx);
         match &res {
             Poll::Ready(None) => this.release(),
+            // Servers stop polling once a sized body is complete.
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
             Poll::Ready(Some(Err(_))) => this.release = None,
             _ => {}
         }
@@ -417,7 +421,7 @@ where
 impl<B: Send + 'static> Drop for PoolBody<B> {
     fn drop(&mut self) {
         // Servers skip polling bodies known to be empty (204, HEAD, content-length: 0).
-        if self.release.is_some() && self.inner.is_end_stream() {
+        if self.inner.is_end_stream() {
             self.release();
         }
     }

@@ -248,13 +248,18 @@ impl<B: Body<Data = Bytes>> Body for RecordBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let res = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let res = this.inner.as_mut().poll_frame(cx);
         match &res {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     if let Some(eos) = this.eos.take() {
                         eos.finish(Some(trailers), true);
+                    }
+                } else if this.inner.is_end_stream() {
+                    // Servers stop polling once a sized body is complete.
+                    if let Some(eos) = this.eos.take() {
+                        eos.finish(None, true);
                     }
                 }
             }

@@ -1,1 +1,95 @@
+//! Support for the end-to-end tests: proxies started in-process on loopback, test backends
+//! (HTTP/1 + HTTP/2, TCP echo, server-speaks-first), clients and metric scraping.
+//!
+//! The tests themselves live in `tests/tests/*.rs`; each starts its own proxy and backends on
+//! ephemeral loopback ports, so they run in parallel.
 #![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod client;
+pub mod netns;
+
+use linkerd_app::{App, Config, Proxy};
+use linkerd_proxy_transport::OrigDst;
+use std::{collections::HashMap, io, net::SocketAddr};
+use tokio::net::TcpStream;
+
+/// Reports the same original destination for every connection, as iptables REDIRECT would for
+/// an app that only talks to one target.
+#[derive(Clone, Copy, Debug)]
+pub struct FixedOrigDst(pub SocketAddr);
+
+impl OrigDst for FixedOrigDst {
+    fn orig_dst(&self, _: &TcpStream) -> io::Result<Option<SocketAddr>> {
+        Ok(Some(self.0))
+    }
+}
+
+/// Logs to the test's captured output when `RUST_LOG` is set.
+pub fn trace_init() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A config with every listener on an ephemeral loopback port, plus `env` overrides.
+pub fn config(env: &[(&str, &str)]) -> Config {
+    let mut map: HashMap<String, String> = [
+        ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in env {
+        map.insert(k.to_string(), v.to_string());
+    }
+    Config::from_env(&map).expect("test config must be valid")
+}
+
+/// Starts a proxy on the current runtime whose connections all report `orig_dst` (or none, for
+/// explicit-proxy tests).
+pub fn proxy(env: &[(&str, &str)], orig_dst: Option<SocketAddr>) -> Proxy {
+    trace_init();
+    let app = App::new(config(env));
+    let app = match orig_dst {
+        Some(dst) => app.with_orig_dst(FixedOrigDst(dst)),
+        None => app.with_orig_dst(linkerd_proxy_transport::NoOrigDst),
+    };
+    app.spawn().expect("proxy must start")
+}
+
+/// Fetches the proxy's `/metrics` text.
+pub async fn scrape(admin: SocketAddr) -> String {
+    let (status, body) = client::get(admin, "/metrics").await;
+    assert_eq!(status, 200, "GET /metrics");
+    body
+}
+
+/// The value of the first sample of `name` whose labels contain every one of `labels`
+/// (each written `key="value"`).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let (n, _) = l.split_once(['{', ' ']).unwrap_or((l, ""));
+            n == name
+        })
+        .find(|l| labels.iter().all(|lbl| l.contains(lbl)))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// The sum of every sample of `name` whose labels contain every one of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split_once(['{', ' ']).map(|(n, _)| n == name).unwrap_or(false))
+        .filter(|l| labels.iter().all(|lbl| l.contains(lbl)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}

@@ -1,0 +1,207 @@
+//! Test backends: an HTTP/1 + HTTP/2 app, a TCP echo server and a server that speaks first.
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A running HTTP app.
+#[derive(Clone)]
+pub struct Http {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Http {
+    /// Connections the app has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts the app on an ephemeral loopback port. It speaks HTTP/1 and HTTP/2 (prior knowledge)
+/// and serves:
+/// - `/echo`: the request body back, streamed, with the request's trailers as response trailers;
+/// - `/headers`: `name: value` lines of the request headers, after a first line
+///   `METHOD URI VERSION`;
+/// - `/trailers`: body `hello` with trailer `x-trailer: yes`;
+/// - `/slow/<ms>`: waits, then 200 `slow`;
+/// - `/status/<code>`: an empty response with that status;
+/// - `/chunks`: three chunks of a streamed body;
+/// - `/ws`: a WebSocket-style upgrade that echoes bytes;
+/// - anything else: 200 `hello`.
+pub async fn http() -> Http {
+    http_on("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// Like [`http`], on a given address.
+pub async fn http_on(addr: SocketAddr) -> Http {
+    let listener = TcpListener::bind(addr).await.expect("bind backend");
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req| async move { Ok::<_, Infallible>(route(req).await) });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(socket), svc)
+                    .await;
+            });
+        }
+    });
+    Http { addr, connections }
+}
+
+async fn route(mut req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/echo" => {
+            let ct = req.headers().get("content-type").cloned();
+            let mut rsp = Response::new(req.into_body().boxed());
+            if let Some(ct) = ct {
+                rsp.headers_mut().insert("content-type", ct);
+            }
+            rsp
+        }
+        "/headers" => {
+            let mut text = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("<binary>")));
+            }
+            full(StatusCode::OK, text)
+        }
+        "/trailers" => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-trailer", "yes".parse().unwrap());
+            let frames = vec![
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from("hello"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            Response::new(StreamBody::new(stream::iter(frames)).boxed())
+        }
+        "/chunks" => {
+            let frames = (0..3).map(|i| Ok::<_, hyper::Error>(Frame::data(Bytes::from(format!("chunk{i};")))));
+            Response::new(StreamBody::new(stream::iter(frames)).boxed())
+        }
+        "/ws" => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if io.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            let mut rsp = full(StatusCode::SWITCHING_PROTOCOLS, "");
+            rsp.headers_mut().insert("connection", "upgrade".parse().unwrap());
+            rsp.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+            rsp
+        }
+        p if p.starts_with("/slow/") => {
+            let ms: u64 = p[6..].parse().unwrap_or(100);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            full(StatusCode::OK, "slow")
+        }
+        p if p.starts_with("/status/") => {
+            let code: u16 = p[8..].parse().unwrap_or(500);
+            full(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "")
+        }
+        _ => full(StatusCode::OK, "hello"),
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut rsp = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
+    *rsp.status_mut() = status;
+    rsp
+}
+
+/// A TCP server that echoes what it reads; when the client half-closes, it writes `bye` and
+/// closes its side too.
+pub async fn tcp_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) => {
+                            let _ = socket.write_all(b"bye").await;
+                            let _ = socket.shutdown().await;
+                            return;
+                        }
+                        Ok(n) => {
+                            if socket.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP server that writes `banner` as soon as a client connects (like SMTP or MySQL), then
+/// echoes.
+pub async fn server_first(banner: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if socket.write_all(banner).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 || socket.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

@@ -1,0 +1,1 @@
+//! Network namespaces for the transparent (iptables) tests.
