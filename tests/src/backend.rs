@@ -150,7 +150,12 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 /// A TCP server that echoes what it reads; when the client half-closes, it writes `bye` and
 /// closes its side too.
 pub async fn tcp_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tcp_echo_on("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// Like [`tcp_echo`], on a given address.
+pub async fn tcp_echo_on(addr: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.expect("bind echo");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

@@ -1,1 +1,149 @@
-//! Network namespaces for the transparent (iptables) tests.
+//! Two "pods" in network namespaces joined by a veth pair, for tests of the transparent
+//! (iptables REDIRECT) path. Everything is created with this process's id in its names and
+//! deleted on drop, even when the test fails.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+/// A client pod and a server pod, each a network namespace, joined by a veth pair.
+pub struct PodPair {
+    pub client: String,
+    pub server: String,
+    pub client_ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+}
+
+/// Why the namespaces can't be made here (not root, or a tool is missing).
+pub fn unavailable() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not running as root".into());
+    }
+    for tool in ["ip", "iptables", "curl", "setpriv"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    None
+}
+
+/// Runs a command and fails with its output when it does not succeed.
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl PodPair {
+    /// Creates both namespaces, the veth pair and addresses in 10.248.x.0/30, with `x` taken
+    /// from this process's id so parallel runs don't collide.
+    pub fn create(tag: &str) -> Self {
+        let id = std::process::id();
+        let net = (id % 250) as u8;
+        let pair = Self {
+            client: format!("l5d-{tag}-c-{id}"),
+            server: format!("l5d-{tag}-s-{id}"),
+            client_ip: Ipv4Addr::new(10, 248, net, 1),
+            server_ip: Ipv4Addr::new(10, 248, net, 2),
+        };
+        // Constructed first so a failure below still deletes what exists.
+        let (vc, vs) = (format!("l5c{id}"), format!("l5s{id}"));
+        run(&["ip", "netns", "add", &pair.client]);
+        run(&["ip", "netns", "add", &pair.server]);
+        run(&["ip", "link", "add", &vc, "netns", &pair.client, "type", "veth", "peer", "name", &vs, "netns", &pair.server]);
+        for (ns, dev, ip) in [(&pair.client, &vc, pair.client_ip), (&pair.server, &vs, pair.server_ip)] {
+            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/30"), "dev", dev]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// A command run inside namespace `ns`.
+    pub fn exec(ns: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(args);
+        cmd
+    }
+
+    /// Installs proxy-init's outbound rules in the client pod: every TCP connection is
+    /// redirected to the outbound listener, except the proxy's own (by uid) and loopback.
+    pub fn redirect_outbound(&self, proxy_uid: u32, port: u16) {
+        let ns = &self.client;
+        let ipt = |rule: &[&str]| {
+            let mut args = vec!["ip", "netns", "exec", ns, "iptables", "-w", "-t", "nat"];
+            args.extend_from_slice(rule);
+            run(&args);
+        };
+        let uid = proxy_uid.to_string();
+        let port = port.to_string();
+        ipt(&["-N", "PROXY_INIT_OUTPUT"]);
+        ipt(&["-A", "PROXY_INIT_OUTPUT", "-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]);
+        ipt(&["-A", "PROXY_INIT_OUTPUT", "-o", "lo", "-j", "RETURN"]);
+        ipt(&["-A", "PROXY_INIT_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-port", &port]);
+        ipt(&["-A", "OUTPUT", "-j", "PROXY_INIT_OUTPUT"]);
+    }
+
+    /// Installs proxy-init's inbound rules in the server pod: every TCP connection arriving
+    /// from the network is redirected to the inbound listener, except the admin ports.
+    pub fn redirect_inbound(&self, port: u16, skip: &[u16]) {
+        let ns = &self.server;
+        let ipt = |rule: &[&str]| {
+            let mut args = vec!["ip", "netns", "exec", ns, "iptables", "-w", "-t", "nat"];
+            args.extend_from_slice(rule);
+            run(&args);
+        };
+        let port = port.to_string();
+        let skip: Vec<String> = skip.iter().map(u16::to_string).collect();
+        ipt(&["-N", "PROXY_INIT_REDIRECT"]);
+        ipt(&["-A", "PROXY_INIT_REDIRECT", "-p", "tcp", "-m", "multiport", "--dports", &skip.join(","), "-j", "RETURN"]);
+        ipt(&["-A", "PROXY_INIT_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-port", &port]);
+        ipt(&["-A", "PREROUTING", "-j", "PROXY_INIT_REDIRECT"]);
+    }
+}
+
+impl Drop for PodPair {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair, and so the pair.
+        for ns in [&self.client, &self.server] {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+        }
+    }
+}
+
+/// The built `linkerd2-proxy` binary: `$LINKERD2_PROXY_BIN`, or the one beside this test
+/// executable's directory (cargo builds it for `linkerd-app`'s integration tests).
+pub fn proxy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LINKERD2_PROXY_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/linkerd2-proxy
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("linkerd2-proxy"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p linkerd-app` or run the whole workspace's tests",
+        bin.display()
+    );
+    bin
+}

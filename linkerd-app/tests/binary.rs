@@ -1,0 +1,152 @@
+//! The `linkerd2-proxy` binary itself: configuration errors, logging control, signals.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_linkerd2-proxy");
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A blocking HTTP/1.0 request; returns the status and body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}", body.len()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+struct Proxy {
+    child: Child,
+    admin: SocketAddr,
+}
+
+impl Proxy {
+    fn start(extra: &[(&str, &str)]) -> Self {
+        let admin = free_addr();
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", free_addr().to_string())
+            .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", free_addr().to_string())
+            .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn linkerd2-proxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http(admin, "GET", "/ready", "").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "proxy did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, admin }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn wait(mut self) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                return (status.code().unwrap_or(-1), err);
+            }
+            assert!(Instant::now() < deadline, "proxy did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn bad_env_exits_2_with_one_line() {
+    for (name, value, expected) in [
+        ("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "fast", "expected a duration like 500ms, 10s, 2m or 1h"),
+        ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "nowhere", "expected an IP address and port"),
+        ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", "25,x", "expected a comma-separated list of ports"),
+        ("LINKERD2_PROXY_LOG_FORMAT", "yaml", "expected `plain` or `json`"),
+    ] {
+        let out = Command::new(BIN).env_clear().env(name, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}={value}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(name) && err.contains(value) && err.contains(expected), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn listener_in_use_fails_with_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", &addr)
+        .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
+        .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(&format!("failed to start the outbound listener: failed to bind {addr}")), "{err}");
+}
+
+#[test]
+fn log_level_can_be_read_and_changed() {
+    let proxy = Proxy::start(&[("LINKERD2_PROXY_LOG", "warn,linkerd=info")]);
+    assert_eq!(http(proxy.admin, "GET", "/proxy-log-level", ""), Some((200, "warn,linkerd=info\n".into())));
+    assert_eq!(http(proxy.admin, "PUT", "/proxy-log-level", "linkerd=debug").map(|r| r.0), Some(204));
+    assert_eq!(http(proxy.admin, "GET", "/proxy-log-level", ""), Some((200, "linkerd=debug\n".into())));
+    let (status, body) = http(proxy.admin, "PUT", "/proxy-log-level", "linkerd=loud").unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(http(proxy.admin, "GET", "/proxy-log-level", ""), Some((200, "linkerd=debug\n".into())));
+    // The new level is in force: a debug line from the proxy appears on SIGTERM.
+    proxy.signal("-TERM");
+    let (code, logs) = proxy.wait();
+    assert_eq!(code, 0);
+    assert!(logs.contains("received SIGTERM"), "{logs}");
+    assert!(logs.contains("no longer accepting connections"), "a debug line: {logs}");
+}
+
+#[test]
+fn json_logs() {
+    let proxy = Proxy::start(&[("LINKERD2_PROXY_LOG_FORMAT", "json")]);
+    proxy.signal("-INT");
+    let (code, logs) = proxy.wait();
+    assert_eq!(code, 0);
+    let first = logs.lines().next().expect("a log line");
+    assert!(first.starts_with('{') && first.contains("\"level\":\"INFO\""), "{logs}");
+    assert!(logs.contains("received SIGINT"), "{logs}");
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    let proxy = Proxy::start(&[]);
+    proxy.signal("-TERM");
+    let (code, logs) = proxy.wait();
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("all connections closed"), "{logs}");
+}

@@ -1,0 +1,51 @@
+//! A stand-alone test app and client, for tests that run processes in network namespaces.
+//!
+//! - `test-app http ADDR`: the HTTP test backend (see `linkerd_tests::backend::http`);
+//! - `test-app echo ADDR`: the TCP echo server;
+//! - `test-app tcp-client ADDR PAYLOAD`: connects, sends PAYLOAD, half-closes, prints the reply.
+#![forbid(unsafe_code)]
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let addr = |s: &str| -> SocketAddr { s.parse().expect("an IP:port address") };
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["http", a] => {
+            linkerd_tests::backend::http_on(addr(a)).await;
+            std::future::pending::<()>().await;
+        }
+        ["echo", a] => {
+            linkerd_tests::backend::tcp_echo_on(addr(a)).await;
+            std::future::pending::<()>().await;
+        }
+        ["tcp-client", a, payload] => {
+            let io = async {
+                let mut s = tokio::net::TcpStream::connect(addr(a)).await?;
+                s.write_all(payload.as_bytes()).await?;
+                s.shutdown().await?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await?;
+                Ok::<_, std::io::Error>(out)
+            };
+            match tokio::time::timeout(Duration::from_secs(10), io).await {
+                Ok(Ok(out)) => print!("{}", String::from_utf8_lossy(&out)),
+                Ok(Err(e)) => {
+                    eprintln!("tcp-client: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Err(_) => {
+                    eprintln!("tcp-client: timed out");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => {
+            eprintln!("usage: test-app http ADDR | echo ADDR | tcp-client ADDR PAYLOAD");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}

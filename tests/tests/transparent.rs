@@ -1,0 +1,149 @@
+//! The real transparent path: two pods in network namespaces, iptables REDIRECT as
+//! proxy-init installs it, the proxy binary in each, and plain clients that know nothing of
+//! the proxies.
+//!
+//! Needs root, `ip`, `iptables`, `curl` and `setpriv`. Skipped with a message otherwise,
+//! unless `LINKERD_REQUIRE_NETNS=1` (CI sets it), which makes a skip a failure.
+
+use linkerd_tests::{
+    metric,
+    netns::{self, PodPair},
+};
+use std::{
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The uid the proxy runs as; proxy-init exempts it from redirection. The app's client runs
+/// as `nobody`, so its connections are redirected.
+const PROXY_UID: u32 = 0;
+const NOBODY: &str = "65534";
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn curl(ns: &str, as_nobody: bool, args: &[&str]) -> (bool, String) {
+    let mut cmd_args: Vec<&str> = Vec::new();
+    if as_nobody {
+        cmd_args.extend(["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"]);
+    }
+    cmd_args.extend(["curl", "-s", "-m", "10"]);
+    cmd_args.extend_from_slice(args);
+    let out = PodPair::exec(ns, &cmd_args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_ready(ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, body) = curl(ns, false, &["http://127.0.0.1:4191/ready"]);
+        if ok && body == "ready\n" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the proxy in {ns} did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn transparent_path_through_two_proxies() {
+    if let Some(why) = netns::unavailable() {
+        if std::env::var("LINKERD_REQUIRE_NETNS").as_deref() == Ok("1") {
+            panic!("the transparent test must run here, but {why}");
+        }
+        eprintln!("SKIPPED transparent_path_through_two_proxies: {why}");
+        return;
+    }
+    let proxy = netns::proxy_bin();
+    let proxy = proxy.to_str().unwrap();
+    let app = env!("CARGO_BIN_EXE_test-app");
+
+    let pods = PodPair::create("tp");
+    let server_ip = pods.server_ip;
+    let mut procs = Procs(Vec::new());
+    let spawn = |ns: &str, args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = PodPair::exec(ns, args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    };
+
+    // The server pod: the app on loopback, the proxy on the default ports.
+    procs.0.push(spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]));
+    procs.0.push(spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]));
+    procs.0.push(spawn(&pods.server, &[proxy], &[("LINKERD2_PROXY_LOG", "linkerd=debug")]));
+    pods.redirect_inbound(4143, &[4190, 4191]);
+
+    // The client pod: the proxy, and outbound redirection for everyone but the proxy.
+    procs.0.push(spawn(
+        &pods.client,
+        &[proxy],
+        &[
+            ("LINKERD2_PROXY_LOG", "linkerd=debug"),
+            ("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "500ms"),
+        ],
+    ));
+    pods.redirect_outbound(PROXY_UID, 4140);
+    // Connections from the proxy to port 7777 vanish: a connect timeout.
+    netns::run(&[
+        "ip", "netns", "exec", &pods.client, "iptables", "-w", "-A", "OUTPUT", "-p", "tcp",
+        "--dport", "7777", "-m", "owner", "--uid-owner", &PROXY_UID.to_string(), "-j", "DROP",
+    ]);
+    wait_ready(&pods.server);
+    wait_ready(&pods.client);
+
+    // A plain HTTP client in the client pod reaches the app through both proxies.
+    let (ok, body) = curl(&pods.client, true, &[&format!("http://{server_ip}:8080/headers")]);
+    assert!(ok, "curl through the proxies failed: {body}");
+    assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
+    assert!(body.contains(&format!("host: {server_ip}:8080")), "{body}");
+
+    // Opaque TCP, with half-close, through both proxies.
+    let out = PodPair::exec(
+        &pods.client,
+        &["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", app, "tcp-client", &format!("{server_ip}:9000"), "\u{1}opaque"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "\u{1}opaquebye", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A connect timeout is a 504 with the reason.
+    let (_, head) = curl(&pods.client, true, &["-i", &format!("http://{server_ip}:7777/")]);
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(head.contains("l5d-proxy-error: connect to"), "{head}");
+
+    // Both proxies counted it.
+    let (_, client_metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
+    let (_, server_metrics) = curl(&pods.server, false, &["http://127.0.0.1:4191/metrics"]);
+    let dst = format!("target_addr=\"{server_ip}:8080\"");
+    assert_eq!(
+        metric(&client_metrics, "response_total", &["direction=\"outbound\"", &dst, "status_code=\"200\""]),
+        Some(1.0),
+        "{client_metrics}"
+    );
+    assert_eq!(
+        metric(&server_metrics, "response_total", &["direction=\"inbound\"", "target_addr=\"127.0.0.1:8080\"", "status_code=\"200\""]),
+        Some(1.0),
+        "{server_metrics}"
+    );
+    assert_eq!(
+        metric(&server_metrics, "tcp_open_total", &["direction=\"inbound\"", "peer=\"src\"", &format!("target_addr=\"{server_ip}:9000\"")]),
+        Some(1.0),
+        "{server_metrics}"
+    );
+    assert_eq!(
+        metric(&client_metrics, "response_total", &["status_code=\"504\""]),
+        Some(1.0),
+        "{client_metrics}"
+    );
+}
