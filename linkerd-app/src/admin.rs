@@ -103,11 +103,17 @@ impl Admin {
 
     async fn log_level(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
         let Some(log) = &self.log else {
-            return text(StatusCode::NOT_FOUND, "the log level can't be changed in this process\n");
+            return text(
+                StatusCode::NOT_FOUND,
+                "the log level can't be changed in this process\n",
+            );
         };
         match *req.method() {
             Method::GET => text(StatusCode::OK, format!("{}\n", log.get())),
-            Method::PUT if !loopback => text(StatusCode::FORBIDDEN, "the log level may only be changed from localhost\n"),
+            Method::PUT if !loopback => text(
+                StatusCode::FORBIDDEN,
+                "the log level may only be changed from localhost\n",
+            ),
             Method::PUT => {
                 let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                     Ok(b) => b.to_bytes(),
@@ -119,7 +125,10 @@ impl Admin {
                         tracing::info!(filter = %filter.trim(), "log level changed");
                         text(StatusCode::NO_CONTENT, "")
                     }
-                    Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid log filter: {e}\n")),
+                    Err(e) => text(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid log filter: {e}\n"),
+                    ),
                 }
             }
             _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),

@@ -72,12 +72,27 @@ impl Config {
 
         let client = |dir: &str, connect_timeout: &str| -> Result<_, ConfigError> {
             Ok(linkerd_http::ClientConfig {
-                connect_timeout: duration(&format!("{PREFIX}{dir}_CONNECT_TIMEOUT"), connect_timeout)?,
-                idle_timeout: duration(&format!("{PREFIX}{dir}_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT"), "3s")?,
-                max_idle_per_endpoint: count(&format!("{PREFIX}{dir}_MAX_IDLE_CONNS_PER_ENDPOINT"), "1000")?,
-                h2_keep_alive_interval: Some(duration(&format!("{PREFIX}{dir}_HTTP2_KEEP_ALIVE_INTERVAL"), "10s")?)
-                    .filter(|d| !d.is_zero()),
-                h2_keep_alive_timeout: duration(&format!("{PREFIX}{dir}_HTTP2_KEEP_ALIVE_TIMEOUT"), "3s")?,
+                connect_timeout: duration(
+                    &format!("{PREFIX}{dir}_CONNECT_TIMEOUT"),
+                    connect_timeout,
+                )?,
+                idle_timeout: duration(
+                    &format!("{PREFIX}{dir}_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT"),
+                    "3s",
+                )?,
+                max_idle_per_endpoint: count(
+                    &format!("{PREFIX}{dir}_MAX_IDLE_CONNS_PER_ENDPOINT"),
+                    "1000",
+                )?,
+                h2_keep_alive_interval: Some(duration(
+                    &format!("{PREFIX}{dir}_HTTP2_KEEP_ALIVE_INTERVAL"),
+                    "10s",
+                )?)
+                .filter(|d| !d.is_zero()),
+                h2_keep_alive_timeout: duration(
+                    &format!("{PREFIX}{dir}_HTTP2_KEEP_ALIVE_TIMEOUT"),
+                    "3s",
+                )?,
             })
         };
 
@@ -105,7 +120,8 @@ impl Config {
             admin_listen_addr: addr("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:4191")?,
             log_filter,
             log_format,
-            opaque_ports: vars.parse("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            opaque_ports: vars.parse(
+                "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
                 DEFAULT_OPAQUE_PORTS,
                 PortSet::parse,
             )?,
@@ -114,25 +130,46 @@ impl Config {
                 false => None,
             },
             shutdown_grace_period: duration("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "2m")?,
-            shutdown_endpoint_enabled: vars.parse("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
+            shutdown_endpoint_enabled: vars.parse(
+                "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
                 "false",
                 parse_bool,
             )?,
             server: linkerd_http::ServerConfig {
-                h1_header_read_timeout: duration("LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT", "30s")?,
-                h1_max_buf_size: vars.parse("LINKERD2_PROXY_HTTP1_MAX_HEADER_BYTES",
-                    "409600",
-                    |v| parse_positive(v).and_then(|n| {
-                        // hyper's floor for an HTTP/1 read buffer.
-                        if n >= 8192 { Ok(n) } else { Err("a number of bytes of at least 8192") }
-                    }),
+                h1_header_read_timeout: duration(
+                    "LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT",
+                    "30s",
                 )?,
-                h2_keep_alive_interval: Some(duration("LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL", "10s")?)
-                    .filter(|d| !d.is_zero()),
-                h2_keep_alive_timeout: duration("LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT", "20s")?,
-                h2_max_concurrent_streams: vars.parse("LINKERD2_PROXY_HTTP2_MAX_CONCURRENT_STREAMS",
+                h1_max_buf_size: vars.parse(
+                    "LINKERD2_PROXY_HTTP1_MAX_HEADER_BYTES",
+                    "409600",
+                    |v| {
+                        parse_positive(v).and_then(|n| {
+                            // hyper's floor for an HTTP/1 read buffer.
+                            if n >= 8192 {
+                                Ok(n)
+                            } else {
+                                Err("a number of bytes of at least 8192")
+                            }
+                        })
+                    },
+                )?,
+                h2_keep_alive_interval: Some(duration(
+                    "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL",
+                    "10s",
+                )?)
+                .filter(|d| !d.is_zero()),
+                h2_keep_alive_timeout: duration(
+                    "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
+                    "20s",
+                )?,
+                h2_max_concurrent_streams: vars.parse(
+                    "LINKERD2_PROXY_HTTP2_MAX_CONCURRENT_STREAMS",
                     "1000",
-                    |v| parse_positive(v).and_then(|n| u32::try_from(n).map_err(|_| "a positive 32-bit integer")),
+                    |v| {
+                        parse_positive(v)
+                            .and_then(|n| u32::try_from(n).map_err(|_| "a positive 32-bit integer"))
+                    },
                 )?,
             },
             env: env

@@ -77,7 +77,10 @@ pub(crate) fn to_origin_form<B>(req: &mut Request<B>) {
 }
 
 /// Resolves the target's host (an IP literal, or a name through the system resolver).
-pub(crate) async fn resolve(target: &ExplicitTarget, timeout: Duration) -> Result<SocketAddr, Error> {
+pub(crate) async fn resolve(
+    target: &ExplicitTarget,
+    timeout: Duration,
+) -> Result<SocketAddr, Error> {
     let host = target.host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse() {
         return Ok(SocketAddr::new(ip, target.port));
@@ -115,11 +118,26 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(target_of(&req("CONNECT", "example.com:443", None)).unwrap(), t("example.com", 443));
-        assert_eq!(target_of(&req("GET", "http://10.0.0.1:8080/a", Some("x"))).unwrap(), t("10.0.0.1", 8080));
-        assert_eq!(target_of(&req("GET", "http://web/a", None)).unwrap(), t("web", 80));
-        assert_eq!(target_of(&req("GET", "/a", Some("web.ns:9000"))).unwrap(), t("web.ns", 9000));
-        assert_eq!(target_of(&req("GET", "http://[::1]:81/", None)).unwrap(), t("[::1]", 81));
+        assert_eq!(
+            target_of(&req("CONNECT", "example.com:443", None)).unwrap(),
+            t("example.com", 443)
+        );
+        assert_eq!(
+            target_of(&req("GET", "http://10.0.0.1:8080/a", Some("x"))).unwrap(),
+            t("10.0.0.1", 8080)
+        );
+        assert_eq!(
+            target_of(&req("GET", "http://web/a", None)).unwrap(),
+            t("web", 80)
+        );
+        assert_eq!(
+            target_of(&req("GET", "/a", Some("web.ns:9000"))).unwrap(),
+            t("web.ns", 9000)
+        );
+        assert_eq!(
+            target_of(&req("GET", "http://[::1]:81/", None)).unwrap(),
+            t("[::1]", 81)
+        );
     }
 
     #[test]
@@ -149,11 +167,19 @@ mod tests {
     #[tokio::test]
     async fn resolves_literals_and_names() {
         let timeout = Duration::from_secs(5);
-        assert_eq!(resolve(&t("[::1]", 81), timeout).await.unwrap(), "[::1]:81".parse().unwrap());
-        assert_eq!(resolve(&t("127.0.0.1", 80), timeout).await.unwrap(), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(
+            resolve(&t("[::1]", 81), timeout).await.unwrap(),
+            "[::1]:81".parse().unwrap()
+        );
+        assert_eq!(
+            resolve(&t("127.0.0.1", 80), timeout).await.unwrap(),
+            "127.0.0.1:80".parse().unwrap()
+        );
         let localhost = resolve(&t("localhost", 80), timeout).await.unwrap();
         assert!(localhost.ip().is_loopback());
-        let e = resolve(&t("no-such-host.invalid", 80), timeout).await.unwrap_err();
+        let e = resolve(&t("no-such-host.invalid", 80), timeout)
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), 502);
     }
 }

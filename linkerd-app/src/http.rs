@@ -55,7 +55,11 @@ pub(crate) async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let http2 = protocol == Protocol::Http2;
-    let version = if http2 { Version::Http2 } else { Version::Http1 };
+    let version = if http2 {
+        Version::Http2
+    } else {
+        Version::Http1
+    };
     let endpoint = match route {
         Route::Target(addr) => Some(stack.client.endpoint(addr, version)),
         Route::Explicit => None,
@@ -72,7 +76,9 @@ pub(crate) async fn serve<I>(
         let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
         async move { Ok::<_, Infallible>(conn.handle(req).await) }.instrument(span)
     });
-    if let Err(error) = linkerd_http::serve(io, http2, &server, svc, shutdown.cancelled_owned()).await {
+    if let Err(error) =
+        linkerd_http::serve(io, http2, &server, svc, shutdown.cancelled_owned()).await
+    {
         tracing::debug!(%error, "HTTP connection closed with an error");
     }
 }
@@ -151,11 +157,11 @@ impl Conn {
 
     /// The route metrics for this request's authority and target, cached per connection.
     fn route(&self, req: &Request<Incoming>, target_addr: SocketAddr) -> RouteMetrics {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
         let mut last = self.last_route.lock();
         if let Some(r) = last.as_ref() {
             let l = r.labels();

@@ -26,7 +26,10 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
     // 1. The app's port. A connection that was not redirected targets the listener itself.
     let orig_dst = conn.orig_dst.unwrap_or(conn.local);
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, orig_dst.port()));
-    let io = Metered::new(conn.socket, stack.tcp.open(Direction::Inbound, Peer::Src, orig_dst));
+    let io = Metered::new(
+        conn.socket,
+        stack.tcp.open(Direction::Inbound, Peer::Src, orig_dst),
+    );
     // 2. Detect.
     let (protocol, io) = if stack.opaque_ports.contains(target.port()) {
         (Protocol::Opaque, PrefixedIo::new(bytes::Bytes::new(), io))
@@ -44,14 +47,28 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
     // 3. and 4. Forward to the app.
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
-            http::serve(stack.http.clone(), io, protocol, Route::Target(target), shutdown).await
+            http::serve(
+                stack.http.clone(),
+                io,
+                protocol,
+                Route::Target(target),
+                shutdown,
+            )
+            .await
         }
         Protocol::Tls | Protocol::Opaque => {
             if stack.http.own.contains(target) {
                 tracing::warn!(%target, "refusing to forward to this proxy's own port (a forwarding loop)");
                 return;
             }
-            tcp::forward(io, target, stack.connect_timeout, &stack.tcp, Direction::Inbound).await
+            tcp::forward(
+                io,
+                target,
+                stack.connect_timeout,
+                &stack.tcp,
+                Direction::Inbound,
+            )
+            .await
         }
     }
 }

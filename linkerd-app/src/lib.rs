@@ -23,7 +23,9 @@ pub use self::log::{init as init_logging, LogHandle};
 use linkerd_detect::DetectParams;
 use linkerd_http::{Client, HttpMetrics};
 use linkerd_metrics::Registry;
-use linkerd_proxy_transport::{accept, bind, Accepted, Direction, OrigDst, SoOriginalDst, TcpMetrics};
+use linkerd_proxy_transport::{
+    accept, bind, Accepted, Direction, OrigDst, SoOriginalDst, TcpMetrics,
+};
 use std::{
     future::Future,
     net::SocketAddr,
@@ -112,7 +114,8 @@ impl App {
             orig_dst,
             log,
         } = self;
-        let listen = |listener, addr| bind(addr).map_err(|source| Error::Listen { listener, source });
+        let listen =
+            |listener, addr| bind(addr).map_err(|source| Error::Listen { listener, source });
         let inbound = listen("inbound", config.inbound.listen_addr)?;
         let outbound = listen("outbound", config.outbound.listen_addr)?;
         let admin = listen("admin", config.admin_listen_addr)?;
@@ -259,7 +262,8 @@ impl Proxy {
     /// Returns false when the grace period expired first.
     pub async fn drained(self) -> bool {
         self.shutdown.cancelled().await;
-        self.ready.store(false, std::sync::atomic::Ordering::Release);
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Release);
         self.tracker.close();
         match tokio::time::timeout(self.grace, self.tracker.wait()).await {
             Ok(()) => true,
@@ -279,7 +283,8 @@ impl OwnListeners {
         self.0.iter().any(|l| {
             l.port() == addr.port()
                 && (l.ip() == addr.ip()
-                    || l.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified())
+                    || l.ip().is_unspecified()
+                        && (addr.ip().is_loopback() || addr.ip().is_unspecified())
                     || l.ip().is_loopback() && addr.ip().is_unspecified())
         })
     }

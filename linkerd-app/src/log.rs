@@ -3,7 +3,9 @@
 use crate::config::LogFormat;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry};
+use tracing_subscriber::{
+    layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry,
+};
 
 /// Reads and replaces the log filter of the running process (admin `/proxy-log-level`).
 #[derive(Clone)]
@@ -16,7 +18,8 @@ pub struct LogHandle {
 pub fn init(filter: &str, format: LogFormat) -> LogHandle {
     let env_filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
     let (filter_layer, reload) = reload::Layer::new(env_filter);
-    let plain = (format == LogFormat::Plain).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let plain = (format == LogFormat::Plain)
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let json = (format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()

@@ -53,7 +53,10 @@ fn main() -> ExitCode {
 /// Completes on SIGTERM or SIGINT.
 async fn signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("failed to install signal handlers; only POST /shutdown stops the proxy");
         return std::future::pending().await;
     };

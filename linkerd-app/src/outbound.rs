@@ -24,7 +24,11 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
     let orig_dst = conn.orig_dst.filter(|dst| *dst != conn.local);
     let io = Metered::new(
         conn.socket,
-        stack.tcp.open(Direction::Outbound, Peer::Src, orig_dst.unwrap_or(conn.local)),
+        stack.tcp.open(
+            Direction::Outbound,
+            Peer::Src,
+            orig_dst.unwrap_or(conn.local),
+        ),
     );
 
     // 2. Detect.
@@ -61,10 +65,19 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
                 tracing::warn!(%dst, "refusing to forward to this proxy's own listener (a forwarding loop)");
                 return;
             }
-            tcp::forward(io, dst, stack.connect_timeout, &stack.tcp, Direction::Outbound).await
+            tcp::forward(
+                io,
+                dst,
+                stack.connect_timeout,
+                &stack.tcp,
+                Direction::Outbound,
+            )
+            .await
         }
         (Protocol::Tls | Protocol::Opaque, None) => {
-            tracing::info!("closing: not HTTP, and not redirected, so there is no target (use CONNECT)");
+            tracing::info!(
+                "closing: not HTTP, and not redirected, so there is no target (use CONNECT)"
+            );
         }
     }
 }

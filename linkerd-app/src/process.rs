@@ -9,18 +9,38 @@ pub fn collector(start: SystemTime) -> impl Fn(&mut String) + Send + Sync + 'sta
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     move |out: &mut String| {
-        gauge(out, "process_start_time_seconds", "Time that the process started (in seconds since the UNIX epoch).", start_secs);
+        gauge(
+            out,
+            "process_start_time_seconds",
+            "Time that the process started (in seconds since the UNIX epoch).",
+            start_secs,
+        );
         if let Some(cpu) = cpu_seconds() {
             let _ = writeln!(out, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}");
         }
         if let Some(rss) = status_kb("VmRSS:") {
-            gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.", (rss * 1024) as f64);
+            gauge(
+                out,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                (rss * 1024) as f64,
+            );
         }
         if let Some(vm) = status_kb("VmSize:") {
-            gauge(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.", (vm * 1024) as f64);
+            gauge(
+                out,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                (vm * 1024) as f64,
+            );
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            gauge(out, "process_open_fds", "Number of open file descriptors.", fds.count() as f64);
+            gauge(
+                out,
+                "process_open_fds",
+                "Number of open file descriptors.",
+                fds.count() as f64,
+            );
         }
         let _ = writeln!(
             out,
@@ -51,7 +71,12 @@ fn cpu_seconds() -> Option<f64> {
 fn status_kb(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+    line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -67,8 +92,14 @@ mod tests {
             "process_open_fds ",
             "proxy_build_info{",
         ] {
-            assert!(out.contains(&format!("\n{name}")) || out.starts_with("# HELP"), "{name} missing:\n{out}");
-            assert!(out.lines().any(|l| l.starts_with(name)), "{name} missing:\n{out}");
+            assert!(
+                out.contains(&format!("\n{name}")) || out.starts_with("# HELP"),
+                "{name} missing:\n{out}"
+            );
+            assert!(
+                out.lines().any(|l| l.starts_with(name)),
+                "{name} missing:\n{out}"
+            );
         }
         let rss: f64 = out
             .lines()
@@ -76,6 +107,9 @@ mod tests {
             .unwrap()
             .parse()
             .unwrap();
-        assert!(rss > 1024.0 * 1024.0, "a test process uses more than 1 MiB: {rss}");
+        assert!(
+            rss > 1024.0 * 1024.0,
+            "a test process uses more than 1 MiB: {rss}"
+        );
     }
 }

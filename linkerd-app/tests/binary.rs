@@ -10,14 +10,22 @@ use std::{
 const BIN: &str = env!("CARGO_BIN_EXE_linkerd2-proxy");
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A blocking HTTP/1.0 request; returns the status and body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}", body.len()).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.get(9..12)?.parse().ok()?;
@@ -35,8 +43,14 @@ impl Proxy {
         let admin = free_addr();
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
-            .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", free_addr().to_string())
-            .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", free_addr().to_string())
+            .env(
+                "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
+                free_addr().to_string(),
+            )
+            .env(
+                "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
+                free_addr().to_string(),
+            )
             .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -66,7 +80,12 @@ impl Proxy {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let mut err = String::new();
-                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 return (status.code().unwrap_or(-1), err);
             }
             assert!(Instant::now() < deadline, "proxy did not exit");
@@ -84,16 +103,39 @@ impl Drop for Proxy {
 #[test]
 fn bad_env_exits_2_with_one_line() {
     for (name, value, expected) in [
-        ("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "fast", "expected a duration like 500ms, 10s, 2m or 1h"),
-        ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "nowhere", "expected an IP address and port"),
-        ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", "25,x", "expected a comma-separated list of ports"),
-        ("LINKERD2_PROXY_LOG_FORMAT", "yaml", "expected `plain` or `json`"),
+        (
+            "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
+            "fast",
+            "expected a duration like 500ms, 10s, 2m or 1h",
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
+            "nowhere",
+            "expected an IP address and port",
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            "25,x",
+            "expected a comma-separated list of ports",
+        ),
+        (
+            "LINKERD2_PROXY_LOG_FORMAT",
+            "yaml",
+            "expected `plain` or `json`",
+        ),
     ] {
-        let out = Command::new(BIN).env_clear().env(name, value).output().unwrap();
+        let out = Command::new(BIN)
+            .env_clear()
+            .env(name, value)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}={value}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "one line: {err}");
-        assert!(err.contains(name) && err.contains(value) && err.contains(expected), "{err}");
+        assert!(
+            err.contains(name) && err.contains(value) && err.contains(expected),
+            "{err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
 }
@@ -111,24 +153,44 @@ fn listener_in_use_fails_with_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains(&format!("failed to start the outbound listener: failed to bind {addr}")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "failed to start the outbound listener: failed to bind {addr}"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
 fn log_level_can_be_read_and_changed() {
     let proxy = Proxy::start(&[("LINKERD2_PROXY_LOG", "warn,linkerd=info")]);
-    assert_eq!(http(proxy.admin, "GET", "/proxy-log-level", ""), Some((200, "warn,linkerd=info\n".into())));
-    assert_eq!(http(proxy.admin, "PUT", "/proxy-log-level", "linkerd=debug").map(|r| r.0), Some(204));
-    assert_eq!(http(proxy.admin, "GET", "/proxy-log-level", ""), Some((200, "linkerd=debug\n".into())));
+    assert_eq!(
+        http(proxy.admin, "GET", "/proxy-log-level", ""),
+        Some((200, "warn,linkerd=info\n".into()))
+    );
+    assert_eq!(
+        http(proxy.admin, "PUT", "/proxy-log-level", "linkerd=debug").map(|r| r.0),
+        Some(204)
+    );
+    assert_eq!(
+        http(proxy.admin, "GET", "/proxy-log-level", ""),
+        Some((200, "linkerd=debug\n".into()))
+    );
     let (status, body) = http(proxy.admin, "PUT", "/proxy-log-level", "linkerd=loud").unwrap();
     assert_eq!(status, 400, "{body}");
-    assert_eq!(http(proxy.admin, "GET", "/proxy-log-level", ""), Some((200, "linkerd=debug\n".into())));
+    assert_eq!(
+        http(proxy.admin, "GET", "/proxy-log-level", ""),
+        Some((200, "linkerd=debug\n".into()))
+    );
     // The new level is in force: a debug line from the proxy appears on SIGTERM.
     proxy.signal("-TERM");
     let (code, logs) = proxy.wait();
     assert_eq!(code, 0);
     assert!(logs.contains("received SIGTERM"), "{logs}");
-    assert!(logs.contains("no longer accepting connections"), "a debug line: {logs}");
+    assert!(
+        logs.contains("no longer accepting connections"),
+        "a debug line: {logs}"
+    );
 }
 
 #[test]
@@ -138,7 +200,10 @@ fn json_logs() {
     let (code, logs) = proxy.wait();
     assert_eq!(code, 0);
     let first = logs.lines().next().expect("a log line");
-    assert!(first.starts_with('{') && first.contains("\"level\":\"INFO\""), "{logs}");
+    assert!(
+        first.starts_with('{') && first.contains("\"level\":\"INFO\""),
+        "{logs}"
+    );
     assert!(logs.contains("received SIGINT"), "{logs}");
 }
 

@@ -79,10 +79,7 @@ fn http1(buf: &[u8]) -> Option<Classification> {
     match req.parse(buf) {
         Ok(_) | Err(httparse::Error::TooManyHeaders) if line_done => {
             // The request line parsed in full; headers are hyper's business.
-            match req.version {
-                Some(_) => Some(Classification::Done(Protocol::Http1)),
-                None => None,
-            }
+            req.version.map(|_| Classification::Done(Protocol::Http1))
         }
         Ok(httparse::Status::Partial) => Some(Classification::NeedMore),
         _ => None,
@@ -104,7 +101,12 @@ mod tests {
             b"GET http://example.com/ HTTP/1.1\r\n\r\n",
             b"OPTIONS * HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(classify(req), Done(Protocol::Http1), "{:?}", String::from_utf8_lossy(req));
+            assert_eq!(
+                classify(req),
+                Done(Protocol::Http1),
+                "{:?}",
+                String::from_utf8_lossy(req)
+            );
         }
     }
 
@@ -116,7 +118,11 @@ mod tests {
             assert_eq!(classify(&full[..n]), NeedMore, "prefix of {n} bytes");
         }
         for n in line_end + 1..full.len() {
-            assert_eq!(classify(&full[..n]), Done(Protocol::Http1), "prefix of {n} bytes");
+            assert_eq!(
+                classify(&full[..n]),
+                Done(Protocol::Http1),
+                "prefix of {n} bytes"
+            );
         }
     }
 
@@ -139,7 +145,9 @@ mod tests {
 
     #[test]
     fn tls_client_hello() {
-        let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+        let hello = [
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
         assert_eq!(classify(&hello), Done(Protocol::Tls));
         for n in 1..6 {
             assert_eq!(classify(&hello[..n]), NeedMore, "prefix of {n} bytes");

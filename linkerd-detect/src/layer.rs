@@ -216,12 +216,17 @@ mod tests {
     #[tokio::test]
     async fn layer_passes_the_result_on() {
         use tower::{Layer, Service, ServiceExt};
-        let inner = tower::service_fn(|(d, io): (Detected, PrefixedIo<tokio::io::DuplexStream>)| async move {
-            Ok::<_, Error>((d.protocol, io.prefix().to_vec()))
-        });
+        let inner = tower::service_fn(
+            |(d, io): (Detected, PrefixedIo<tokio::io::DuplexStream>)| async move {
+                Ok::<_, Error>((d.protocol, io.prefix().to_vec()))
+            },
+        );
         let mut svc = DetectLayer::new(PARAMS).layer(inner);
         let (mut client, server) = tokio::io::duplex(64);
-        client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
         let (p, prefix) = svc.ready().await.unwrap().call(server).await.unwrap();
         assert_eq!(p, Protocol::Http2);
         assert_eq!(prefix, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");

@@ -61,8 +61,10 @@ struct Shared<B> {
     config: ClientConfig,
     direction: Direction,
     tcp: TcpMetrics,
-    endpoints: RwLock<HashMap<(SocketAddr, Version), Arc<EndpointPool<B>>>>,
+    endpoints: RwLock<HashMap<EndpointKey, Arc<EndpointPool<B>>>>,
 }
+
+type EndpointKey = (SocketAddr, Version);
 
 struct EndpointPool<B> {
     addr: SocketAddr,
@@ -311,7 +313,9 @@ where
 
     /// The shared HTTP/2 connection; only one task dials it while the others wait.
     async fn h2_sender(&self) -> Result<http2::SendRequest<B>, Error> {
-        let live = |slot: &Option<http2::SendRequest<B>>| slot.as_ref().filter(|tx| !tx.is_closed()).cloned();
+        let live = |slot: &Option<http2::SendRequest<B>>| {
+            slot.as_ref().filter(|tx| !tx.is_closed()).cloned()
+        };
         if let Some(tx) = live(&self.pool.h2.read()) {
             return Ok(tx);
         }

@@ -33,7 +33,10 @@ pub enum Error {
 
     /// An explicit-proxy request named a target the proxy does not serve.
     #[error("forbidden target {target}: {reason}")]
-    Forbidden { target: String, reason: &'static str },
+    Forbidden {
+        target: String,
+        reason: &'static str,
+    },
 
     /// The request can't be forwarded as written.
     #[error("bad request: {0}")]
@@ -68,8 +71,8 @@ impl Error {
         *rsp.status_mut() = self.status();
         // Header values can't hold control characters; the message never has any, but fall
         // back to a fixed text rather than fail.
-        let value = HeaderValue::from_str(&msg)
-            .unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
+        let value =
+            HeaderValue::from_str(&msg).unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
         rsp.headers_mut().insert(L5D_PROXY_ERROR, value);
         rsp.headers_mut().insert(
             http::header::CONTENT_TYPE,

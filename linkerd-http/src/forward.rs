@@ -32,8 +32,8 @@ pub async fn forward(
         }
     };
 
-    let switched = rsp.status() == StatusCode::SWITCHING_PROTOCOLS
-        || connect && rsp.status().is_success();
+    let switched =
+        rsp.status() == StatusCode::SWITCHING_PROTOCOLS || connect && rsp.status().is_success();
     if let Some(client) = client_upgrade.filter(|_| switched) {
         spawn_upgrade(client, hyper::upgrade::on(&mut rsp));
     }

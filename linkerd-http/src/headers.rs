@@ -55,10 +55,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let te_trailers = headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+        .map(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
         .unwrap_or(false);
-    let upgrade = keep_upgrade.then(|| headers.get_all(header::UPGRADE).iter().cloned().collect::<Vec<_>>());
-    for n in HOP_BY_HOP.iter().chain([&KEEP_ALIVE, &PROXY_CONNECTION, &HTTP2_SETTINGS]) {
+    let upgrade = keep_upgrade.then(|| {
+        headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    for n in HOP_BY_HOP
+        .iter()
+        .chain([&KEEP_ALIVE, &PROXY_CONNECTION, &HTTP2_SETTINGS])
+    {
         headers.remove(n);
     }
     if te_trailers {

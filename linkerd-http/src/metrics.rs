@@ -186,7 +186,12 @@ impl RouteMetrics {
 
 impl ResponseRecorder {
     /// Records the response headers' latency and wraps the body to classify it when it ends.
-    pub fn response<B: Body>(self, status: StatusCode, headers: &HeaderMap, body: B) -> RecordBody<B> {
+    pub fn response<B: Body>(
+        self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: B,
+    ) -> RecordBody<B> {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         self.route.latency(Some(status.as_u16())).observe(ms);
         RecordBody {
@@ -323,7 +328,11 @@ impl EncodeLabels for ResponseLabels {
         }
         w.label(
             "classification",
-            if self.key.success { "success" } else { "failure" },
+            if self.key.success {
+                "success"
+            } else {
+                "failure"
+            },
         );
     }
 }
@@ -346,7 +355,11 @@ mod tests {
         let mut reg = Registry::default();
         let route = route(&mut reg);
 
-        let body = route.request().response(StatusCode::OK, &HeaderMap::new(), Full::new(Bytes::from("ok")));
+        let body = route.request().response(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Full::new(Bytes::from("ok")),
+        );
         body.collect().await.unwrap();
 
         let body = route.request().response(
@@ -362,7 +375,12 @@ mod tests {
             Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from("x"))),
             Ok(Frame::trailers(trailers)),
         ]));
-        route.request().response(StatusCode::OK, &HeaderMap::new(), grpc).collect().await.unwrap();
+        route
+            .request()
+            .response(StatusCode::OK, &HeaderMap::new(), grpc)
+            .collect()
+            .await
+            .unwrap();
 
         route.request().error(StatusCode::BAD_GATEWAY);
 
@@ -384,8 +402,14 @@ mod tests {
     fn dropped_body_is_a_failure() {
         let mut reg = Registry::default();
         let route = route(&mut reg);
-        let body = route.request().response(StatusCode::OK, &HeaderMap::new(), Full::new(Bytes::from("unread")));
+        let body = route.request().response(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Full::new(Bytes::from("unread")),
+        );
         drop(body);
-        assert!(reg.encode().contains("status_code=\"200\",classification=\"failure\"} 1\n"));
+        assert!(reg
+            .encode()
+            .contains("status_code=\"200\",classification=\"failure\"} 1\n"));
     }
 }

@@ -13,8 +13,11 @@ pub struct LabelWriter<'a> {
 #[derive(Default)]
 pub struct Registry {
     families: Vec<Arc<dyn EncodeFamily>>,
-    collectors: Vec<Box<dyn Fn(&mut String) + Send + Sync>>,
+    collectors: Vec<Collector>,
 }
+
+/// A function that appends already-formatted sample lines on every scrape.
+type Collector = Box<dyn Fn(&mut String) + Send + Sync>;
 
 trait EncodeFamily: Send + Sync {
     fn encode_family(&self, out: &mut String);

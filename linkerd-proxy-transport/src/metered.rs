@@ -115,12 +115,27 @@ mod tests {
         io.read_exact(&mut buf).await.unwrap();
         let text = reg.encode();
         let l = "direction=\"outbound\",peer=\"dst\",target_addr=\"10.1.2.3:80\",target_ip=\"10.1.2.3\",target_port=\"80\"";
-        assert!(text.contains(&format!("tcp_write_bytes_total{{{l}}} 5\n")), "{text}");
-        assert!(text.contains(&format!("tcp_read_bytes_total{{{l}}} 3\n")), "{text}");
-        assert!(text.contains(&format!("tcp_open_connections{{{l}}} 1\n")), "{text}");
+        assert!(
+            text.contains(&format!("tcp_write_bytes_total{{{l}}} 5\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("tcp_read_bytes_total{{{l}}} 3\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("tcp_open_connections{{{l}}} 1\n")),
+            "{text}"
+        );
         drop(io);
         let text = reg.encode();
-        assert!(text.contains(&format!("tcp_open_connections{{{l}}} 0\n")), "{text}");
-        assert!(text.contains(&format!("tcp_close_total{{{l},errno=\"\"}} 1\n")), "{text}");
+        assert!(
+            text.contains(&format!("tcp_open_connections{{{l}}} 0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("tcp_close_total{{{l},errno=\"\"}} 1\n")),
+            "{text}"
+        );
     }
 }

@@ -86,7 +86,12 @@ impl TcpMetrics {
     }
 
     /// Records a newly opened connection and returns its handles.
-    pub fn open(&self, direction: Direction, peer: Peer, target_addr: SocketAddr) -> TcpConnMetrics {
+    pub fn open(
+        &self,
+        direction: Direction,
+        peer: Peer,
+        target_addr: SocketAddr,
+    ) -> TcpConnMetrics {
         let labels = TcpLabels {
             direction,
             peer,

@@ -64,7 +64,9 @@ pub async fn http_on(addr: SocketAddr) -> Http {
             };
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req| async move { Ok::<_, Infallible>(route(req).await) });
+                let svc = hyper::service::service_fn(|req| async move {
+                    Ok::<_, Infallible>(route(req).await)
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(socket), svc)
                     .await;
@@ -102,7 +104,8 @@ async fn route(mut req: Request<Incoming>) -> Response<Body> {
             Response::new(StreamBody::new(stream::iter(frames)).boxed())
         }
         "/chunks" => {
-            let frames = (0..3).map(|i| Ok::<_, hyper::Error>(Frame::data(Bytes::from(format!("chunk{i};")))));
+            let frames = (0..3)
+                .map(|i| Ok::<_, hyper::Error>(Frame::data(Bytes::from(format!("chunk{i};")))));
             Response::new(StreamBody::new(stream::iter(frames)).boxed())
         }
         "/ws" => {
@@ -124,8 +127,10 @@ async fn route(mut req: Request<Incoming>) -> Response<Body> {
                 }
             });
             let mut rsp = full(StatusCode::SWITCHING_PROTOCOLS, "");
-            rsp.headers_mut().insert("connection", "upgrade".parse().unwrap());
-            rsp.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+            rsp.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            rsp.headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
             rsp
         }
         p if p.starts_with("/slow/") => {
@@ -135,14 +140,21 @@ async fn route(mut req: Request<Incoming>) -> Response<Body> {
         }
         p if p.starts_with("/status/") => {
             let code: u16 = p[8..].parse().unwrap_or(500);
-            full(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "")
+            full(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "",
+            )
         }
         _ => full(StatusCode::OK, "hello"),
     }
 }
 
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut rsp = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
+    let mut rsp = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *rsp.status_mut() = status;
     rsp
 }

@@ -19,7 +19,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let io = TcpStream::connect(addr).await.expect("connect");
-    let (tx, conn) = http1::handshake(TokioIo::new(io)).await.expect("HTTP/1 handshake");
+    let (tx, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .expect("HTTP/1 handshake");
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });

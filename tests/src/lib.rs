@@ -88,7 +88,11 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split_once(['{', ' ']).map(|(n, _)| n == name).unwrap_or(false))
+        .filter(|l| {
+            l.split_once(['{', ' '])
+                .map(|(n, _)| n == name)
+                .unwrap_or(false)
+        })
         .filter(|l| labels.iter().all(|lbl| l.contains(lbl)))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()

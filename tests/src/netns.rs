@@ -66,9 +66,35 @@ impl PodPair {
         let (vc, vs) = (format!("l5c{id}"), format!("l5s{id}"));
         run(&["ip", "netns", "add", &pair.client]);
         run(&["ip", "netns", "add", &pair.server]);
-        run(&["ip", "link", "add", &vc, "netns", &pair.client, "type", "veth", "peer", "name", &vs, "netns", &pair.server]);
-        for (ns, dev, ip) in [(&pair.client, &vc, pair.client_ip), (&pair.server, &vs, pair.server_ip)] {
-            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/30"), "dev", dev]);
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &vc,
+            "netns",
+            &pair.client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vs,
+            "netns",
+            &pair.server,
+        ]);
+        for (ns, dev, ip) in [
+            (&pair.client, &vc, pair.client_ip),
+            (&pair.server, &vs, pair.server_ip),
+        ] {
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/30"),
+                "dev",
+                dev,
+            ]);
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
@@ -94,9 +120,27 @@ impl PodPair {
         let uid = proxy_uid.to_string();
         let port = port.to_string();
         ipt(&["-N", "PROXY_INIT_OUTPUT"]);
-        ipt(&["-A", "PROXY_INIT_OUTPUT", "-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]);
+        ipt(&[
+            "-A",
+            "PROXY_INIT_OUTPUT",
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid,
+            "-j",
+            "RETURN",
+        ]);
         ipt(&["-A", "PROXY_INIT_OUTPUT", "-o", "lo", "-j", "RETURN"]);
-        ipt(&["-A", "PROXY_INIT_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-port", &port]);
+        ipt(&[
+            "-A",
+            "PROXY_INIT_OUTPUT",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-port",
+            &port,
+        ]);
         ipt(&["-A", "OUTPUT", "-j", "PROXY_INIT_OUTPUT"]);
     }
 
@@ -112,8 +156,28 @@ impl PodPair {
         let port = port.to_string();
         let skip: Vec<String> = skip.iter().map(u16::to_string).collect();
         ipt(&["-N", "PROXY_INIT_REDIRECT"]);
-        ipt(&["-A", "PROXY_INIT_REDIRECT", "-p", "tcp", "-m", "multiport", "--dports", &skip.join(","), "-j", "RETURN"]);
-        ipt(&["-A", "PROXY_INIT_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-port", &port]);
+        ipt(&[
+            "-A",
+            "PROXY_INIT_REDIRECT",
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            &skip.join(","),
+            "-j",
+            "RETURN",
+        ]);
+        ipt(&[
+            "-A",
+            "PROXY_INIT_REDIRECT",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-port",
+            &port,
+        ]);
         ipt(&["-A", "PREROUTING", "-j", "PROXY_INIT_REDIRECT"]);
     }
 }

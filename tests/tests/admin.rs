@@ -16,11 +16,19 @@ async fn admin_endpoints() {
 
     let (status, env) = client::get(admin, "/env.json").await;
     assert_eq!(status, 200);
-    assert!(env.contains("\"LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD\": \"1s\""), "{env}");
+    assert!(
+        env.contains("\"LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD\": \"1s\""),
+        "{env}"
+    );
     assert!(env.contains("LINKERD2_PROXY_ADMIN_LISTEN_ADDR"), "{env}");
 
     let m = scrape(admin).await;
-    for family in ["process_start_time_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"] {
+    for family in [
+        "process_start_time_seconds",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
         assert!(metric(&m, family, &[]).is_some(), "{family} in\n{m}");
     }
     assert!(m.contains("proxy_build_info{"), "{m}");
@@ -43,7 +51,10 @@ async fn admin_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_endpoint_when_enabled() {
-    let proxy = proxy(&[("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "true")], None);
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "true")],
+        None,
+    );
     let mut tx = client::http1::<Full<Bytes>>(proxy.admin_addr).await;
     let rsp = tx
         .send_request(Request::post("/shutdown").body(Full::default()).unwrap())
@@ -69,48 +80,96 @@ async fn metrics_after_known_traffic() {
     for path in ["/", "/", "/status/404", "/status/503", "/"] {
         tx.ready().await.unwrap();
         let rsp = tx
-            .send_request(Request::get(path).header("host", "web.ns:8080").body(Full::default()).unwrap())
+            .send_request(
+                Request::get(path)
+                    .header("host", "web.ns:8080")
+                    .body(Full::default())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         client::text(rsp).await;
     }
     let m = scrape(proxy.admin_addr).await;
     let target = format!("target_addr=\"{}\"", app.addr);
-    let base = ["direction=\"outbound\"", "authority=\"web.ns:8080\"", target.as_str()];
-    let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    let base = [
+        "direction=\"outbound\"",
+        "authority=\"web.ns:8080\"",
+        target.as_str(),
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
     assert_eq!(metric(&m, "request_total", &with(&[])), Some(5.0));
     assert_eq!(
-        metric(&m, "response_total", &with(&["status_code=\"200\"", "classification=\"success\""])),
+        metric(
+            &m,
+            "response_total",
+            &with(&["status_code=\"200\"", "classification=\"success\""])
+        ),
         Some(3.0)
     );
     assert_eq!(
-        metric(&m, "response_total", &with(&["status_code=\"404\"", "classification=\"success\""])),
+        metric(
+            &m,
+            "response_total",
+            &with(&["status_code=\"404\"", "classification=\"success\""])
+        ),
         Some(1.0)
     );
     assert_eq!(
-        metric(&m, "response_total", &with(&["status_code=\"503\"", "classification=\"failure\""])),
+        metric(
+            &m,
+            "response_total",
+            &with(&["status_code=\"503\"", "classification=\"failure\""])
+        ),
         Some(1.0)
     );
     assert_eq!(metric_sum(&m, "response_latency_ms_count", &with(&[])), 5.0);
     assert_eq!(
-        metric(&m, "response_latency_ms_bucket", &with(&["status_code=\"200\"", "le=\"+Inf\""])),
+        metric(
+            &m,
+            "response_latency_ms_bucket",
+            &with(&["status_code=\"200\"", "le=\"+Inf\""])
+        ),
         Some(3.0)
     );
     // The client connection is still open; the upstream one too.
-    assert_eq!(metric(&m, "tcp_open_connections", &["peer=\"src\"", "direction=\"outbound\""]), Some(1.0));
-    assert_eq!(metric(&m, "tcp_open_connections", &["peer=\"dst\"", &target]), Some(1.0));
-    assert_eq!(metric(&m, "tcp_open_total", &["peer=\"dst\"", &target]), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_open_connections",
+            &["peer=\"src\"", "direction=\"outbound\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "tcp_open_connections", &["peer=\"dst\"", &target]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "tcp_open_total", &["peer=\"dst\"", &target]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let app = backend::http().await;
-    let proxy = proxy(&[("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "10s")], Some(app.addr));
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "10s")],
+        Some(app.addr),
+    );
     let outbound = proxy.outbound_addr;
     let mut tx = client::http1::<Full<Bytes>>(outbound).await;
     let in_flight = tokio::spawn(async move {
         let rsp = tx
-            .send_request(Request::get("/slow/500").header("host", "web").body(Full::default()).unwrap())
+            .send_request(
+                Request::get("/slow/500")
+                    .header("host", "web")
+                    .body(Full::default())
+                    .unwrap(),
+            )
             .await
             .expect("the in-flight request completes");
         client::text(rsp).await
@@ -120,18 +179,34 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let started = std::time::Instant::now();
     assert!(proxy.drained().await, "drained within the grace period");
     assert_eq!(in_flight.await.unwrap(), (200, "slow".into()));
-    assert!(started.elapsed() < Duration::from_secs(5), "drain does not wait for the whole grace period");
-    assert!(tokio::net::TcpStream::connect(outbound).await.is_err(), "no longer accepting");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drain does not wait for the whole grace period"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(outbound).await.is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_period_bounds_the_drain() {
     let echo = backend::tcp_echo().await;
-    let proxy = proxy(&[("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "300ms")], Some(echo));
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "300ms")],
+        Some(echo),
+    );
     // An idle opaque connection that never closes by itself.
-    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut s, b"\x00hold").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"\x00hold")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     proxy.shutdown();
-    assert!(!proxy.drained().await, "the grace period expired with a connection still open");
+    assert!(
+        !proxy.drained().await,
+        "the grace period expired with a connection still open"
+    );
 }

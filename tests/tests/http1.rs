@@ -18,31 +18,57 @@ async fn keep_alive_and_pool_reuse() {
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
     for _ in 0..2 {
         let rsp = tx
-            .send_request(Request::get("/").header("host", "web").body(Full::default()).unwrap())
+            .send_request(
+                Request::get("/")
+                    .header("host", "web")
+                    .body(Full::default())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(client::text(rsp).await, (200, "hello".into()));
     }
     let (status, body) = client::get(proxy.outbound_addr, "/").await;
     assert_eq!((status, body.as_str()), (200, "hello"));
-    assert_eq!(app.connections(), 1, "the upstream connection is pooled and reused");
+    assert_eq!(
+        app.connections(),
+        1,
+        "the upstream connection is pooled and reused"
+    );
 
     let m = scrape(proxy.admin_addr).await;
     let target = format!("target_addr=\"{}\"", app.addr);
-    assert_eq!(metric(&m, "tcp_open_total", &["peer=\"dst\"", &target]), Some(1.0));
-    assert_eq!(metric(&m, "tcp_open_total", &["peer=\"src\"", "direction=\"outbound\""]), Some(2.0));
+    assert_eq!(
+        metric(&m, "tcp_open_total", &["peer=\"dst\"", &target]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_open_total",
+            &["peer=\"src\"", "direction=\"outbound\""]
+        ),
+        Some(2.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_1_0_request() {
     let app = backend::http().await;
     let proxy = proxy(&[], Some(app.addr));
-    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr).await.unwrap();
-    s.write_all(b"GET /headers HTTP/1.0\r\nHost: web\r\n\r\n").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET /headers HTTP/1.0\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
-    assert!(out.contains("GET /headers HTTP/1.0\n"), "the app sees HTTP/1.0: {out}");
+    assert!(
+        out.contains("GET /headers HTTP/1.0\n"),
+        "the app sees HTTP/1.0: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,14 +76,18 @@ async fn chunked_bodies_both_ways() {
     let app = backend::http().await;
     let proxy = proxy(&[], Some(app.addr));
     let mut tx = client::http1(proxy.outbound_addr).await;
-    let chunks = (0..5).map(|i| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(format!("part{i}-")))));
+    let chunks = (0..5)
+        .map(|i| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(format!("part{i}-")))));
     let req = Request::post("/echo")
         .header("host", "web")
         .body(StreamBody::new(futures_util::stream::iter(chunks)))
         .unwrap();
     let rsp = tx.send_request(req).await.unwrap();
     assert_eq!(rsp.headers().get("transfer-encoding").unwrap(), "chunked");
-    assert_eq!(client::text(rsp).await, (200, "part0-part1-part2-part3-part4-".into()));
+    assert_eq!(
+        client::text(rsp).await,
+        (200, "part0-part1-part2-part3-part4-".into())
+    );
 
     let (status, body) = client::get(proxy.outbound_addr, "/chunks").await;
     assert_eq!((status, body.as_str()), (200, "chunk0;chunk1;chunk2;"));
@@ -97,10 +127,20 @@ async fn hop_by_hop_and_h2c_upgrade_headers_are_stripped() {
         .body(Full::default())
         .unwrap();
     let rsp = tx.send_request(req).await.unwrap();
-    assert_eq!(rsp.status(), 200, "an h2c upgrade request is served as plain HTTP/1.1");
+    assert_eq!(
+        rsp.status(),
+        200,
+        "an h2c upgrade request is served as plain HTTP/1.1"
+    );
     let (_, seen) = client::text(rsp).await;
     let seen = seen.to_lowercase();
-    for h in ["upgrade:", "http2-settings:", "x-hop:", "keep-alive:", "proxy-connection:"] {
+    for h in [
+        "upgrade:",
+        "http2-settings:",
+        "x-hop:",
+        "keep-alive:",
+        "proxy-connection:",
+    ] {
         assert!(!seen.contains(h), "{h} must not reach the app:\n{seen}");
     }
     assert!(seen.contains("x-end-to-end: kept"), "{seen}");
@@ -116,7 +156,12 @@ async fn connect_refused_is_502() {
     let proxy = proxy(&[], Some(closed));
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
     let rsp = tx
-        .send_request(Request::get("/").header("host", "web").body(Full::default()).unwrap())
+        .send_request(
+            Request::get("/")
+                .header("host", "web")
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(rsp.status(), 502);
@@ -126,7 +171,11 @@ async fn connect_refused_is_502() {
     );
     let m = scrape(proxy.admin_addr).await;
     assert_eq!(
-        metric(&m, "response_total", &["status_code=\"502\"", "classification=\"failure\""]),
+        metric(
+            &m,
+            "response_total",
+            &["status_code=\"502\"", "classification=\"failure\""]
+        ),
         Some(1.0)
     );
 }
@@ -138,32 +187,52 @@ async fn forwarding_to_own_listener_is_502() {
     let admin = l.local_addr().unwrap();
     drop(l);
     let admin_env = admin.to_string();
-    let proxy = proxy(&[("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", &admin_env)], Some(admin));
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", &admin_env)],
+        Some(admin),
+    );
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
     let rsp = tx
-        .send_request(Request::get("/metrics").header("host", "web").body(Full::default()).unwrap())
+        .send_request(
+            Request::get("/metrics")
+                .header("host", "web")
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(rsp.status(), 502);
-    assert!(rsp.headers()["l5d-proxy-error"].to_str().unwrap().contains("forwarding loop"));
+    assert!(rsp.headers()["l5d-proxy-error"]
+        .to_str()
+        .unwrap()
+        .contains("forwarding loop"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_400() {
     // Explicit-proxy mode: a request with no absolute URI and no Host can't be routed.
     let proxy = proxy(&[], None);
-    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+        .await
+        .unwrap();
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{out}");
-    assert!(out.to_lowercase().contains("l5d-proxy-error: bad request"), "{out}");
+    assert!(
+        out.to_lowercase().contains("l5d-proxy-error: bad request"),
+        "{out}"
+    );
 
     // A request whose headers don't parse is refused by the HTTP server itself.
     let app = backend::http().await;
     let proxy = linkerd_tests::proxy(&[], Some(app.addr));
-    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nbad header line\r\n\r\n").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nbad header line\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
@@ -181,7 +250,14 @@ async fn inbound_forwards_to_the_local_app_port() {
     assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
     let m = scrape(proxy.admin_addr).await;
     assert_eq!(
-        metric(&m, "request_total", &["direction=\"inbound\"", &format!("target_addr=\"127.0.0.1:{}\"", app.addr.port())]),
+        metric(
+            &m,
+            "request_total",
+            &[
+                "direction=\"inbound\"",
+                &format!("target_addr=\"127.0.0.1:{}\"", app.addr.port())
+            ]
+        ),
         Some(1.0)
     );
 }

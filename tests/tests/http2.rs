@@ -5,7 +5,9 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use linkerd_tests::{backend, client, metric, proxy, scrape};
 use std::net::SocketAddr;
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_with_trailers_on_one_multiplexed_connection() {
@@ -18,7 +20,9 @@ async fn http2_with_trailers_on_one_multiplexed_connection() {
     for _ in 0..10 {
         let mut tx = tx.clone();
         tasks.push(tokio::spawn(async move {
-            let req = Request::get("http://web.test/trailers").body(Full::default()).unwrap();
+            let req = Request::get("http://web.test/trailers")
+                .body(Full::default())
+                .unwrap();
             let rsp = tx.send_request(req).await.unwrap();
             assert_eq!(rsp.status(), 200);
             assert_eq!(rsp.version(), http::Version::HTTP_2);
@@ -31,20 +35,35 @@ async fn http2_with_trailers_on_one_multiplexed_connection() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(app.connections(), 1, "one multiplexed HTTP/2 connection upstream");
+    assert_eq!(
+        app.connections(),
+        1,
+        "one multiplexed HTTP/2 connection upstream"
+    );
 
     // The authority is preserved.
     let mut tx = tx.clone();
     let rsp = tx
-        .send_request(Request::get("http://web.test/headers").body(Full::default()).unwrap())
+        .send_request(
+            Request::get("http://web.test/headers")
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let (_, body) = client::text(rsp).await;
-    assert!(body.starts_with("GET http://web.test/headers HTTP/2.0"), "{body}");
+    assert!(
+        body.starts_with("GET http://web.test/headers HTTP/2.0"),
+        "{body}"
+    );
 
     let m = scrape(proxy.admin_addr).await;
     assert_eq!(
-        metric(&m, "request_total", &["authority=\"web.test\"", "direction=\"outbound\""]),
+        metric(
+            &m,
+            "request_total",
+            &["authority=\"web.test\"", "direction=\"outbound\""]
+        ),
         Some(11.0)
     );
 }
@@ -74,41 +93,66 @@ fn tokio_stream_listener(
 async fn grpc_unary_and_server_streaming() {
     let (addr, reporter) = grpc_server().await;
     let proxy = proxy(&[], Some(addr));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.outbound_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.outbound_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let mut client = HealthClient::new(channel);
 
     // Unary.
     let rsp = client
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("unary call through the proxy");
     assert_eq!(rsp.into_inner().status(), ServingStatus::Serving);
 
     // An error status travels in trailers.
     let err = client
-        .check(HealthCheckRequest { service: "no.such.Service".into() })
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
     // Server streaming: the current status, then an update pushed by the server.
-    reporter.set_service_status("svc", tonic_health::ServingStatus::Serving).await;
+    reporter
+        .set_service_status("svc", tonic_health::ServingStatus::Serving)
+        .await;
     let mut stream = client
-        .watch(HealthCheckRequest { service: "svc".into() })
+        .watch(HealthCheckRequest {
+            service: "svc".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::Serving);
-    reporter.set_service_status("svc", tonic_health::ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("svc", tonic_health::ServingStatus::NotServing)
+        .await;
     let next = stream.message().await.unwrap().unwrap();
     assert_eq!(next.status(), ServingStatus::NotServing);
 
     let m = scrape(proxy.admin_addr).await;
-    assert_eq!(metric(&m, "response_total", &["grpc_status=\"0\"", "classification=\"success\""]), Some(1.0));
-    assert_eq!(metric(&m, "response_total", &["grpc_status=\"5\"", "classification=\"failure\""]), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &["grpc_status=\"0\"", "classification=\"success\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &["grpc_status=\"5\"", "classification=\"failure\""]
+        ),
+        Some(1.0)
+    );
 }

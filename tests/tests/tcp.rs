@@ -10,7 +10,10 @@ use tokio::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opaque_echo_with_half_close() {
     let echo = backend::tcp_echo().await;
-    let proxy = proxy(&[("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "10s")], Some(echo));
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "10s")],
+        Some(echo),
+    );
     let mut s = TcpStream::connect(proxy.outbound_addr).await.unwrap();
     // Not HTTP: detected as opaque on the first bytes, without waiting for the timeout.
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
@@ -23,17 +26,40 @@ async fn opaque_echo_with_half_close() {
         .unwrap();
     assert_eq!(out.len(), payload.len() + 3);
     assert!(out[..payload.len()] == payload[..]);
-    assert_eq!(&out[payload.len()..], b"bye", "the half-close reached the server");
+    assert_eq!(
+        &out[payload.len()..],
+        b"bye",
+        "the half-close reached the server"
+    );
 
     // Byte counters, once the connection is closed on both sides.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let m = scrape(proxy.admin_addr).await;
     let target = format!("target_addr=\"{echo}\"");
-    assert_eq!(metric(&m, "tcp_read_bytes_total", &["peer=\"src\""]), Some(100_000.0));
-    assert_eq!(metric(&m, "tcp_write_bytes_total", &["peer=\"dst\"", &target]), Some(100_000.0));
-    assert_eq!(metric(&m, "tcp_read_bytes_total", &["peer=\"dst\"", &target]), Some(100_003.0));
-    assert_eq!(metric(&m, "tcp_close_total", &["peer=\"dst\"", &target, "errno=\"\""]), Some(1.0));
-    assert_eq!(metric(&m, "tcp_open_connections", &["peer=\"dst\"", &target]), Some(0.0));
+    assert_eq!(
+        metric(&m, "tcp_read_bytes_total", &["peer=\"src\""]),
+        Some(100_000.0)
+    );
+    assert_eq!(
+        metric(&m, "tcp_write_bytes_total", &["peer=\"dst\"", &target]),
+        Some(100_000.0)
+    );
+    assert_eq!(
+        metric(&m, "tcp_read_bytes_total", &["peer=\"dst\"", &target]),
+        Some(100_003.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_close_total",
+            &["peer=\"dst\"", &target, "errno=\"\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "tcp_open_connections", &["peer=\"dst\"", &target]),
+        Some(0.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +67,10 @@ async fn server_speaks_first_on_an_opaque_port() {
     let server = backend::server_first(b"220 smtp.test ESMTP ready\r\n").await;
     let ports = server.port().to_string();
     let proxy = proxy(
-        &[("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", &ports)],
+        &[(
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            &ports,
+        )],
         Some(server),
     );
     let mut s = TcpStream::connect(proxy.outbound_addr).await.unwrap();
@@ -65,7 +94,10 @@ async fn detect_timeout_falls_back_to_opaque() {
     let proxy = proxy(
         &[
             ("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "200ms"),
-            ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", ""),
+            (
+                "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+                "",
+            ),
         ],
         Some(server),
     );
@@ -85,7 +117,10 @@ async fn partial_http_then_timeout_loses_no_bytes() {
     // The first bytes look like HTTP but the line never ends: after the timeout they are
     // replayed to the target as opaque data.
     let echo = backend::tcp_echo().await;
-    let proxy = proxy(&[("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "200ms")], Some(echo));
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "200ms")],
+        Some(echo),
+    );
     let mut s = TcpStream::connect(proxy.outbound_addr).await.unwrap();
     s.write_all(b"GET /never-ending").await.unwrap();
     let mut out = [0u8; 17];
@@ -108,5 +143,12 @@ async fn inbound_opaque_to_the_app_port() {
     s.read_to_end(&mut out).await.unwrap();
     assert_eq!(out, [0x00, 0xff, 0x10, b'b', b'y', b'e']);
     let m = scrape(proxy.admin_addr).await;
-    assert_eq!(metric(&m, "tcp_open_total", &["direction=\"inbound\"", "peer=\"dst\""]), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_open_total",
+            &["direction=\"inbound\"", "peer=\"dst\""]
+        ),
+        Some(1.0)
+    );
 }

@@ -33,12 +33,22 @@ impl Drop for Procs {
 fn curl(ns: &str, as_nobody: bool, args: &[&str]) -> (bool, String) {
     let mut cmd_args: Vec<&str> = Vec::new();
     if as_nobody {
-        cmd_args.extend(["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"]);
+        cmd_args.extend([
+            "setpriv",
+            "--reuid",
+            NOBODY,
+            "--regid",
+            NOBODY,
+            "--clear-groups",
+        ]);
     }
     cmd_args.extend(["curl", "-s", "-m", "10"]);
     cmd_args.extend_from_slice(args);
     let out = PodPair::exec(ns, &cmd_args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn wait_ready(ns: &str) {
@@ -48,7 +58,10 @@ fn wait_ready(ns: &str) {
         if ok && body == "ready\n" {
             return;
         }
-        assert!(Instant::now() < deadline, "the proxy in {ns} did not become ready");
+        assert!(
+            Instant::now() < deadline,
+            "the proxy in {ns} did not become ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -79,9 +92,17 @@ fn transparent_path_through_two_proxies() {
     };
 
     // The server pod: the app on loopback, the proxy on the default ports.
-    procs.0.push(spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]));
-    procs.0.push(spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]));
-    procs.0.push(spawn(&pods.server, &[proxy], &[("LINKERD2_PROXY_LOG", "linkerd=debug")]));
+    procs
+        .0
+        .push(spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]));
+    procs
+        .0
+        .push(spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]));
+    procs.0.push(spawn(
+        &pods.server,
+        &[proxy],
+        &[("LINKERD2_PROXY_LOG", "linkerd=debug")],
+    ));
     pods.redirect_inbound(4143, &[4190, 4191]);
 
     // The client pod: the proxy, and outbound redirection for everyone but the proxy.
@@ -96,14 +117,34 @@ fn transparent_path_through_two_proxies() {
     pods.redirect_outbound(PROXY_UID, 4140);
     // Connections from the proxy to port 7777 vanish: a connect timeout.
     netns::run(&[
-        "ip", "netns", "exec", &pods.client, "iptables", "-w", "-A", "OUTPUT", "-p", "tcp",
-        "--dport", "7777", "-m", "owner", "--uid-owner", &PROXY_UID.to_string(), "-j", "DROP",
+        "ip",
+        "netns",
+        "exec",
+        &pods.client,
+        "iptables",
+        "-w",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "7777",
+        "-m",
+        "owner",
+        "--uid-owner",
+        &PROXY_UID.to_string(),
+        "-j",
+        "DROP",
     ]);
     wait_ready(&pods.server);
     wait_ready(&pods.client);
 
     // A plain HTTP client in the client pod reaches the app through both proxies.
-    let (ok, body) = curl(&pods.client, true, &[&format!("http://{server_ip}:8080/headers")]);
+    let (ok, body) = curl(
+        &pods.client,
+        true,
+        &[&format!("http://{server_ip}:8080/headers")],
+    );
     assert!(ok, "curl through the proxies failed: {body}");
     assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
     assert!(body.contains(&format!("host: {server_ip}:8080")), "{body}");
@@ -111,14 +152,34 @@ fn transparent_path_through_two_proxies() {
     // Opaque TCP, with half-close, through both proxies.
     let out = PodPair::exec(
         &pods.client,
-        &["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", app, "tcp-client", &format!("{server_ip}:9000"), "\u{1}opaque"],
+        &[
+            "setpriv",
+            "--reuid",
+            NOBODY,
+            "--regid",
+            NOBODY,
+            "--clear-groups",
+            app,
+            "tcp-client",
+            &format!("{server_ip}:9000"),
+            "\u{1}opaque",
+        ],
     )
     .output()
     .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "\u{1}opaquebye", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "\u{1}opaquebye",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A connect timeout is a 504 with the reason.
-    let (_, head) = curl(&pods.client, true, &["-i", &format!("http://{server_ip}:7777/")]);
+    let (_, head) = curl(
+        &pods.client,
+        true,
+        &["-i", &format!("http://{server_ip}:7777/")],
+    );
     assert!(head.starts_with("HTTP/1.1 504"), "{head}");
     assert!(head.contains("l5d-proxy-error: connect to"), "{head}");
 
@@ -127,17 +188,37 @@ fn transparent_path_through_two_proxies() {
     let (_, server_metrics) = curl(&pods.server, false, &["http://127.0.0.1:4191/metrics"]);
     let dst = format!("target_addr=\"{server_ip}:8080\"");
     assert_eq!(
-        metric(&client_metrics, "response_total", &["direction=\"outbound\"", &dst, "status_code=\"200\""]),
+        metric(
+            &client_metrics,
+            "response_total",
+            &["direction=\"outbound\"", &dst, "status_code=\"200\""]
+        ),
         Some(1.0),
         "{client_metrics}"
     );
     assert_eq!(
-        metric(&server_metrics, "response_total", &["direction=\"inbound\"", "target_addr=\"127.0.0.1:8080\"", "status_code=\"200\""]),
+        metric(
+            &server_metrics,
+            "response_total",
+            &[
+                "direction=\"inbound\"",
+                "target_addr=\"127.0.0.1:8080\"",
+                "status_code=\"200\""
+            ]
+        ),
         Some(1.0),
         "{server_metrics}"
     );
     assert_eq!(
-        metric(&server_metrics, "tcp_open_total", &["direction=\"inbound\"", "peer=\"src\"", &format!("target_addr=\"{server_ip}:9000\"")]),
+        metric(
+            &server_metrics,
+            "tcp_open_total",
+            &[
+                "direction=\"inbound\"",
+                "peer=\"src\"",
+                &format!("target_addr=\"{server_ip}:9000\"")
+            ]
+        ),
         Some(1.0),
         "{server_metrics}"
     );

@@ -49,7 +49,9 @@ async fn explicit_absolute_form() {
 
     // The explicit proxy's own ports are refused.
     for own in [proxy.admin_addr, proxy.inbound_addr, proxy.outbound_addr] {
-        let req = Request::get(format!("http://{own}/metrics")).body(Full::default()).unwrap();
+        let req = Request::get(format!("http://{own}/metrics"))
+            .body(Full::default())
+            .unwrap();
         tx.ready().await.unwrap();
         let rsp = tx.send_request(req).await.unwrap();
         assert!(rsp.headers().contains_key("l5d-proxy-error"));
@@ -61,7 +63,9 @@ async fn explicit_absolute_form() {
 async fn explicit_connect_tunnel() {
     let echo = backend::tcp_echo().await;
     let proxy = proxy(&[], None);
-    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+        .await
+        .unwrap();
     s.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
         .await
         .unwrap();
@@ -77,11 +81,19 @@ async fn explicit_connect_tunnel() {
     s.shutdown().await.unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
-    assert_eq!(out, b"through the tunnelbye", "echo, then the server's reply to our half-close");
+    assert_eq!(
+        out, b"through the tunnelbye",
+        "echo, then the server's reply to our half-close"
+    );
 
     // CONNECT to a closed port is a 502 with the reason.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr).await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+        .await
+        .unwrap();
     s.write_all(format!("CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\n\r\n").as_bytes())
         .await
         .unwrap();
@@ -92,5 +104,12 @@ async fn explicit_connect_tunnel() {
     assert!(text.contains("refused"), "{text}");
 
     let m = scrape(proxy.admin_addr).await;
-    assert_eq!(metric(&m, "tcp_open_total", &["peer=\"dst\"", &format!("target_addr=\"{echo}\"")]), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_open_total",
+            &["peer=\"dst\"", &format!("target_addr=\"{echo}\"")]
+        ),
+        Some(1.0)
+    );
 }

@@ -25,7 +25,10 @@ fn defaults() {
     assert_eq!(c.outbound.client.connect_timeout, Duration::from_secs(1));
     assert_eq!(c.inbound.client.idle_timeout, Duration::from_secs(3));
     assert_eq!(c.outbound.client.max_idle_per_endpoint, 1000);
-    assert_eq!(c.outbound.client.h2_keep_alive_interval, Some(Duration::from_secs(10)));
+    assert_eq!(
+        c.outbound.client.h2_keep_alive_interval,
+        Some(Duration::from_secs(10))
+    );
     for p in [25, 587, 3306, 4444, 5432, 6379, 9300, 11211] {
         assert!(c.opaque_ports.contains(p), "{p}");
     }
@@ -51,18 +54,27 @@ fn every_variable_is_read() {
         ("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "2m"),
         ("LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT", "1h"),
         ("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "20ms"),
-        ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", " 22, 4000-4002 ,9999"),
+        (
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            " 22, 4000-4002 ,9999",
+        ),
         ("LINKERD2_PROXY_CORES", "3"),
         ("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "5s"),
         ("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "true"),
-        ("LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT", "7s"),
+        (
+            "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT",
+            "7s",
+        ),
         ("LINKERD2_PROXY_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT", "4"),
         ("LINKERD2_PROXY_OUTBOUND_HTTP2_KEEP_ALIVE_INTERVAL", "0"),
         ("LINKERD2_PROXY_OUTBOUND_HTTP2_KEEP_ALIVE_TIMEOUT", "1s"),
         ("LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT", "5s"),
         ("LINKERD2_PROXY_HTTP1_MAX_HEADER_BYTES", "16384"),
         ("LINKERD2_PROXY_HTTP2_MAX_CONCURRENT_STREAMS", "10"),
-        ("LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL", "0"),
+        (
+            "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL",
+            "0",
+        ),
         ("OTHER_VAR", "x"),
     ]))
     .unwrap();
@@ -78,14 +90,20 @@ fn every_variable_is_read() {
     assert!(c.opaque_ports.contains(22));
     assert!(c.opaque_ports.contains(4001));
     assert!(c.opaque_ports.contains(9999));
-    assert!(!c.opaque_ports.contains(25), "the list replaces the defaults");
+    assert!(
+        !c.opaque_ports.contains(25),
+        "the list replaces the defaults"
+    );
     assert_eq!(c.cores, Some(3));
     assert_eq!(c.shutdown_grace_period, Duration::from_secs(5));
     assert!(c.shutdown_endpoint_enabled);
     assert_eq!(c.outbound.client.idle_timeout, Duration::from_secs(7));
     assert_eq!(c.inbound.client.max_idle_per_endpoint, 4);
     assert_eq!(c.outbound.client.h2_keep_alive_interval, None);
-    assert_eq!(c.outbound.client.h2_keep_alive_timeout, Duration::from_secs(1));
+    assert_eq!(
+        c.outbound.client.h2_keep_alive_timeout,
+        Duration::from_secs(1)
+    );
     assert_eq!(c.server.h1_header_read_timeout, Duration::from_secs(5));
     assert_eq!(c.server.h1_max_buf_size, 16384);
     assert_eq!(c.server.h2_max_concurrent_streams, 10);
@@ -128,19 +146,37 @@ fn every_variable_rejects_garbage() {
         ("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "-1s"),
         ("LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT", "1.5s"),
         ("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "ms"),
-        ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", "25,smtp"),
-        ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", "0"),
-        ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", "70000"),
-        ("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", "200-100"),
+        (
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            "25,smtp",
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            "0",
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            "70000",
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            "200-100",
+        ),
         ("LINKERD2_PROXY_CORES", "0"),
         ("LINKERD2_PROXY_CORES", "two"),
         ("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "2 minutes"),
         ("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "yes"),
-        ("LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT", "x"),
+        (
+            "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT",
+            "x",
+        ),
         ("LINKERD2_PROXY_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT", "-1"),
         ("LINKERD2_PROXY_HTTP1_MAX_HEADER_BYTES", "100"),
         ("LINKERD2_PROXY_HTTP2_MAX_CONCURRENT_STREAMS", "5000000000"),
-        ("LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT", "99999999999999999999h"),
+        (
+            "LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT",
+            "99999999999999999999h",
+        ),
     ] {
         let e = err(name, bad);
         assert_eq!(e.name, name);
@@ -156,7 +192,17 @@ fn durations() {
     assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
     assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
     assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
-    for bad in ["", "s", "10", "10 s", "10S", "1.5s", "-1s", "10sec", "18446744073709551616s"] {
+    for bad in [
+        "",
+        "s",
+        "10",
+        "10 s",
+        "10S",
+        "1.5s",
+        "-1s",
+        "10sec",
+        "18446744073709551616s",
+    ] {
         assert!(parse_duration(bad).is_err(), "{bad:?}");
     }
 }

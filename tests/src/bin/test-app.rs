@@ -12,7 +12,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let addr = |s: &str| -> SocketAddr { s.parse().expect("an IP:port address") };
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["http", a] => {
             linkerd_tests::backend::http_on(addr(a)).await;
             std::future::pending::<()>().await;
