@@ -62,3 +62,11 @@ pub async fn text(rsp: Response<Incoming>) -> (u16, String) {
     let body = rsp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// `GET path` with `Host: web` and an empty body.
+pub fn req(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", "web")
+        .body(Full::default())
+        .expect("a valid request")
+}

@@ -111,12 +111,7 @@ impl PodPair {
     /// Installs proxy-init's outbound rules in the client pod: every TCP connection is
     /// redirected to the outbound listener, except the proxy's own (by uid) and loopback.
     pub fn redirect_outbound(&self, proxy_uid: u32, port: u16) {
-        let ns = &self.client;
-        let ipt = |rule: &[&str]| {
-            let mut args = vec!["ip", "netns", "exec", ns, "iptables", "-w", "-t", "nat"];
-            args.extend_from_slice(rule);
-            run(&args);
-        };
+        let ipt = |rule: &[&str]| nat_rule(&self.client, rule);
         let uid = proxy_uid.to_string();
         let port = port.to_string();
         ipt(&["-N", "PROXY_INIT_OUTPUT"]);
@@ -147,12 +142,7 @@ impl PodPair {
     /// Installs proxy-init's inbound rules in the server pod: every TCP connection arriving
     /// from the network is redirected to the inbound listener, except the admin ports.
     pub fn redirect_inbound(&self, port: u16, skip: &[u16]) {
-        let ns = &self.server;
-        let ipt = |rule: &[&str]| {
-            let mut args = vec!["ip", "netns", "exec", ns, "iptables", "-w", "-t", "nat"];
-            args.extend_from_slice(rule);
-            run(&args);
-        };
+        let ipt = |rule: &[&str]| nat_rule(&self.server, rule);
         let port = port.to_string();
         let skip: Vec<String> = skip.iter().map(u16::to_string).collect();
         ipt(&["-N", "PROXY_INIT_REDIRECT"]);
@@ -180,6 +170,13 @@ impl PodPair {
         ]);
         ipt(&["-A", "PREROUTING", "-j", "PROXY_INIT_REDIRECT"]);
     }
+}
+
+/// Appends a rule to the `nat` table of namespace `ns`.
+fn nat_rule(ns: &str, rule: &[&str]) {
+    let mut args = vec!["ip", "netns", "exec", ns, "iptables", "-w", "-t", "nat"];
+    args.extend_from_slice(rule);
+    run(&args);
 }
 
 impl Drop for PodPair {

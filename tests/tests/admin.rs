@@ -164,12 +164,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut tx = client::http1::<Full<Bytes>>(outbound).await;
     let in_flight = tokio::spawn(async move {
         let rsp = tx
-            .send_request(
-                Request::get("/slow/500")
-                    .header("host", "web")
-                    .body(Full::default())
-                    .unwrap(),
-            )
+            .send_request(client::req("/slow/500"))
             .await
             .expect("the in-flight request completes");
         client::text(rsp).await

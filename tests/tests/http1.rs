@@ -17,15 +17,7 @@ async fn keep_alive_and_pool_reuse() {
     // proxy reuses one upstream connection for all three.
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
     for _ in 0..2 {
-        let rsp = tx
-            .send_request(
-                Request::get("/")
-                    .header("host", "web")
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let rsp = tx.send_request(client::req("/")).await.unwrap();
         assert_eq!(client::text(rsp).await, (200, "hello".into()));
     }
     let (status, body) = client::get(proxy.outbound_addr, "/").await;
@@ -155,15 +147,7 @@ async fn connect_refused_is_502() {
     };
     let proxy = proxy(&[], Some(closed));
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
-    let rsp = tx
-        .send_request(
-            Request::get("/")
-                .header("host", "web")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let rsp = tx.send_request(client::req("/")).await.unwrap();
     assert_eq!(rsp.status(), 502);
     assert_eq!(
         rsp.headers()["l5d-proxy-error"],
@@ -192,15 +176,7 @@ async fn forwarding_to_own_listener_is_502() {
         Some(admin),
     );
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
-    let rsp = tx
-        .send_request(
-            Request::get("/metrics")
-                .header("host", "web")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let rsp = tx.send_request(client::req("/metrics")).await.unwrap();
     assert_eq!(rsp.status(), 502);
     assert!(rsp.headers()["l5d-proxy-error"]
         .to_str()
