@@ -66,6 +66,9 @@ struct Shared<B> {
 
 type EndpointKey = (SocketAddr, Version);
 
+/// How long a checkout waits for a just-released HTTP/1 connection to become ready.
+const RELEASE_READY_WAIT: Duration = Duration::from_millis(5);
+
 struct EndpointPool<B> {
     addr: SocketAddr,
     version: Version,
@@ -83,7 +86,7 @@ struct Idle<B> {
 }
 
 /// A response body that returns its HTTP/1 connection to the pool once it has been read.
-pub struct PoolBody<B: Send + 'static> {
+pub struct PoolBody<B> {
     inner: Incoming,
     release: Option<Release<B>>,
 }
@@ -214,7 +217,7 @@ where
         let addr = self.pool.addr;
         let connect = req.method() == http::Method::CONNECT;
         loop {
-            let (mut tx, reused) = match self.checkout_h1() {
+            let (mut tx, reused) = match self.checkout_h1().await {
                 Some(tx) => (tx, true),
                 None => (self.dial_h1().await?, false),
             };
@@ -246,21 +249,40 @@ where
         }
     }
 
-    fn checkout_h1(&self) -> Option<http1::SendRequest<B>> {
+    async fn checkout_h1(&self) -> Option<http1::SendRequest<B>> {
+        loop {
+            let mut tx = self.pop_idle()?;
+            if tx.is_closed() {
+                continue;
+            }
+            if tx.is_ready() {
+                return Some(tx);
+            }
+            // A connection is pooled as soon as its response ends; hyper marks it ready a
+            // moment later. Wait briefly rather than dial a new one.
+            match tokio::time::timeout(RELEASE_READY_WAIT, tx.ready()).await {
+                Ok(Ok(())) => return Some(tx),
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    // Still busy (e.g. the rest of the request body): keep it for later.
+                    put_idle(&self.pool, &self.shared.config, tx);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn pop_idle(&self) -> Option<http1::SendRequest<B>> {
         let timeout = self.shared.config.idle_timeout;
         let mut idle = self.pool.idle.lock();
         // Most recently used first: its socket is warmest and least likely to be timed out.
-        while let Some(i) = idle.pop_back() {
-            if i.since.elapsed() >= timeout {
-                // Everything before it is older still.
-                idle.clear();
-                return None;
-            }
-            if i.tx.is_ready() {
-                return Some(i.tx);
-            }
+        let i = idle.pop_back()?;
+        if i.since.elapsed() >= timeout {
+            // Everything before it is older still.
+            idle.clear();
+            return None;
         }
-        None
+        Some(i.tx)
     }
 
     async fn dial_h1(&self) -> Result<http1::SendRequest<B>, Error> {
@@ -358,23 +380,12 @@ where
 
 // === impl PoolBody ===
 
-impl<B: Send + 'static> PoolBody<B> {
+impl<B> PoolBody<B> {
     fn release(&mut self) {
-        let Some(Release { tx, pool, config }) = self.release.take() else {
-            return;
-        };
-        if tx.is_ready() {
-            put_idle(&pool, &config.config, tx);
-        } else if !tx.is_closed() {
-            // The connection finishes its bookkeeping (e.g. the rest of the request body)
-            // after the response ends; pool it once it is ready again.
-            let idle_timeout = config.config.idle_timeout;
-            tokio::spawn(async move {
-                let mut tx = tx;
-                if let Ok(Ok(())) = tokio::time::timeout(idle_timeout, tx.ready()).await {
-                    put_idle(&pool, &config.config, tx);
-                }
-            });
+        if let Some(Release { tx, pool, config }) = self.release.take() {
+            if !tx.is_closed() {
+                put_idle(&pool, &config.config, tx);
+            }
         }
     }
 }
@@ -390,10 +401,7 @@ fn put_idle<B>(pool: &EndpointPool<B>, config: &ClientConfig, tx: http1::SendReq
     }
 }
 
-impl<B> Body for PoolBody<B>
-where
-    B: Send + Unpin + 'static,
-{
+impl<B: Unpin> Body for PoolBody<B> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -422,7 +430,7 @@ where
     }
 }
 
-impl<B: Send + 'static> Drop for PoolBody<B> {
+impl<B> Drop for PoolBody<B> {
     fn drop(&mut self) {
         // Servers skip polling bodies known to be empty (204, HEAD, content-length: 0).
         if self.inner.is_end_stream() {

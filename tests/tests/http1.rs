@@ -17,6 +17,7 @@ async fn keep_alive_and_pool_reuse() {
     // proxy reuses one upstream connection for all three.
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
     for _ in 0..2 {
+        tx.ready().await.unwrap();
         let rsp = tx.send_request(client::req("/")).await.unwrap();
         assert_eq!(client::text(rsp).await, (200, "hello".into()));
     }
