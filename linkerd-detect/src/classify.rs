@@ -71,8 +71,22 @@ fn tls(buf: &[u8]) -> Option<Classification> {
     (buf[5] == CLIENT_HELLO).then_some(Classification::Done(Protocol::Tls))
 }
 
+/// The longest method accepted (the longest registered one, `UPDATEREDIRECTREF`, has 17).
+const MAX_METHOD_LEN: usize = 20;
+
 /// An HTTP/1.x request line, validated by `httparse`.
+///
+/// The method must be upper-case letters, `-` or `_` (as every registered method is): a
+/// client protocol whose first bytes are anything else (e.g. a one-byte lower-case ping) is
+/// opaque at once rather than waiting for the detect timeout.
 fn http1(buf: &[u8]) -> Option<Classification> {
+    let method_len = buf.iter().position(|b| *b == b' ').unwrap_or(buf.len());
+    let method_ok = buf[..method_len]
+        .iter()
+        .all(|b| b.is_ascii_uppercase() || *b == b'-' || *b == b'_');
+    if !method_ok || method_len > MAX_METHOD_LEN {
+        return None;
+    }
     let mut headers = [];
     let mut req = httparse::Request::new(&mut headers);
     let line_done = buf.contains(&b'\n');
@@ -169,6 +183,10 @@ mod tests {
             b"hello world\n",
             b"GET / FTP/1.0\r\n",
             b"GET\r\n",
+            b"p",
+            b"get / HTTP/1.1\r\n",
+            b"ping",
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
             b"\r\n",
             &[0xff; 1024],
         ] {

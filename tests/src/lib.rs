@@ -7,11 +7,12 @@
 
 pub mod backend;
 pub mod client;
-pub mod netns;
 
 use linkerd_app::{App, Config, Proxy};
+pub use linkerd_netns as netns;
 use linkerd_proxy_transport::OrigDst;
-use std::{collections::HashMap, io, net::SocketAddr};
+
+use std::{collections::HashMap, io, net::SocketAddr, path::PathBuf};
 use tokio::net::TcpStream;
 
 /// Reports the same original destination for every connection, as iptables REDIRECT would for
@@ -96,4 +97,25 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| labels.iter().all(|lbl| l.contains(lbl)))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
+}
+
+/// The built `linkerd2-proxy` binary: `$LINKERD2_PROXY_BIN`, or the one beside this test
+/// executable's directory (cargo builds it for `linkerd-app`'s integration tests).
+pub fn proxy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LINKERD2_PROXY_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/linkerd2-proxy
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("linkerd2-proxy"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p linkerd-app` or run the whole workspace's tests",
+        bin.display()
+    );
+    bin
 }

@@ -75,7 +75,7 @@ fn transparent_path_through_two_proxies() {
         eprintln!("SKIPPED transparent_path_through_two_proxies: {why}");
         return;
     }
-    let proxy = netns::proxy_bin();
+    let proxy = linkerd_tests::proxy_bin();
     let proxy = proxy.to_str().unwrap();
     let app = env!("CARGO_BIN_EXE_test-app");
 

@@ -1,10 +1,12 @@
-//! Two "pods" in network namespaces joined by a veth pair, for tests of the transparent
-//! (iptables REDIRECT) path. Everything is created with this process's id in its names and
-//! deleted on drop, even when the test fails.
+//! Two "pods" in network namespaces joined by a veth pair, with proxy-init's iptables rules,
+//! for the transparent-path end-to-end test and the `proxy-pair` benchmark.
+//!
+//! Everything is created with this process's id in its names and deleted on drop, even when
+//! the test fails. It does not start proxies or apps: callers run them with [`PodPair::exec`].
+#![forbid(unsafe_code)]
 
 use std::{
     net::Ipv4Addr,
-    path::PathBuf,
     process::{Command, Output},
 };
 
@@ -186,25 +188,4 @@ impl Drop for PodPair {
             let _ = Command::new("ip").args(["netns", "delete", ns]).output();
         }
     }
-}
-
-/// The built `linkerd2-proxy` binary: `$LINKERD2_PROXY_BIN`, or the one beside this test
-/// executable's directory (cargo builds it for `linkerd-app`'s integration tests).
-pub fn proxy_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("LINKERD2_PROXY_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/linkerd2-proxy
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("linkerd2-proxy"))
-        .expect("target directory");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p linkerd-app` or run the whole workspace's tests",
-        bin.display()
-    );
-    bin
 }

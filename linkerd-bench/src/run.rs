@@ -1,0 +1,401 @@
+//! The orchestrator: start each topology, run every scenario against it, measure, report.
+
+use crate::{
+    load::{LoadResult, Scenario},
+    report::{self, median, Cell, Report},
+    topology::{self, Env, Procs, Topology},
+    Cli,
+};
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// How long and how hard each cell runs.
+struct Profile {
+    name: &'static str,
+    duration: Duration,
+    rate: u64,
+    conn_per_request_rate: u64,
+    conns: usize,
+}
+
+impl Profile {
+    fn of(cli: &Cli) -> Self {
+        if cli.smoke {
+            Profile {
+                name: "smoke",
+                duration: Duration::from_millis(200),
+                rate: 200,
+                conn_per_request_rate: 100,
+                conns: 4,
+            }
+        } else if cli.quick {
+            Profile {
+                name: "quick",
+                duration: Duration::from_secs(3),
+                rate: 1000,
+                conn_per_request_rate: 500,
+                conns: 16,
+            }
+        } else {
+            Profile {
+                name: "default",
+                duration: Duration::from_secs(20),
+                rate: 1000,
+                conn_per_request_rate: 500,
+                conns: 16,
+            }
+        }
+    }
+}
+
+/// Runs the benchmark; returns whether every cell completed without errors.
+pub fn run(cli: &Cli) -> Result<bool, String> {
+    let profile = Profile::of(cli);
+    let self_bin = std::env::current_exe().map_err(|e| e.to_string())?;
+    let proxy_bin = cli
+        .proxy_bin
+        .clone()
+        .unwrap_or_else(|| self_bin.with_file_name("linkerd2-proxy"));
+    if !proxy_bin.exists() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p linkerd-app`, or pass --proxy-bin",
+            proxy_bin.display()
+        ));
+    }
+    let (proxy_cpus, load_cpus) = cpus(cli)?;
+    let env = Env {
+        proxy_bin,
+        self_bin,
+        proxy_cpus,
+        load_cpus,
+        proxy_threads: cli.proxy_threads,
+        body_size: cli.body_size,
+    };
+    let scenarios: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| cli.scenarios.is_empty() || cli.scenarios.iter().any(|n| n == s.name()))
+        .collect();
+    let wants = |t: &str| cli.topologies.is_empty() || cli.topologies.iter().any(|n| n == t);
+    let tmp = std::env::temp_dir().join(format!("linkerd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+
+    eprintln!(
+        "linkerd-bench: profile {}, {} per cell, {} repeat(s), proxy {} (cpus {:?}), load cpus {:?}",
+        profile.name, humantime(profile.duration), cli.repeat, env.proxy_bin.display(), env.proxy_cpus, env.load_cpus
+    );
+    let started = Instant::now();
+    let mut cells = Vec::new();
+    let mut skipped = Vec::new();
+
+    // Loopback topologies share one backend process.
+    let (backend_child, backend) = topology::local_backend(&env)?;
+    let _backend = Procs::new(vec![backend_child]);
+    let mut loopback: Vec<Topology> = Vec::new();
+    if wants("direct") {
+        loopback.push(topology::direct(backend));
+    }
+    if wants("proxy") {
+        loopback.push(topology::proxy(&env, backend)?);
+    }
+    if wants("haproxy") {
+        match topology::haproxy(&env, backend, &tmp)? {
+            Some(t) => loopback.push(t),
+            None => skipped.push("haproxy: not installed (apt-get install haproxy)".to_string()),
+        }
+    }
+    for topo in &loopback {
+        for s in &scenarios {
+            cells.push(cell(&env, &profile, cli.repeat, topo, *s));
+        }
+    }
+    drop(loopback);
+
+    if wants("pair") {
+        match linkerd_netns::unavailable() {
+            Some(why) => skipped.push(format!("proxy-pair, direct-veth: {why}")),
+            None => {
+                for topo in topology::pair(&env)? {
+                    for s in &scenarios {
+                        cells.push(cell(&env, &profile, cli.repeat, &topo, *s));
+                    }
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    println!("{}", report::table(&cells));
+    for s in &skipped {
+        println!("skipped: {s}");
+    }
+    let failed: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.errors > 0 || c.requests == 0)
+        .collect();
+    for c in &failed {
+        println!(
+            "FAILED: {} / {}: {} errors, {} requests ({})",
+            c.scenario,
+            c.topology,
+            c.errors,
+            c.requests,
+            c.first_error.as_deref().unwrap_or("no requests completed")
+        );
+    }
+    println!(
+        "{} cells in {:.1}s",
+        cells.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let ok = failed.is_empty();
+
+    let report = Report {
+        machine: machine(&env, &profile, cli),
+        results: cells,
+        skipped,
+    };
+    if let Some(dir) = cli.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&cli.out, json).map_err(|e| format!("{}: {e}", cli.out.display()))?;
+    println!("results written to {}", cli.out.display());
+    Ok(ok)
+}
+
+/// Runs one scenario against one topology `repeat` times and keeps the medians.
+fn cell(env: &Env, profile: &Profile, repeat: usize, topo: &Topology, s: Scenario) -> Cell {
+    let runs: Vec<Run> = (0..repeat.max(1))
+        .map(|_| run_once(env, profile, topo, s))
+        .collect();
+    let med = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    let rps = med(&|r| r.rps());
+    Cell {
+        scenario: s.name(),
+        topology: topo.name,
+        rps,
+        latency_us: crate::load::Latency {
+            p50: med(&|r| r.load.latency_us.p50),
+            p90: med(&|r| r.load.latency_us.p90),
+            p99: med(&|r| r.load.latency_us.p99),
+            p999: med(&|r| r.load.latency_us.p999),
+            max: med(&|r| r.load.latency_us.max),
+        },
+        cpu_s_per_1k_req: med(&|r| {
+            if r.load.requests > 0 {
+                r.cpu_s / r.load.requests as f64 * 1000.0
+            } else {
+                0.0
+            }
+        }),
+        peak_rss_mb: med(&|r| r.peak_rss_mb),
+        rss_end_mb: med(&|r| r.rss_end_mb),
+        upstream_conns_opened: med(&|r| r.conns as f64) as u64,
+        requests: med(&|r| r.load.requests as f64) as u64,
+        errors: runs.iter().map(|r| r.load.errors).sum(),
+        mb_per_s: (s == Scenario::TcpBulk)
+            .then(|| med(&|r| r.load.bytes as f64 / r.load.elapsed_s.max(1e-9) / 1e6)),
+        first_error: runs.iter().find_map(|r| r.load.first_error.clone()),
+    }
+}
+
+struct Run {
+    load: LoadResult,
+    cpu_s: f64,
+    peak_rss_mb: f64,
+    rss_end_mb: f64,
+    conns: u64,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.load.requests as f64 / self.load.elapsed_s.max(1e-9)
+    }
+}
+
+fn run_once(env: &Env, profile: &Profile, topo: &Topology, s: Scenario) -> Run {
+    for pid in &topo.pids {
+        crate::procfs::reset_peak(*pid);
+    }
+    let cpu_before = topo.cpu_seconds();
+    let conns_before = topo.conns.read(env);
+    let load = load(env, profile, topo, s);
+    let cpu_s = topo.cpu_seconds() - cpu_before;
+    let conns = match (conns_before, topo.conns.read(env)) {
+        (Ok(a), Ok(b)) => b.saturating_sub(a),
+        _ => 0,
+    };
+    let mb = |key| {
+        topo.pids
+            .iter()
+            .filter_map(|p| crate::procfs::status_mb(*p, key))
+            .fold(0.0, f64::max)
+    };
+    Run {
+        load,
+        cpu_s,
+        peak_rss_mb: mb("VmHWM:"),
+        rss_end_mb: mb("VmRSS:"),
+        conns,
+    }
+}
+
+/// Runs the load generator as a subprocess (in the topology's namespace, as its uid, pinned).
+fn load(env: &Env, profile: &Profile, topo: &Topology, s: Scenario) -> LoadResult {
+    let mut target = topo.targets.for_backend(s.backend());
+    if matches!(s, Scenario::Http2 | Scenario::GrpcUnary) {
+        target = topo.h2_target.unwrap_or(target);
+    }
+    let rate = if s == Scenario::Http1ConnPerRequest {
+        profile.conn_per_request_rate
+    } else {
+        profile.rate
+    };
+    let conns = match s {
+        Scenario::TcpBulk => 1,
+        _ => profile.conns,
+    };
+    let mut args: Vec<String> = Vec::new();
+    if let Some(uid) = topo.load_uid {
+        let uid = uid.to_string();
+        args.extend([
+            "setpriv".into(),
+            "--reuid".into(),
+            uid.clone(),
+            "--regid".into(),
+            uid,
+            "--clear-groups".into(),
+        ]);
+    }
+    if let Some(c) = &env.load_cpus {
+        args.extend(["taskset".into(), "-c".into(), c.clone()]);
+    }
+    args.push(env.self_bin.to_string_lossy().into_owned());
+    args.extend(["load", "--scenario", s.name(), "--target"].map(String::from));
+    args.push(target.to_string());
+    if let Some(via) = topo.via_proxy {
+        args.extend([
+            "--via-proxy".into(),
+            via.for_backend(s.backend()).to_string(),
+        ]);
+    }
+    args.extend([
+        "--rate".into(),
+        rate.to_string(),
+        "--duration-ms".into(),
+        profile.duration.as_millis().to_string(),
+        "--conns".into(),
+        conns.to_string(),
+    ]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = match &topo.ns {
+        Some(ns) => linkerd_netns::PodPair::exec(ns, &argv),
+        None => {
+            let mut c = Command::new(argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    let fail = |e: String| LoadResult {
+        errors: 1,
+        first_error: Some(e),
+        ..Default::default()
+    };
+    let child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("load generator: {e}")),
+    };
+    // The load generator bounds its own run; this bounds a hung one.
+    let deadline = Instant::now() + profile.duration + Duration::from_secs(30);
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return fail(format!("load generator: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
+            return fail("load generator timed out".into());
+        }
+    };
+    match serde_json::from_slice::<LoadResult>(&out.stdout) {
+        Ok(r) => r,
+        Err(e) => fail(format!(
+            "load generator output: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+/// Parses `--cpus proxy=0,load=1`; on 2+ cores without the flag, pins proxies to CPU 0 and the
+/// load generator and backends to the rest.
+fn cpus(cli: &Cli) -> Result<(Option<String>, Option<String>), String> {
+    let has_taskset = Command::new("taskset")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    match &cli.cpus {
+        Some(spec) => {
+            let (mut proxy, mut load) = (None, None);
+            for part in spec.split(',') {
+                match part.split_once('=') {
+                    Some(("proxy", v)) => proxy = Some(v.replace('+', ",")),
+                    Some(("load", v)) => load = Some(v.replace('+', ",")),
+                    _ => return Err(format!("--cpus {spec:?}: expected proxy=LIST,load=LIST (LIST like 0 or 2-3 or 0+2)")),
+                }
+            }
+            Ok((proxy, load))
+        }
+        None => {
+            let n = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            if n >= 2 && has_taskset {
+                Ok((Some("0".into()), Some(format!("1-{}", n - 1))))
+            } else {
+                Ok((None, None))
+            }
+        }
+    }
+}
+
+fn machine(env: &Env, profile: &Profile, cli: &Cli) -> serde_json::Value {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+    });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .ok();
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%dT%H:%M:%SZ")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    serde_json::json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu_model": cpu_model,
+        "kernel": kernel,
+        "date": date,
+        "profile": profile.name,
+        "duration_s": profile.duration.as_secs_f64(),
+        "rate": profile.rate,
+        "conns": profile.conns,
+        "repeat": cli.repeat,
+        "proxy_threads": env.proxy_threads,
+        "proxy_cpus": env.proxy_cpus,
+        "load_cpus": env.load_cpus,
+        "body_size": env.body_size,
+    })
+}
+
+fn humantime(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}

@@ -1,0 +1,503 @@
+//! The topologies under test, each started as real processes: `direct`, `proxy` (one
+//! linkerd2-proxy in explicit-proxy mode), `haproxy`, and, in network namespaces joined by a
+//! veth pair with proxy-init's iptables rules, `proxy-pair` and its baseline `direct-veth`.
+
+use crate::{load::Backend, procfs};
+use linkerd_netns::PodPair;
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+/// What every topology needs to start its processes.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub proxy_bin: PathBuf,
+    pub self_bin: PathBuf,
+    /// CPU list for proxies (and haproxy), for `taskset -c`.
+    pub proxy_cpus: Option<String>,
+    /// CPU list for the load generator and the backends.
+    pub load_cpus: Option<String>,
+    /// Worker threads for each proxy and for haproxy.
+    pub proxy_threads: usize,
+    pub body_size: usize,
+}
+
+/// The three backend addresses (HTTP, TCP echo, TCP sink).
+#[derive(Clone, Copy, Debug)]
+pub struct Addrs {
+    pub http: SocketAddr,
+    pub echo: SocketAddr,
+    pub sink: SocketAddr,
+}
+
+/// A running topology.
+pub struct Topology {
+    pub name: &'static str,
+    /// The network namespace the load generator runs in, if any.
+    pub ns: Option<String>,
+    /// The uid the load generator runs as (so iptables redirects it), if not ours.
+    pub load_uid: Option<u32>,
+    /// Where the load generator connects.
+    pub targets: Addrs,
+    /// A separate target for HTTP/2 scenarios (haproxy's `proto h2` frontend).
+    pub h2_target: Option<SocketAddr>,
+    /// When set, the targets are an explicit proxy and these name the backends.
+    pub via_proxy: Option<Addrs>,
+    /// The proxy processes whose CPU and memory are measured.
+    pub pids: Vec<u32>,
+    /// Where upstream connections are counted.
+    pub conns: ConnCounter,
+    _procs: Rc<Procs>,
+}
+
+/// How a topology counts the connections opened towards the backend side.
+pub enum ConnCounter {
+    /// `tcp_open_total{direction="outbound",peer="dst"}` of the proxy admin at this address.
+    ProxyMetrics {
+        ns: Option<String>,
+        admin: SocketAddr,
+    },
+    /// The backend's own count of accepted connections.
+    Backend {
+        ns: Option<String>,
+        stats: SocketAddr,
+    },
+}
+
+/// Processes (and namespaces) that are stopped when the last topology using them is dropped.
+#[derive(Default)]
+pub struct Procs {
+    children: Vec<Child>,
+    pods: Option<PodPair>,
+}
+
+impl Procs {
+    /// Owns `children`: they are killed on drop.
+    pub fn new(children: Vec<Child>) -> Self {
+        Self {
+            children,
+            pods: None,
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Then the namespaces go (PodPair's own drop).
+        self.pods.take();
+    }
+}
+
+impl Addrs {
+    pub fn for_backend(&self, b: Backend) -> SocketAddr {
+        match b {
+            Backend::Http => self.http,
+            Backend::Echo => self.echo,
+            Backend::Sink => self.sink,
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A command pinned to `cpus` with `taskset`, when given.
+fn pinned(cpus: &Option<String>, program: &std::path::Path) -> Command {
+    match cpus {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", c]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Waits until `addr` accepts connections.
+fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not start listening on {addr}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A blocking `GET` (HTTP/1.0) on loopback; returns the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .ok_or_else(|| "malformed response".into())
+}
+
+/// A `GET` from inside a namespace, through `linkerd-bench fetch`.
+fn ns_get(env: &Env, ns: &Option<String>, addr: SocketAddr, path: &str) -> Result<String, String> {
+    match ns {
+        None => http_get(addr, path),
+        Some(ns) => {
+            let out = PodPair::exec(
+                ns,
+                &[
+                    env.self_bin.to_str().unwrap_or_default(),
+                    "fetch",
+                    &addr.to_string(),
+                    path,
+                ],
+            )
+            .output()
+            .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    }
+}
+
+impl ConnCounter {
+    /// The current count.
+    pub fn read(&self, env: &Env) -> Result<u64, String> {
+        match self {
+            ConnCounter::ProxyMetrics { ns, admin } => {
+                let text = ns_get(env, ns, *admin, "/metrics")?;
+                Ok(text
+                    .lines()
+                    .filter(|l| l.starts_with("tcp_open_total{"))
+                    .filter(|l| l.contains("direction=\"outbound\"") && l.contains("peer=\"dst\""))
+                    .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                    .sum::<f64>() as u64)
+            }
+            ConnCounter::Backend { ns, stats } => {
+                let text = ns_get(env, ns, *stats, "/__stats")?;
+                text.trim()
+                    .trim_start_matches("{\"connections\": ")
+                    .trim_end_matches('}')
+                    .parse()
+                    .map_err(|_| format!("bad backend stats: {text}"))
+            }
+        }
+    }
+}
+
+/// Starts the loopback backends (shared by `direct`, `proxy` and `haproxy`).
+pub fn local_backend(env: &Env) -> Result<(Child, Addrs), String> {
+    let addrs = Addrs {
+        http: loopback(free_port()),
+        echo: loopback(free_port()),
+        sink: loopback(free_port()),
+    };
+    let child = pinned(&env.load_cpus, &env.self_bin)
+        .args([
+            "backend",
+            "--http",
+            &addrs.http.to_string(),
+            "--echo",
+            &addrs.echo.to_string(),
+        ])
+        .args([
+            "--sink",
+            &addrs.sink.to_string(),
+            "--body-size",
+            &env.body_size.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("backend: {e}"))?;
+    for a in [addrs.http, addrs.echo, addrs.sink] {
+        wait_listening(a, "backend")?;
+    }
+    Ok((child, addrs))
+}
+
+/// Client -> backend.
+pub fn direct(backend: Addrs) -> Topology {
+    Topology {
+        name: "direct",
+        ns: None,
+        load_uid: None,
+        targets: backend,
+        h2_target: None,
+        via_proxy: None,
+        pids: Vec::new(),
+        conns: ConnCounter::Backend {
+            ns: None,
+            stats: backend.http,
+        },
+        _procs: Rc::new(Procs::default()),
+    }
+}
+
+fn proxy_cmd(env: &Env, ns: Option<&str>) -> Command {
+    let bin = env.proxy_bin.to_str().unwrap_or_default();
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(c) = &env.proxy_cpus {
+        args.extend(["taskset", "-c", c]);
+    }
+    args.push(bin);
+    let mut cmd = match ns {
+        Some(ns) => PodPair::exec(ns, &args),
+        None => {
+            let mut c = Command::new(args[0]);
+            c.args(&args[1..]);
+            c
+        }
+    };
+    cmd.env_clear()
+        .env("LINKERD2_PROXY_CORES", env.proxy_threads.to_string())
+        .env("LINKERD2_PROXY_LOG", "warn")
+        .env(
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            "",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// Client -> one proxy's outbound listener in explicit-proxy mode -> backend.
+pub fn proxy(env: &Env, backend: Addrs) -> Result<Topology, String> {
+    let (outbound, inbound, admin) = (
+        loopback(free_port()),
+        loopback(free_port()),
+        loopback(free_port()),
+    );
+    let child = proxy_cmd(env, None)
+        .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", outbound.to_string())
+        .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", inbound.to_string())
+        .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", env.proxy_bin.display()))?;
+    let pid = child.id();
+    let procs = Rc::new(Procs {
+        children: vec![child],
+        pods: None,
+    });
+    wait_listening(outbound, "linkerd2-proxy")?;
+    Ok(Topology {
+        name: "proxy",
+        ns: None,
+        load_uid: None,
+        targets: Addrs {
+            http: outbound,
+            echo: outbound,
+            sink: outbound,
+        },
+        h2_target: None,
+        via_proxy: Some(backend),
+        pids: vec![pid],
+        conns: ConnCounter::ProxyMetrics { ns: None, admin },
+        _procs: procs,
+    })
+}
+
+/// Client -> haproxy (same thread count as the proxy) -> backend; `None` when not installed.
+pub fn haproxy(
+    env: &Env,
+    backend: Addrs,
+    dir: &std::path::Path,
+) -> Result<Option<Topology>, String> {
+    let found = Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        return Ok(None);
+    }
+    let (h1, h2, echo, sink) = (free_port(), free_port(), free_port(), free_port());
+    let config = format!(
+        "global\n  nbthread {threads}\n  maxconn 4000\n\
+         defaults\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+         frontend h1\n  mode http\n  bind 127.0.0.1:{h1}\n  default_backend h1b\n\
+         backend h1b\n  mode http\n  http-reuse always\n  server s1 {http}\n\
+         frontend h2\n  mode http\n  bind 127.0.0.1:{h2} proto h2\n  default_backend h2b\n\
+         backend h2b\n  mode http\n  http-reuse always\n  server s1 {http} proto h2\n\
+         listen echo\n  mode tcp\n  bind 127.0.0.1:{echo}\n  server s1 {becho}\n\
+         listen sink\n  mode tcp\n  bind 127.0.0.1:{sink}\n  server s1 {bsink}\n",
+        threads = env.proxy_threads,
+        http = backend.http,
+        becho = backend.echo,
+        bsink = backend.sink,
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut cmd = pinned(&env.proxy_cpus, std::path::Path::new("haproxy"));
+    let child = cmd
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("haproxy: {e}"))?;
+    let pid = child.id();
+    let procs = Rc::new(Procs {
+        children: vec![child],
+        pods: None,
+    });
+    for p in [h1, h2, echo, sink] {
+        wait_listening(loopback(p), "haproxy")?;
+    }
+    Ok(Some(Topology {
+        name: "haproxy",
+        ns: None,
+        load_uid: None,
+        targets: Addrs {
+            http: loopback(h1),
+            echo: loopback(echo),
+            sink: loopback(sink),
+        },
+        h2_target: Some(loopback(h2)),
+        via_proxy: None,
+        pids: vec![pid],
+        conns: ConnCounter::Backend {
+            ns: None,
+            stats: backend.http,
+        },
+        _procs: procs,
+    }))
+}
+
+/// The meshed path in two pods: client -> (iptables) proxy A outbound -> veth -> (iptables)
+/// proxy B inbound -> backend; and `direct-veth`, the same pods and veth without the proxies
+/// (backend ports exempted from redirection, client running as the exempted uid).
+pub fn pair(env: &Env) -> Result<Vec<Topology>, String> {
+    const MESHED: [u16; 3] = [8080, 9000, 9001];
+    const DIRECT: [u16; 3] = [18080, 19000, 19001];
+    const NOBODY: u32 = 65534;
+    let pods = PodPair::create("bench");
+    let server = pods.server.clone();
+    let client = pods.client.clone();
+    let ip = pods.server_ip;
+    let mut procs = Procs {
+        children: Vec::new(),
+        pods: Some(pods),
+    };
+
+    // Server pod: the backend on every port, proxy B, inbound redirection except the admin
+    // ports and the direct-veth ports.
+    let self_bin = env.self_bin.to_str().unwrap_or_default().to_string();
+    let listen = |p: u16| format!("0.0.0.0:{p}");
+    let mut backend_args: Vec<String> = Vec::new();
+    if let Some(c) = &env.load_cpus {
+        backend_args.extend(["taskset".into(), "-c".into(), c.clone()]);
+    }
+    backend_args.extend([
+        self_bin.clone(),
+        "backend".into(),
+        "--body-size".into(),
+        env.body_size.to_string(),
+    ]);
+    for (flag, i) in [("--http", 0), ("--echo", 1), ("--sink", 2)] {
+        for ports in [MESHED, DIRECT] {
+            backend_args.extend([flag.to_string(), listen(ports[i])]);
+        }
+    }
+    let args: Vec<&str> = backend_args.iter().map(String::as_str).collect();
+    procs.children.push(
+        PodPair::exec(&server, &args)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("backend: {e}"))?,
+    );
+    let proxy_b = proxy_cmd(env, Some(&server))
+        .spawn()
+        .map_err(|e| format!("proxy B: {e}"))?;
+    let pid_b = proxy_b.id();
+    procs.children.push(proxy_b);
+    let mut skip = vec![4190, 4191];
+    skip.extend(DIRECT);
+    let pods = procs.pods.as_ref().expect("set above");
+    pods.redirect_inbound(4143, &skip);
+
+    // Client pod: proxy A (root, exempt from redirection) and outbound redirection.
+    let proxy_a = proxy_cmd(env, Some(&client))
+        .spawn()
+        .map_err(|e| format!("proxy A: {e}"))?;
+    let pid_a = proxy_a.id();
+    procs.children.push(proxy_a);
+    pods.redirect_outbound(0, 4140);
+
+    let admin = loopback(4191);
+    for ns in [&server, &client] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ns_get(env, &Some(ns.clone()), admin, "/ready").map(|b| b == "ready\n") != Ok(true) {
+            if Instant::now() > deadline {
+                return Err(format!("the proxy in {ns} did not become ready"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let addrs = |ports: [u16; 3]| Addrs {
+        http: SocketAddr::from((ip, ports[0])),
+        echo: SocketAddr::from((ip, ports[1])),
+        sink: SocketAddr::from((ip, ports[2])),
+    };
+    let procs = Rc::new(procs);
+    Ok(vec![
+        Topology {
+            name: "direct-veth",
+            ns: Some(client.clone()),
+            load_uid: None,
+            targets: addrs(DIRECT),
+            h2_target: None,
+            via_proxy: None,
+            pids: Vec::new(),
+            conns: ConnCounter::Backend {
+                ns: Some(server.clone()),
+                stats: loopback(DIRECT[0]),
+            },
+            _procs: procs.clone(),
+        },
+        Topology {
+            name: "proxy-pair",
+            ns: Some(client.clone()),
+            load_uid: Some(NOBODY),
+            targets: addrs(MESHED),
+            h2_target: None,
+            via_proxy: None,
+            pids: vec![pid_a, pid_b],
+            conns: ConnCounter::ProxyMetrics {
+                ns: Some(client),
+                admin,
+            },
+            _procs: procs,
+        },
+    ])
+}
+
+impl Topology {
+    /// Measures the proxies' CPU seconds (summed) right now.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.pids
+            .iter()
+            .filter_map(|p| procfs::cpu_seconds(*p))
+            .sum()
+    }
+}
