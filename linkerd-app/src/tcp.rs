@@ -4,6 +4,9 @@ use linkerd_proxy_transport::{connect, Direction, Metered, Peer, TcpMetrics};
 use std::{net::SocketAddr, time::Duration};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// The copy buffer for each direction of an opaque connection.
+const COPY_BUF: usize = 16 * 1024;
+
 /// Copies between the client and `target` until both sides have closed; each side's EOF is
 /// passed on as a half-close, so request/response protocols that shut down writing work.
 pub(crate) async fn forward<I>(
@@ -23,7 +26,9 @@ pub(crate) async fn forward<I>(
         }
     };
     let mut upstream = Metered::new(upstream, tcp.open(direction, Peer::Dst, target));
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUF, COPY_BUF)
+        .await
+    {
         Ok((sent, received)) => tracing::debug!(sent, received, "connection closed"),
         Err(error) => tracing::info!(%error, "connection failed"),
     }

@@ -43,8 +43,8 @@ pub async fn run(args: BackendArgs) -> std::io::Result<()> {
                 let (conns, body) = (conns.clone(), body.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let rsp = respond(req, &body, &conns);
-                        async move { Ok::<_, Infallible>(rsp) }
+                        let (body, conns) = (body.clone(), conns.clone());
+                        async move { Ok::<_, Infallible>(respond(req, &body, &conns).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(s), svc)
@@ -93,7 +93,7 @@ pub async fn run(args: BackendArgs) -> std::io::Result<()> {
 
 type Body = BoxBody<Bytes, Infallible>;
 
-fn respond(req: Request<Incoming>, body: &Bytes, conns: &AtomicU64) -> Response<Body> {
+async fn respond(req: Request<Incoming>, body: &Bytes, conns: &AtomicU64) -> Response<Body> {
     if req.uri().path() == "/__stats" {
         let stats = format!("{{\"connections\": {}}}", conns.load(Ordering::Relaxed));
         return Response::new(Full::new(Bytes::from(stats)).boxed());
@@ -102,6 +102,9 @@ fn respond(req: Request<Incoming>, body: &Bytes, conns: &AtomicU64) -> Response<
         .headers()
         .get("content-type")
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // Read the request (as a real server would) before answering: answering first makes
+    // HTTP/2 reset the stream while the client is still sending.
+    let _ = req.into_body().collect().await;
     if !grpc {
         return Response::new(Full::new(body.clone()).boxed());
     }

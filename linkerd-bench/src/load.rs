@@ -20,9 +20,6 @@ use tokio::{
     net::TcpStream,
 };
 
-/// How late a timer may fire before the lateness counts as latency.
-const TIMER_SLACK: Duration = Duration::from_millis(2);
-
 /// A benchmark scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -228,14 +225,15 @@ async fn worker(ctx: Rc<Ctx>, h2: Option<http2::SendRequest<Full<Bytes>>>) -> Wo
                 break;
             }
             let at = ctx.start + interval * i as u32;
-            tokio::time::sleep_until(at.into()).await;
-            // Timers fire up to a millisecond late: that slack is the generator's, not the
-            // system's. A later start means the schedule is behind (a stall, or every
-            // connection busy), and is measured from the scheduled time.
-            let woke = Instant::now();
-            if woke.duration_since(at) < TIMER_SLACK {
-                woke
+            if at > Instant::now() {
+                // Ahead of schedule: wait. A timer fires up to a millisecond or two late;
+                // that is the generator's slack, not the system's, so the clock starts at
+                // the wake-up.
+                tokio::time::sleep_until(at.into()).await;
+                Instant::now()
             } else {
+                // Behind schedule (this connection was still busy at its slot): the wait is
+                // the system's, measured from the scheduled time (no coordinated omission).
                 at
             }
         } else {

@@ -4,6 +4,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// The copy buffer for each direction of an upgraded connection.
+const COPY_BUF: usize = 16 * 1024;
+
 /// Once both sides have switched protocols, copies bytes both ways until both close.
 pub fn spawn_upgrade(client: OnUpgrade, upstream: OnUpgrade) {
     tokio::spawn(async move {
@@ -37,7 +40,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::io::copy_bidirectional(&mut a, &mut b).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, COPY_BUF, COPY_BUF).await {
         Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
         Err(error) => tracing::debug!(%error, "upgraded connection failed"),
     }
