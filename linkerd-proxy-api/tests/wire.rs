@@ -1,0 +1,237 @@
+//! Wire compatibility with the published `linkerd2-proxy-api` crate: messages encoded by one
+//! decode to the same values in the other, and our generated client talks to a server built
+//! from theirs.
+
+use linkerd2_proxy_api as theirs;
+use linkerd_proxy_api as ours;
+use prost::Message;
+use std::{collections::HashMap, net::SocketAddr, pin::Pin};
+
+fn our_update() -> ours::destination::Update {
+    use ours::destination::*;
+    let addr = |s: &str| ours::net::TcpAddress::from(s.parse::<SocketAddr>().unwrap());
+    Update {
+        update: Some(update::Update::Add(WeightedAddrSet {
+            addrs: vec![
+                WeightedAddr {
+                    addr: Some(addr("10.1.2.3:8080")),
+                    weight: 10000,
+                    metric_labels: HashMap::from([("pod".into(), "web-1".into())]),
+                    tls_identity: Some(TlsIdentity {
+                        strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
+                            tls_identity::DnsLikeIdentity {
+                                name: "web.default.serviceaccount.identity.linkerd.cluster.local"
+                                    .into(),
+                            },
+                        )),
+                        server_name: None,
+                    }),
+                    protocol_hint: Some(ProtocolHint {
+                        protocol: Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
+                        opaque_transport: Some(protocol_hint::OpaqueTransport {
+                            inbound_port: 4143,
+                        }),
+                    }),
+                    authority_override: None,
+                    http2: None,
+                    resource_ref: None,
+                },
+                WeightedAddr {
+                    addr: Some(addr("[2001:db8::7]:9090")),
+                    weight: 1,
+                    ..Default::default()
+                },
+            ],
+            metric_labels: HashMap::from([("namespace".into(), "default".into())]),
+        })),
+    }
+}
+
+#[test]
+fn our_update_decodes_in_theirs() {
+    let ours = our_update();
+    let bytes = ours.encode_to_vec();
+    let theirs =
+        theirs::destination::Update::decode(bytes.as_slice()).expect("theirs decodes ours");
+    let Some(theirs::destination::update::Update::Add(set)) = &theirs.update else {
+        panic!("an add: {theirs:?}");
+    };
+    assert_eq!(set.addrs.len(), 2);
+    assert_eq!(set.addrs[0].weight, 10000);
+    assert_eq!(set.addrs[0].metric_labels["pod"], "web-1");
+    assert_eq!(set.metric_labels["namespace"], "default");
+    let hint = set.addrs[0].protocol_hint.as_ref().unwrap();
+    assert!(matches!(
+        hint.protocol,
+        Some(theirs::destination::protocol_hint::Protocol::H2(_))
+    ));
+    assert_eq!(hint.opaque_transport.as_ref().unwrap().inbound_port, 4143);
+    let id = set.addrs[0].tls_identity.as_ref().unwrap();
+    assert!(matches!(
+        &id.strategy,
+        Some(theirs::destination::tls_identity::Strategy::DnsLikeIdentity(d))
+            if d.name == "web.default.serviceaccount.identity.linkerd.cluster.local"
+    ));
+    // And back: theirs re-encoded decodes to exactly our original.
+    let back = ours::destination::Update::decode(theirs.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(back, ours);
+}
+
+#[test]
+fn their_messages_decode_in_ours() {
+    use theirs::destination as t;
+    let remove = t::Update {
+        update: Some(t::update::Update::Remove(t::AddrSet {
+            addrs: vec![theirs::net::TcpAddress {
+                ip: Some(theirs::net::IpAddress {
+                    ip: Some(theirs::net::ip_address::Ip::Ipv4(0x0a000001)),
+                }),
+                port: 80,
+            }],
+        })),
+    };
+    let ours = ours::destination::Update::decode(remove.encode_to_vec().as_slice()).unwrap();
+    let Some(ours::destination::update::Update::Remove(set)) = &ours.update else {
+        panic!("a remove: {ours:?}");
+    };
+    assert_eq!(
+        set.addrs[0].to_socket_addr(),
+        Some("10.0.0.1:80".parse().unwrap())
+    );
+    assert_eq!(
+        t::Update::decode(ours.encode_to_vec().as_slice()).unwrap(),
+        remove
+    );
+
+    let none = t::Update {
+        update: Some(t::update::Update::NoEndpoints(t::NoEndpoints {
+            exists: true,
+        })),
+    };
+    let ours = ours::destination::Update::decode(none.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(
+        ours.update,
+        Some(ours::destination::update::Update::NoEndpoints(
+            ours::destination::NoEndpoints { exists: true }
+        ))
+    );
+
+    let profile = t::DestinationProfile {
+        fully_qualified_name: "web.default.svc.cluster.local".into(),
+        opaque_protocol: true,
+        retry_budget: Some(t::RetryBudget {
+            retry_ratio: 0.2,
+            min_retries_per_second: 10,
+            ttl: Some(prost_types::Duration {
+                seconds: 10,
+                nanos: 0,
+            }),
+        }),
+        routes: vec![t::Route {
+            condition: Some(t::RequestMatch {
+                r#match: Some(t::request_match::Match::Path(t::PathMatch {
+                    regex: "/api/.*".into(),
+                })),
+            }),
+            is_retryable: true,
+            timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 500,
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let ours =
+        ours::destination::DestinationProfile::decode(profile.encode_to_vec().as_slice()).unwrap();
+    assert!(ours.opaque_protocol);
+    assert_eq!(ours.fully_qualified_name, "web.default.svc.cluster.local");
+    assert_eq!(
+        ours.retry_budget.as_ref().unwrap().min_retries_per_second,
+        10
+    );
+    assert!(ours.routes[0].is_retryable);
+    assert_eq!(
+        t::DestinationProfile::decode(ours.encode_to_vec().as_slice()).unwrap(),
+        profile
+    );
+}
+
+/// A Destination server built from the published crate's generated service.
+struct TheirServer;
+
+type UpdateStream = Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<theirs::destination::Update, tonic::Status>> + Send>,
+>;
+type ProfileStream = Pin<
+    Box<
+        dyn tokio_stream::Stream<
+                Item = Result<theirs::destination::DestinationProfile, tonic::Status>,
+            > + Send,
+    >,
+>;
+
+#[tonic::async_trait]
+impl theirs::destination::destination_server::Destination for TheirServer {
+    type GetStream = UpdateStream;
+    type GetProfileStream = ProfileStream;
+
+    async fn get(
+        &self,
+        req: tonic::Request<theirs::destination::GetDestination>,
+    ) -> Result<tonic::Response<UpdateStream>, tonic::Status> {
+        let req = req.into_inner();
+        assert_eq!(req.path, "web.default.svc.cluster.local:8080");
+        assert_eq!(req.context_token, "ctx");
+        let our = our_update();
+        let update = theirs::destination::Update::decode(our.encode_to_vec().as_slice()).unwrap();
+        let none = theirs::destination::Update {
+            update: Some(theirs::destination::update::Update::NoEndpoints(
+                theirs::destination::NoEndpoints { exists: true },
+            )),
+        };
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(vec![
+            Ok(update),
+            Ok(none),
+        ]))))
+    }
+
+    async fn get_profile(
+        &self,
+        _: tonic::Request<theirs::destination::GetDestination>,
+    ) -> Result<tonic::Response<ProfileStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("profiles"))
+    }
+}
+
+#[tokio::test]
+async fn our_client_talks_to_their_server() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                theirs::destination::destination_server::DestinationServer::new(TheirServer),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client =
+        ours::destination::destination_client::DestinationClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    let mut stream = client
+        .get(ours::destination::GetDestination {
+            scheme: "k8s".into(),
+            path: "web.default.svc.cluster.local:8080".into(),
+            context_token: "ctx".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap(), our_update());
+    let next = stream.message().await.unwrap().unwrap();
+    assert!(
+        matches!(next.update, Some(ours::destination::update::Update::NoEndpoints(n)) if n.exists)
+    );
+    assert!(stream.message().await.unwrap().is_none(), "the stream ends");
+}
