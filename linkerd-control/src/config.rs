@@ -1,0 +1,164 @@
+//! The mesh file: services, their ports and their endpoints.
+
+use serde::Deserialize;
+use std::{collections::BTreeMap, net::SocketAddr};
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One service port: `name:port` is what proxies look up.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The authority without port, e.g. `web.default.svc.cluster.local`.
+    pub name: String,
+    pub port: u16,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// One endpoint of a service.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub addr: SocketAddr,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Become `dst_*` metric labels on the proxy.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The endpoint proxy's TLS identity.
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub protocol_hint: Option<ProtocolHint>,
+}
+
+/// What the endpoint's proxy accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolHint {
+    H2,
+    Opaque,
+}
+
+/// A file that can't be served, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("service {name}:{port} is listed twice")]
+    Duplicate { name: String, port: u16 },
+    #[error("service {name:?}: {reason}")]
+    Invalid { name: String, reason: &'static str },
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl MeshConfig {
+    /// Parses and validates the file's text. YAML errors name the line and column.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: MeshConfig = if text.trim().is_empty() {
+            MeshConfig::default()
+        } else {
+            serde_yaml::from_str(text)?
+        };
+        let mut seen = std::collections::HashSet::new();
+        for s in &config.services {
+            let name = s.name.trim_end_matches('.').to_ascii_lowercase();
+            if name.is_empty() || name.contains(':') || name.contains('/') {
+                return Err(ConfigError::Invalid {
+                    name: s.name.clone(),
+                    reason: "the name must be a DNS name without port",
+                });
+            }
+            if s.port == 0 {
+                return Err(ConfigError::Invalid {
+                    name: s.name.clone(),
+                    reason: "port 0",
+                });
+            }
+            if !seen.insert((name, s.port)) {
+                return Err(ConfigError::Duplicate {
+                    name: s.name.clone(),
+                    port: s.port,
+                });
+            }
+        }
+        Ok(config)
+    }
+
+    /// The service answering `name:port` (names compared without a trailing dot, any case).
+    pub fn service(&self, name: &str, port: u16) -> Option<&ServiceConfig> {
+        let name = name.trim_end_matches('.');
+        self.services
+            .iter()
+            .find(|s| s.port == port && s.name.trim_end_matches('.').eq_ignore_ascii_case(name))
+    }
+
+    /// The endpoint with this address, in any service.
+    pub fn endpoint(&self, addr: SocketAddr) -> Option<&EndpointConfig> {
+        self.services
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .find(|e| e.addr == addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+services:
+  - name: web.default.svc.cluster.local
+    port: 8080
+    endpoints:
+      - addr: 127.0.0.1:9001
+        weight: 3
+        labels: { pod: web-1 }
+        identity: web.default.serviceaccount.identity.linkerd.cluster.local
+        protocol_hint: h2
+      - addr: 127.0.0.1:9002
+";
+
+    #[test]
+    fn parses_the_documented_format() {
+        let c = MeshConfig::parse(GOOD).unwrap();
+        let s = c.service("WEB.default.svc.cluster.local.", 8080).unwrap();
+        assert_eq!(s.endpoints.len(), 2);
+        assert_eq!(s.endpoints[0].weight, 3);
+        assert_eq!(s.endpoints[0].labels["pod"], "web-1");
+        assert_eq!(s.endpoints[0].protocol_hint, Some(ProtocolHint::H2));
+        assert_eq!(s.endpoints[1].weight, 1, "default weight");
+        assert!(c.service("web.default.svc.cluster.local", 8081).is_none());
+        assert!(c.endpoint("127.0.0.1:9002".parse().unwrap()).is_some());
+        assert_eq!(MeshConfig::parse("").unwrap(), MeshConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let bad_addr = GOOD.replace("127.0.0.1:9002", "localhost:9002");
+        let e = MeshConfig::parse(&bad_addr).unwrap_err().to_string();
+        assert!(e.contains("line 11"), "{e}");
+        let bad_hint = GOOD.replace("protocol_hint: h2", "protocol_hint: h3");
+        let e = MeshConfig::parse(&bad_hint).unwrap_err().to_string();
+        assert!(e.contains("line 10") && e.contains("h3"), "{e}");
+        let unknown = GOOD.replace("weight: 3", "wieght: 3");
+        let e = MeshConfig::parse(&unknown).unwrap_err().to_string();
+        assert!(e.contains("wieght"), "{e}");
+        let dup = format!("{GOOD}  - name: web.default.svc.cluster.local\n    port: 8080\n");
+        assert!(matches!(
+            MeshConfig::parse(&dup),
+            Err(ConfigError::Duplicate { .. })
+        ));
+        assert!(MeshConfig::parse("services:\n  - name: a:80\n    port: 80\n").is_err());
+    }
+}

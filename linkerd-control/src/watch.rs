@@ -1,0 +1,55 @@
+//! The current mesh config, and reloading it from its file.
+
+use crate::MeshConfig;
+use std::{path::PathBuf, sync::Arc, time::Duration};
+use tokio::sync::watch;
+
+/// The config being served; subscribers learn of every change.
+#[derive(Clone)]
+pub struct Mesh {
+    tx: Arc<watch::Sender<Arc<MeshConfig>>>,
+}
+
+impl Mesh {
+    /// Serves `config` until replaced.
+    pub fn new(config: MeshConfig) -> Self {
+        Self {
+            tx: Arc::new(watch::channel(Arc::new(config)).0),
+        }
+    }
+
+    /// Replaces the config; every stream sends what changed.
+    pub fn set(&self, config: MeshConfig) {
+        self.tx.send_replace(Arc::new(config));
+    }
+
+    /// A receiver of the current config and its changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MeshConfig>> {
+        self.tx.subscribe()
+    }
+}
+
+/// Re-reads `path` every `interval`; a changed, valid file replaces the config. A bad file is
+/// logged with its line and reason, and the last good config stays served.
+pub async fn watch_file(path: PathBuf, mesh: Mesh, interval: Duration) {
+    let mut last: Option<String> = None;
+    loop {
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) if last.as_deref() != Some(text.as_str()) => {
+                match MeshConfig::parse(&text) {
+                    Ok(config) => {
+                        tracing::info!(path = %path.display(), services = config.services.len(), "config loaded");
+                        mesh.set(config);
+                    }
+                    Err(error) => {
+                        tracing::error!(path = %path.display(), %error, "config rejected; still serving the last good one");
+                    }
+                }
+                last = Some(text);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(path = %path.display(), %error, "failed to read config"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
