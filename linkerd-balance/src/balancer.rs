@@ -1,0 +1,527 @@
+//! A set of endpoints and the choice among them.
+
+use crate::{choose, PeakEwma};
+use parking_lot::{Mutex, RwLock};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::{sync::Notify, time::Instant};
+
+/// Balancer settings.
+#[derive(Clone, Debug)]
+pub struct BalancerConfig {
+    /// The latency assumed of an endpoint before it has answered.
+    pub default_rtt: Duration,
+    /// The EWMA time constant.
+    pub decay: Duration,
+    /// How long a request waits for a ready endpoint before failing.
+    pub failfast_timeout: Duration,
+    /// How many requests may wait at once; more fail at once.
+    pub queue_capacity: usize,
+    /// The first back-off of an endpoint that failed to connect (doubling up to `max_backoff`).
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        Self {
+            default_rtt: Duration::from_millis(30),
+            decay: Duration::from_secs(10),
+            failfast_timeout: Duration::from_secs(3),
+            queue_capacity: 10_000,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why no endpoint was chosen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{name} does not exist")]
+    NotFound { name: String },
+    #[error("no endpoints of {name} became ready within {timeout:?}")]
+    Unavailable { name: String, timeout: Duration },
+    #[error("{name} already has {capacity} requests waiting for an endpoint")]
+    QueueFull { name: String, capacity: usize },
+}
+
+/// One endpoint: its address, weight, what the caller attached, and its load.
+pub struct Endpoint<T> {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub meta: T,
+    ewma: Mutex<PeakEwma>,
+    pending: AtomicU32,
+    failures: AtomicU32,
+    failed_until: Mutex<Option<Instant>>,
+}
+
+/// A request in flight on an endpoint; report the first response byte, or just drop it.
+pub struct InFlight<T> {
+    endpoint: Arc<Endpoint<T>>,
+    start: Instant,
+}
+
+/// A snapshot of the balancer for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BalancerStats {
+    pub endpoints: usize,
+    pub ready: usize,
+    pub queued: usize,
+}
+
+/// Endpoints of one destination and the choice among them.
+pub struct Balancer<T> {
+    name: String,
+    config: BalancerConfig,
+    set: RwLock<Set<T>>,
+    changed: Notify,
+    waiting: AtomicUsize,
+}
+
+struct Set<T> {
+    endpoints: Vec<Arc<Endpoint<T>>>,
+    cumulative: Vec<u64>,
+    index: HashMap<SocketAddr, usize>,
+    /// `None` until discovery first answers; `Some(false)` when the name does not exist.
+    exists: Option<bool>,
+}
+
+enum Pick<T> {
+    Chosen(Arc<Endpoint<T>>),
+    NotFound,
+    /// Nothing ready; an endpoint in back-off becomes ready again at this time, if any.
+    Wait(Option<Instant>),
+}
+
+// === impl Balancer ===
+
+impl<T> Balancer<T> {
+    /// An empty balancer for `name` (used in errors).
+    pub fn new(name: impl Into<String>, config: BalancerConfig) -> Self {
+        Self {
+            name: name.into(),
+            config,
+            set: RwLock::new(Set {
+                endpoints: Vec::new(),
+                cumulative: Vec::new(),
+                index: HashMap::new(),
+                exists: None,
+            }),
+            changed: Notify::new(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Applies one discovery update: endpoints added or changed, then removed. Endpoints not
+    /// named keep their state (load estimate, connections held by the caller).
+    pub fn update(
+        &self,
+        add: impl IntoIterator<Item = (SocketAddr, u32, T)>,
+        remove: &[SocketAddr],
+    ) {
+        let now = Instant::now();
+        let mut set = self.set.write();
+        for (addr, weight, meta) in add {
+            let ewma = match set.index.get(&addr) {
+                // A changed endpoint keeps its load estimate.
+                Some(i) => set.endpoints[*i].ewma.lock().clone(),
+                None => PeakEwma::new(self.config.default_rtt, self.config.decay, now),
+            };
+            let e = Arc::new(Endpoint {
+                addr,
+                weight,
+                meta,
+                ewma: Mutex::new(ewma),
+                pending: AtomicU32::new(0),
+                failures: AtomicU32::new(0),
+                failed_until: Mutex::new(None),
+            });
+            match set.index.get(&addr).copied() {
+                Some(i) => set.endpoints[i] = e,
+                None => {
+                    let i = set.endpoints.len();
+                    set.endpoints.push(e);
+                    set.index.insert(addr, i);
+                }
+            }
+        }
+        for addr in remove {
+            if let Some(i) = set.index.remove(addr) {
+                set.endpoints.swap_remove(i);
+                if let Some(moved) = set.endpoints.get(i) {
+                    let a = moved.addr;
+                    set.index.insert(a, i);
+                }
+            }
+        }
+        set.exists = Some(true);
+        set.rebuild_weights();
+        drop(set);
+        self.changed.notify_waiters();
+    }
+
+    /// Discovery says the name has no endpoints; `exists` says whether it is known at all.
+    pub fn no_endpoints(&self, exists: bool) {
+        let mut set = self.set.write();
+        set.endpoints.clear();
+        set.index.clear();
+        set.exists = Some(exists);
+        set.rebuild_weights();
+        drop(set);
+        self.changed.notify_waiters();
+    }
+
+    /// The addresses currently in the set.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.set.read().endpoints.iter().map(|e| e.addr).collect()
+    }
+
+    /// Chooses an endpoint, waiting (at most the fail-fast timeout, in a bounded queue) while
+    /// none is ready. A name known not to exist fails at once.
+    pub async fn ready(&self) -> Result<Arc<Endpoint<T>>, Error> {
+        let deadline = Instant::now() + self.config.failfast_timeout;
+        let mut queued = None;
+        loop {
+            let notified = self.changed.notified();
+            let retry_at = match self.pick() {
+                Pick::Chosen(e) => return Ok(e),
+                Pick::NotFound => {
+                    return Err(Error::NotFound {
+                        name: self.name.clone(),
+                    })
+                }
+                Pick::Wait(at) => at,
+            };
+            if queued.is_none() {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.config.queue_capacity {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Error::QueueFull {
+                        name: self.name.clone(),
+                        capacity: self.config.queue_capacity,
+                    });
+                }
+                queued = Some(QueueSlot(&self.waiting));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable {
+                    name: self.name.clone(),
+                    timeout: self.config.failfast_timeout,
+                });
+            }
+            let wake = retry_at.map_or(deadline, |at| at.min(deadline));
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn pick(&self) -> Pick<T> {
+        let set = self.set.read();
+        if set.exists == Some(false) {
+            return Pick::NotFound;
+        }
+        let now = Instant::now();
+        let eligible = |i: usize| set.endpoints[i].is_ready(now);
+        let load = |i: usize| set.endpoints[i].load(now);
+        match choose(&set.cumulative, load, eligible, &mut rand::rng()) {
+            Some(i) => Pick::Chosen(set.endpoints[i].clone()),
+            None => Pick::Wait(
+                set.endpoints
+                    .iter()
+                    .filter_map(|e| *e.failed_until.lock())
+                    .min(),
+            ),
+        }
+    }
+
+    /// Endpoints, ready endpoints and waiting requests, for metrics.
+    pub fn stats(&self) -> BalancerStats {
+        let set = self.set.read();
+        let now = Instant::now();
+        BalancerStats {
+            endpoints: set.endpoints.len(),
+            ready: set.endpoints.iter().filter(|e| e.is_ready(now)).count(),
+            queued: self.waiting.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The name this balancer serves.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The back-off after `failures` consecutive connect failures.
+    fn backoff(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(16);
+        (self.config.min_backoff * 2u32.pow(exp)).min(self.config.max_backoff)
+    }
+
+    /// Records that connecting to `endpoint` failed: it leaves the ready set for a back-off.
+    pub fn connect_failed(&self, endpoint: &Endpoint<T>) {
+        let failures = endpoint.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        *endpoint.failed_until.lock() = Some(Instant::now() + self.backoff(failures));
+    }
+
+    /// Records that connecting to `endpoint` succeeded.
+    pub fn connected(&self, endpoint: &Endpoint<T>) {
+        if endpoint.failures.swap(0, Ordering::AcqRel) > 0 {
+            *endpoint.failed_until.lock() = None;
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<T> Set<T> {
+    fn rebuild_weights(&mut self) {
+        let mut sum = 0u64;
+        self.cumulative.clear();
+        self.cumulative.extend(self.endpoints.iter().map(|e| {
+            sum += u64::from(e.weight);
+            sum
+        }));
+    }
+}
+
+// === impl Endpoint ===
+
+impl<T> Endpoint<T> {
+    fn is_ready(&self, now: Instant) -> bool {
+        self.failed_until.lock().is_none_or(|until| now >= until)
+    }
+
+    /// Peak-EWMA cost: the latency estimate times the requests it would have in flight.
+    fn load(&self, now: Instant) -> f64 {
+        let pending = self.pending.load(Ordering::Relaxed) as f64;
+        self.ewma.lock().estimate(now) * (pending + 1.0)
+    }
+
+    /// Requests in flight on this endpoint.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Starts a request: it counts as pending until the returned guard is dropped.
+    pub fn start(self: &Arc<Self>) -> InFlight<T> {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint: self.clone(),
+            start: Instant::now(),
+        }
+    }
+}
+
+impl<T> InFlight<T> {
+    /// Records the time to the first response byte in the endpoint's estimate.
+    pub fn first_byte(&self) {
+        let now = Instant::now();
+        self.endpoint.ewma.lock().observe(now - self.start, now);
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Arc<Endpoint<T>> {
+        &self.endpoint
+    }
+}
+
+impl<T> Drop for InFlight<T> {
+    fn drop(&mut self) {
+        self.endpoint.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], i))
+    }
+
+    fn balancer(n: u16) -> Balancer<u16> {
+        let b = Balancer::new("web:80", BalancerConfig::default());
+        b.update((0..n).map(|i| (addr(i), 1, i)), &[]);
+        b
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_endpoint_is_avoided() {
+        let b = balancer(10);
+        let mut hits = [0u32; 10];
+        for _ in 0..2000 {
+            let e = b.ready().await.unwrap();
+            hits[e.meta as usize] += 1;
+            let f = e.start();
+            // Endpoint 9 takes 10x longer to answer.
+            let rtt = if e.meta == 9 { 100 } else { 10 };
+            tokio::time::advance(Duration::from_millis(rtt)).await;
+            f.first_byte();
+        }
+        let share = hits[9] as f64 / 2000.0;
+        assert!(
+            share < 0.05,
+            "the slow endpoint got {share:.3} of requests: {hits:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn updates_touch_only_named_endpoints() {
+        let b = balancer(3);
+        // Make endpoint 1 look slow; then change endpoint 2's weight.
+        let e1 = {
+            let set = b.set.read();
+            set.endpoints[set.index[&addr(1)]].clone()
+        };
+        let f = e1.start();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        f.first_byte();
+        drop(f);
+        b.update([(addr(2), 5, 2)], &[]);
+        let set = b.set.read();
+        let still = &set.endpoints[set.index[&addr(1)]];
+        assert!(Arc::ptr_eq(still, &e1), "endpoint 1 was not rebuilt");
+        assert_eq!(set.endpoints[set.index[&addr(2)]].weight, 5);
+        assert_eq!(set.cumulative.last(), Some(&7));
+        drop(set);
+        b.update([], &[addr(0)]);
+        assert_eq!(b.addrs().len(), 2);
+        assert!(!b.addrs().contains(&addr(0)));
+        // The index stays consistent after a swap-remove.
+        b.update([], &[addr(2)]);
+        assert_eq!(b.addrs(), [addr(1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_endpoints_then_fails_fast() {
+        let b = Arc::new(Balancer::<u16>::new("web:80", BalancerConfig::default()));
+        // Nothing known yet: the request waits and is served when endpoints arrive.
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.ready().await.map(|e| e.addr) }
+        });
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(b.stats().queued, 1);
+        b.update([(addr(1), 1, 1)], &[]);
+        assert_eq!(waiter.await.unwrap(), Ok(addr(1)));
+        assert_eq!(b.stats().queued, 0);
+
+        // Known to exist but empty: fails after the fail-fast timeout.
+        b.no_endpoints(true);
+        let start = Instant::now();
+        let err = b.ready().await.map(|_| ()).unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+
+        // Known not to exist: fails at once.
+        b.no_endpoints(false);
+        let start = Instant::now();
+        assert_eq!(
+            b.ready().await.map(|_| ()),
+            Err(Error::NotFound {
+                name: "web:80".into()
+            })
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_endpoints_back_off_and_return() {
+        let b = balancer(2);
+        let e0 = {
+            let set = b.set.read();
+            set.endpoints[set.index[&addr(0)]].clone()
+        };
+        b.connect_failed(&e0);
+        for _ in 0..100 {
+            assert_eq!(b.ready().await.unwrap().addr, addr(1));
+        }
+        assert_eq!(b.stats().ready, 1);
+        tokio::time::advance(Duration::from_millis(101)).await;
+        assert_eq!(
+            b.stats().ready,
+            2,
+            "back in the ready set after the back-off"
+        );
+        // Both failing: a request waits for the first to come back.
+        let e1 = b.ready().await.unwrap();
+        b.connect_failed(&e0);
+        b.connect_failed(&e1);
+        let start = Instant::now();
+        let e = b.ready().await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(start.elapsed() < Duration::from_millis(250));
+        b.connected(&e);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounded_queue() {
+        let cfg = BalancerConfig {
+            queue_capacity: 2,
+            ..Default::default()
+        };
+        let b = Arc::new(Balancer::<u16>::new("web:80", cfg));
+        let w: Vec<_> = (0..2)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.ready().await.map(|_| ()) })
+            })
+            .collect();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(matches!(
+            b.ready().await.map(|_| ()),
+            Err(Error::QueueFull { capacity: 2, .. })
+        ));
+        for w in w {
+            assert!(matches!(w.await.unwrap(), Err(Error::Unavailable { .. })));
+        }
+    }
+
+    #[test]
+    fn large_update_is_fast_enough_to_measure() {
+        // 10,000 endpoints, then one changed: the change itself is a single write-locked
+        // pass over the weights, not a rebuild of every endpoint.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let b = Balancer::new("big:80", BalancerConfig::default());
+            b.update(
+                (0..10_000u16).map(|i| {
+                    (
+                        SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 80)),
+                        1,
+                        i,
+                    )
+                }),
+                &[],
+            );
+            let before: Vec<_> = b.set.read().endpoints.iter().map(Arc::as_ptr).collect();
+            b.update([(SocketAddr::from(([10, 1, 0, 5], 80)), 3, 5)], &[]);
+            let after: Vec<_> = b.set.read().endpoints.iter().map(Arc::as_ptr).collect();
+            let rebuilt = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+            assert_eq!(rebuilt, 1, "only the named endpoint is replaced");
+        });
+    }
+}

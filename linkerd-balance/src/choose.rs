@@ -1,0 +1,98 @@
+//! The power-of-two-choices decision.
+
+use rand::{Rng, RngExt};
+
+/// Picks an index from `cumulative` weights (`cumulative[i]` is the sum of the weights of
+/// endpoints `0..=i`): two picks at random in proportion to weight, and of the two, the one
+/// with the lower `load(i) / weight(i)`. `eligible` filters out endpoints that are not ready.
+///
+/// Returns `None` when no eligible endpoint is found.
+pub fn choose(
+    cumulative: &[u64],
+    load: impl Fn(usize) -> f64,
+    eligible: impl Fn(usize) -> bool,
+    rng: &mut impl Rng,
+) -> Option<usize> {
+    let total = *cumulative.last()?;
+    if total == 0 {
+        return None;
+    }
+    let weight = |i: usize| cumulative[i] - if i == 0 { 0 } else { cumulative[i - 1] };
+    let pick = |rng: &mut _| -> Option<usize> {
+        // A few weighted draws; then, if the set is mostly ineligible, a scan.
+        for _ in 0..4 {
+            let r = RngExt::random_range(rng, 0..total);
+            let i = cumulative.partition_point(|c| *c <= r);
+            if eligible(i) {
+                return Some(i);
+            }
+        }
+        (0..cumulative.len()).find(|i| weight(*i) > 0 && eligible(*i))
+    };
+    let a = pick(rng)?;
+    let b = pick(rng)?;
+    if a == b {
+        return Some(a);
+    }
+    let cost = |i: usize| load(i) / weight(i) as f64;
+    Some(if cost(b) < cost(a) { b } else { a })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn cumulative(weights: &[u64]) -> Vec<u64> {
+        weights
+            .iter()
+            .scan(0, |s, w| {
+                *s += w;
+                Some(*s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lower_load_wins_most_of_the_time() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let c = cumulative(&[1; 10]);
+        let loads = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0];
+        let mut hits = [0u32; 10];
+        for _ in 0..10_000 {
+            hits[choose(&c, |i| loads[i], |_| true, &mut rng).unwrap()] += 1;
+        }
+        // The slow one is chosen only when both picks land on it: 1% of the time.
+        assert!(hits[9] < 200, "{hits:?}");
+        assert!(hits[..9].iter().all(|h| *h > 900), "{hits:?}");
+    }
+
+    #[test]
+    fn weights_shape_the_picks() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let c = cumulative(&[1, 3]);
+        let mut hits = [0u32; 2];
+        for _ in 0..20_000 {
+            // Equal loads per unit of weight: the choice follows the draws.
+            hits[choose(&c, |i| [1.0, 3.0][i], |_| true, &mut rng).unwrap()] += 1;
+        }
+        let share = hits[1] as f64 / 20_000.0;
+        assert!((0.70..0.95).contains(&share), "{hits:?}");
+        // A zero weight is never chosen.
+        let c = cumulative(&[0, 5]);
+        for _ in 0..100 {
+            assert_eq!(choose(&c, |_| 1.0, |_| true, &mut rng), Some(1));
+        }
+    }
+
+    #[test]
+    fn ineligible_endpoints_are_skipped() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let c = cumulative(&[1; 100]);
+        for _ in 0..1000 {
+            assert_eq!(choose(&c, |_| 1.0, |i| i == 42, &mut rng), Some(42));
+        }
+        assert_eq!(choose(&c, |_| 1.0, |_| false, &mut rng), None);
+        assert_eq!(choose(&[], |_| 1.0, |_| true, &mut rng), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! Load balancing: power of two choices over a peak-EWMA latency estimate.
+//!
+//! [`choose`] is the pure decision (two weighted random picks, the lower load wins); [`PeakEwma`]
+//! the latency estimate of one endpoint; [`Balancer`] holds a set of endpoints, applies
+//! discovery updates incrementally (an update to one endpoint leaves the others, and their
+//! estimates, untouched), keeps endpoints that failed to connect out of the ready set for a
+//! back-off, and makes requests wait, boundedly, while nothing is ready.
+//!
+//! It does not connect or send: callers pick an endpoint, then report the latency of the
+//! first response byte or the connect failure.
+#![forbid(unsafe_code)]
+
+mod balancer;
+mod choose;
+mod ewma;
+
+pub use self::balancer::{Balancer, BalancerConfig, BalancerStats, Endpoint, Error, InFlight};
+pub use self::choose::choose;
+pub use self::ewma::PeakEwma;

@@ -1,0 +1,161 @@
+//! A name's endpoints, as built from a stream of updates.
+
+use linkerd_proxy_api::destination::{self as api, protocol_hint, tls_identity, update};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+/// What the control plane last said about a name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resolution {
+    pub endpoints: HashMap<SocketAddr, Endpoint>,
+    /// `None` until the control plane has answered; then whether the name exists.
+    pub exists: Option<bool>,
+}
+
+/// One endpoint of a name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// The set's and the endpoint's `metric_labels` (the endpoint's win), for `dst_*` labels.
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// The TLS identity of the endpoint's proxy, if meshed.
+    pub identity: Option<String>,
+    pub hint: ProtocolHint,
+}
+
+/// What the endpoint's proxy accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProtocolHint {
+    #[default]
+    Unknown,
+    H2,
+    Opaque,
+}
+
+impl Resolution {
+    /// Applies one update from the `Get` stream.
+    pub fn apply(&mut self, u: api::Update) {
+        match u.update {
+            Some(update::Update::Add(set)) => {
+                for w in set.addrs {
+                    if let Some(e) = Endpoint::from_api(w, &set.metric_labels) {
+                        self.endpoints.insert(e.addr, e);
+                    }
+                }
+                self.exists = Some(true);
+            }
+            Some(update::Update::Remove(set)) => {
+                for a in set.addrs.iter().filter_map(|a| a.to_socket_addr()) {
+                    self.endpoints.remove(&a);
+                }
+                self.exists = Some(true);
+            }
+            Some(update::Update::NoEndpoints(n)) => {
+                self.endpoints.clear();
+                self.exists = Some(n.exists);
+            }
+            None => {}
+        }
+    }
+
+    /// What changed from `self` to `new`: endpoints added or changed, and addresses removed.
+    pub fn diff<'a>(&self, new: &'a Resolution) -> (Vec<&'a Endpoint>, Vec<SocketAddr>) {
+        let changed = new
+            .endpoints
+            .values()
+            .filter(|e| self.endpoints.get(&e.addr) != Some(*e))
+            .collect();
+        let removed = self
+            .endpoints
+            .keys()
+            .filter(|a| !new.endpoints.contains_key(a))
+            .copied()
+            .collect();
+        (changed, removed)
+    }
+}
+
+impl Endpoint {
+    fn from_api(w: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Option<Self> {
+        let addr = w.addr.as_ref()?.to_socket_addr()?;
+        let mut labels: BTreeMap<String, String> = set_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.extend(w.metric_labels);
+        let identity = w.tls_identity.and_then(|t| match t.strategy {
+            Some(tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name),
+            Some(tls_identity::Strategy::UriLikeIdentity(u)) => Some(u.uri),
+            None => None,
+        });
+        let hint = match w.protocol_hint.and_then(|h| h.protocol) {
+            Some(protocol_hint::Protocol::H2(_)) => ProtocolHint::H2,
+            Some(protocol_hint::Protocol::Opaque(_)) => ProtocolHint::Opaque,
+            None => ProtocolHint::Unknown,
+        };
+        Some(Self {
+            addr,
+            weight: w.weight,
+            labels: Arc::new(labels),
+            identity,
+            hint,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(addrs: &[(&str, u32)]) -> api::Update {
+        api::Update {
+            update: Some(update::Update::Add(api::WeightedAddrSet {
+                addrs: addrs
+                    .iter()
+                    .map(|(a, w)| api::WeightedAddr {
+                        addr: Some(a.parse::<SocketAddr>().unwrap().into()),
+                        weight: *w,
+                        metric_labels: HashMap::from([("pod".to_string(), a.to_string())]),
+                        ..Default::default()
+                    })
+                    .collect(),
+                metric_labels: HashMap::from([("namespace".to_string(), "default".to_string())]),
+            })),
+        }
+    }
+
+    #[test]
+    fn applies_updates_and_diffs() {
+        let mut r = Resolution::default();
+        assert_eq!(r.exists, None);
+        r.apply(add(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)]));
+        assert_eq!(r.exists, Some(true));
+        let e = &r.endpoints[&"10.0.0.1:80".parse().unwrap()];
+        assert_eq!(e.labels["namespace"], "default");
+        assert_eq!(e.labels["pod"], "10.0.0.1:80");
+
+        let before = r.clone();
+        r.apply(add(&[("10.0.0.2:80", 5)]));
+        r.apply(api::Update {
+            update: Some(update::Update::Remove(api::AddrSet {
+                addrs: vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap().into()],
+            })),
+        });
+        let (changed, removed) = before.diff(&r);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].weight, 5);
+        assert_eq!(removed, ["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
+
+        r.apply(api::Update {
+            update: Some(update::Update::NoEndpoints(api::NoEndpoints {
+                exists: false,
+            })),
+        });
+        assert!(r.endpoints.is_empty());
+        assert_eq!(r.exists, Some(false));
+    }
+}
