@@ -24,6 +24,9 @@ pub struct Config {
     pub shutdown_endpoint_enabled: bool,
     /// HTTP server limits, shared by both directions.
     pub server: linkerd_http::ServerConfig,
+    /// Service discovery through the Destination API; `None` forwards to original
+    /// destinations only.
+    pub discovery: Option<DiscoveryConfig>,
     /// Every `LINKERD2_PROXY_*` variable as given, for the admin `/env.json` endpoint.
     pub env: HashMap<String, String>,
 }
@@ -34,6 +37,23 @@ pub struct ProxyConfig {
     pub listen_addr: SocketAddr,
     pub detect_timeout: Duration,
     pub client: linkerd_http::ClientConfig,
+}
+
+/// Where and how outbound names are discovered and balanced.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// `host:port` of the Destination service.
+    pub addr: String,
+    /// Sent as `context_token` with every lookup.
+    pub context: String,
+    /// Authorities under these suffixes (lower case, ending in `.`) are discovered.
+    pub suffixes: Vec<String>,
+    /// A name's lookup and balancer are dropped after this long unused.
+    pub idle_timeout: Duration,
+    /// Requests that may wait for an endpoint of one service.
+    pub queue_capacity: usize,
+    /// How long a request waits for a ready endpoint before a 503.
+    pub failfast_timeout: Duration,
 }
 
 /// How log lines are written.
@@ -172,6 +192,27 @@ impl Config {
                     },
                 )?,
             },
+            discovery: match env.get("LINKERD2_PROXY_DESTINATION_SVC_ADDR") {
+                None => None,
+                Some(_) => Some(DiscoveryConfig {
+                    addr: vars.parse("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "", parse_host_port)?,
+                    context: env
+                        .get("LINKERD2_PROXY_DESTINATION_CONTEXT")
+                        .cloned()
+                        .unwrap_or_default(),
+                    suffixes: vars.parse(
+                        "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES",
+                        "svc.cluster.local.",
+                        parse_suffixes,
+                    )?,
+                    idle_timeout: duration("LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT", "5s")?,
+                    queue_capacity: count("LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_CAPACITY", "10000")?,
+                    failfast_timeout: duration(
+                        "LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT",
+                        "3s",
+                    )?,
+                }),
+            },
             env: env
                 .iter()
                 .filter(|(k, _)| k.starts_with(PREFIX))
@@ -223,6 +264,43 @@ pub fn parse_duration(v: &str) -> Result<Duration, &'static str> {
         "d" => secs(86400),
         _ => Err(EXPECTED),
     }
+}
+
+/// `host:port`, where host is a DNS name or an IP.
+fn parse_host_port(v: &str) -> Result<String, &'static str> {
+    const EXPECTED: &str = "a host:port address like linkerd-dst.linkerd.svc.cluster.local:8086";
+    if v.parse::<SocketAddr>().is_ok() {
+        return Ok(v.to_string());
+    }
+    let (host, port) = v.rsplit_once(':').ok_or(EXPECTED)?;
+    let host_ok = !host.is_empty()
+        && host
+            .split('.')
+            .filter(|l| !l.is_empty())
+            .all(|l| l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    match (host_ok, port.parse::<u16>()) {
+        (true, Ok(p)) if p > 0 => Ok(v.to_string()),
+        _ => Err(EXPECTED),
+    }
+}
+
+/// Comma-separated DNS suffixes, normalized to lower case with a trailing dot (`.` is all).
+fn parse_suffixes(v: &str) -> Result<Vec<String>, &'static str> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let s = s.to_ascii_lowercase();
+            let ok = s == "."
+                || s.trim_end_matches('.').split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err("comma-separated DNS suffixes like svc.cluster.local.");
+            }
+            Ok(if s.ends_with('.') { s } else { format!("{s}.") })
+        })
+        .collect()
 }
 
 fn parse_positive(v: &str) -> Result<usize, &'static str> {

@@ -1,12 +1,15 @@
 //! The HTTP stack of one connection: route each request to its target and forward it.
 
-use crate::{explicit, OwnListeners};
+use crate::{
+    discover::{Discovery, Service},
+    explicit, OwnListeners,
+};
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use linkerd_detect::Protocol;
 use linkerd_http::{
-    forward, spawn_tunnel, Client, Endpoint, Error, HttpMetrics, ProxyBody, RouteLabels,
-    RouteMetrics, ServerConfig, Version,
+    forward, spawn_tunnel, try_forward, Client, Endpoint, Error, HttpMetrics, ProxyBody,
+    RouteLabels, RouteMetrics, ServerConfig, Version,
 };
 use linkerd_proxy_transport::{connect, Direction, Metered, Peer, TcpMetrics};
 use parking_lot::Mutex;
@@ -24,6 +27,8 @@ pub(crate) struct HttpStack {
     pub own: OwnListeners,
     pub server: ServerConfig,
     pub connect_timeout: Duration,
+    /// Discovery and balancing by authority (outbound, when configured).
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 /// Where a connection's requests go.
@@ -42,6 +47,8 @@ struct Conn {
     endpoint: Option<Endpoint<Incoming>>,
     /// The metrics of the last route used, so a connection looks them up once per authority.
     last_route: Mutex<Option<RouteMetrics>>,
+    /// The last discovered service used, so a connection looks it up once per authority.
+    last_service: Mutex<Option<(String, Arc<Service>)>>,
 }
 
 /// Serves HTTP on a detected connection until the client closes or `shutdown` drains it.
@@ -70,6 +77,7 @@ pub(crate) async fn serve<I>(
         version,
         endpoint,
         last_route: Mutex::new(None),
+        last_service: Mutex::new(None),
     });
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let conn = conn.clone();
@@ -84,7 +92,13 @@ pub(crate) async fn serve<I>(
 }
 
 impl Conn {
-    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        if let Some(svc) = self.discovered(&req) {
+            if self.endpoint.is_none() && self.version == Version::Http1 {
+                explicit::to_origin_form(&mut req);
+            }
+            return self.balanced(&svc, req).await;
+        }
         let Some(endpoint) = &self.endpoint else {
             return self.explicit(req).await;
         };
@@ -155,6 +169,55 @@ impl Conn {
         forward(&endpoint, req, route.request()).await
     }
 
+    /// The discovered service this request's authority names, if any.
+    fn discovered(&self, req: &Request<Incoming>) -> Option<Arc<Service>> {
+        let discovery = self.stack.discovery.as_ref()?;
+        if req.method() == Method::CONNECT {
+            return None;
+        }
+        let authority = authority_of(req)?;
+        let mut last = self.last_service.lock();
+        if let Some((a, svc)) = last.as_ref() {
+            if a == authority {
+                return Some(svc.clone());
+            }
+        }
+        let svc = discovery.service(authority)?;
+        *last = Some((authority.to_string(), svc.clone()));
+        Some(svc)
+    }
+
+    /// Sends the request to the endpoint the service's balancer picks.
+    async fn balanced(&self, svc: &Service, req: Request<Incoming>) -> Response<ProxyBody> {
+        let ep = match svc.balancer.ready().await {
+            Ok(ep) => ep,
+            Err(e) => {
+                let error = Error::Unavailable(e.to_string());
+                tracing::info!(%error, "no endpoint for the request");
+                return error.to_response();
+            }
+        };
+        let in_flight = ep.start();
+        let pool = ep.meta.pool(&self.stack.client, ep.addr, self.version);
+        let rec = ep
+            .meta
+            .route(&self.stack.metrics, &svc.name, ep.addr)
+            .request();
+        match try_forward(pool, req, rec).await {
+            Ok(rsp) => {
+                in_flight.first_byte();
+                svc.balancer.connected(&ep);
+                rsp
+            }
+            Err(error) => {
+                if matches!(error, Error::Connect(_)) {
+                    svc.balancer.connect_failed(&ep);
+                }
+                error.to_response()
+            }
+        }
+    }
+
     /// The route metrics for this request's authority and target, cached per connection.
     fn route(&self, req: &Request<Incoming>, target_addr: SocketAddr) -> RouteMetrics {
         let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
@@ -173,8 +236,18 @@ impl Conn {
             direction: self.stack.direction,
             authority: authority.map(str::to_string),
             target_addr,
+            dst: None,
         });
         *last = Some(r.clone());
         r
     }
+}
+
+/// The request's authority: the URI's, or the `Host` header.
+fn authority_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
 }

@@ -9,6 +9,7 @@
 
 mod admin;
 pub mod config;
+mod discover;
 mod explicit;
 mod http;
 pub mod inbound;
@@ -62,6 +63,8 @@ pub struct Proxy {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("failed to start discovery: {0}")]
+    Discovery(#[from] linkerd_destination::Error),
     #[error("failed to start the {listener} listener: {source}")]
     Listen {
         listener: &'static str,
@@ -137,29 +140,48 @@ impl App {
         let tcp = TcpMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
         registry.register_collector(process::collector(SystemTime::now()));
-
-        let stack = |direction, cfg: &config::ProxyConfig| {
-            Arc::new(ProxyStack {
-                detect: DetectParams {
-                    timeout: cfg.detect_timeout,
-                    capacity: 1024,
-                },
-                opaque_ports: config.opaque_ports.clone(),
-                connect_timeout: cfg.client.connect_timeout,
-                tcp: tcp.clone(),
-                http: Arc::new(http::HttpStack {
-                    direction,
-                    client: Client::new(cfg.client.clone(), direction, tcp.clone()),
-                    metrics: http_metrics.clone(),
-                    tcp: tcp.clone(),
-                    own: own.clone(),
-                    server: config.server.clone(),
-                    connect_timeout: cfg.client.connect_timeout,
-                }),
-            })
+        let discovery = match &config.discovery {
+            Some(d) => {
+                let discovery = discover::Discovery::new(
+                    d,
+                    config.outbound.client.connect_timeout,
+                    &mut registry,
+                )?;
+                let metrics = Arc::downgrade(&discovery);
+                registry.register_collector(move |out| {
+                    if let Some(d) = metrics.upgrade() {
+                        d.encode_metrics(out)
+                    }
+                });
+                Some(discovery)
+            }
+            None => None,
         };
-        let inbound_stack = stack(Direction::Inbound, &config.inbound);
-        let outbound_stack = stack(Direction::Outbound, &config.outbound);
+
+        let stack =
+            |direction, cfg: &config::ProxyConfig, discovery: Option<Arc<discover::Discovery>>| {
+                Arc::new(ProxyStack {
+                    detect: DetectParams {
+                        timeout: cfg.detect_timeout,
+                        capacity: 1024,
+                    },
+                    opaque_ports: config.opaque_ports.clone(),
+                    connect_timeout: cfg.client.connect_timeout,
+                    tcp: tcp.clone(),
+                    http: Arc::new(http::HttpStack {
+                        direction,
+                        client: Client::new(cfg.client.clone(), direction, tcp.clone()),
+                        metrics: http_metrics.clone(),
+                        tcp: tcp.clone(),
+                        own: own.clone(),
+                        server: config.server.clone(),
+                        connect_timeout: cfg.client.connect_timeout,
+                        discovery,
+                    }),
+                })
+            };
+        let inbound_stack = stack(Direction::Inbound, &config.inbound, None);
+        let outbound_stack = stack(Direction::Outbound, &config.outbound, discovery.clone());
 
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -192,7 +214,14 @@ impl App {
         tokio::spawn(admin::serve(admin_state, admin));
 
         ready.store(true, std::sync::atomic::Ordering::Release);
-        tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, "proxy started; identity and discovery are not configured, traffic is plaintext");
+        match &config.discovery {
+            Some(d) => {
+                tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, destination = %d.addr, suffixes = ?d.suffixes, "proxy started; identity is not configured, traffic is plaintext")
+            }
+            None => {
+                tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, "proxy started; identity and discovery are not configured, traffic is plaintext")
+            }
+        }
         Ok(Proxy {
             inbound_addr,
             outbound_addr,

@@ -308,9 +308,16 @@ impl<T> Endpoint<T> {
     }
 
     /// Peak-EWMA cost: the latency estimate times the requests it would have in flight.
+    ///
+    /// An endpoint nothing is known about yet costs nothing while it has no request in flight,
+    /// so it is probed, one request at a time, instead of being avoided for the default RTT.
     fn load(&self, now: Instant) -> f64 {
-        let pending = self.pending.load(Ordering::Relaxed) as f64;
-        self.ewma.lock().estimate(now) * (pending + 1.0)
+        let pending = self.pending.load(Ordering::Relaxed);
+        let ewma = self.ewma.lock();
+        if !ewma.is_observed() && pending == 0 {
+            return 0.0;
+        }
+        ewma.estimate(now) * (f64::from(pending) + 1.0)
     }
 
     /// Requests in flight on this endpoint.
@@ -379,6 +386,27 @@ mod tests {
             share < 0.05,
             "the slow endpoint got {share:.3} of requests: {hits:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_endpoints_are_probed() {
+        let b = balancer(1);
+        // Endpoint 0 is known to be fast.
+        for _ in 0..10 {
+            let f = b.ready().await.unwrap().start();
+            tokio::time::advance(Duration::from_millis(1)).await;
+            f.first_byte();
+        }
+        // A new endpoint (default RTT 30ms) still gets a first request to measure it...
+        b.update([(addr(1), 1, 1)], &[]);
+        let probe = b.ready().await.unwrap();
+        assert_eq!(probe.meta, 1);
+        let in_flight = probe.start();
+        // ...but only one at a time until it answers.
+        for _ in 0..20 {
+            assert_eq!(b.ready().await.unwrap().meta, 0);
+        }
+        drop(in_flight);
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,7 +488,10 @@ mod tests {
             "back in the ready set after the back-off"
         );
         // Both failing: a request waits for the first to come back.
-        let e1 = b.ready().await.unwrap();
+        let e1 = {
+            let set = b.set.read();
+            set.endpoints[set.index[&addr(1)]].clone()
+        };
         b.connect_failed(&e0);
         b.connect_failed(&e1);
         let start = Instant::now();

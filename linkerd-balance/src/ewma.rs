@@ -11,7 +11,13 @@ pub struct PeakEwma {
     estimate_ns: f64,
     stamp: Instant,
     decay_ns: f64,
+    /// Real samples seen, up to [`WARMUP`].
+    samples: u32,
 }
+
+/// The first samples of an endpoint are averaged (replacing the default) rather than peaked:
+/// one outlier while a connection is set up must not mark it slow for the decay period.
+const WARMUP: u32 = 8;
 
 impl PeakEwma {
     /// Starts at `default_rtt`.
@@ -20,19 +26,30 @@ impl PeakEwma {
             estimate_ns: default_rtt.as_nanos() as f64,
             stamp: now,
             decay_ns: decay.as_nanos().max(1) as f64,
+            samples: 0,
         }
     }
 
-    /// Adds a sample.
+    /// Adds a sample. The first one replaces the default (a guess for an endpoint nothing is
+    /// known about), the first few are averaged, and from then on a higher sample is taken at
+    /// once and a lower one blended in over the decay time.
     pub fn observe(&mut self, rtt: Duration, now: Instant) {
         let rtt = rtt.as_nanos() as f64;
-        if rtt > self.estimate_ns {
+        if self.samples < WARMUP {
+            self.samples += 1;
+            self.estimate_ns += (rtt - self.estimate_ns) / f64::from(self.samples);
+        } else if rtt > self.estimate_ns {
             self.estimate_ns = rtt;
         } else {
             let w = self.weight(now);
             self.estimate_ns = self.estimate_ns * w + rtt * (1.0 - w);
         }
         self.stamp = now;
+    }
+
+    /// Whether any real sample has been seen.
+    pub fn is_observed(&self) -> bool {
+        self.samples > 0
     }
 
     /// The estimate now, decayed toward zero for the time since the last sample.
@@ -57,7 +74,17 @@ mod tests {
         let t0 = Instant::now();
         let mut e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0);
         assert_eq!(e.estimate(t0), 30e6);
-        // A slower sample is taken as is.
+        // The first sample replaces the default, even when lower; the first few are averaged.
+        let mut fresh = e.clone();
+        fresh.observe(2 * MS, t0);
+        assert_eq!(fresh.estimate(t0), 2e6);
+        fresh.observe(4 * MS, t0);
+        assert_eq!(fresh.estimate(t0), 3e6);
+        for _ in 0..WARMUP {
+            e.observe(10 * MS, t0);
+        }
+        assert_eq!(e.estimate(t0), 10e6);
+        // After warm-up, a slower sample is taken as is.
         e.observe(300 * MS, t0);
         assert_eq!(e.estimate(t0), 300e6);
         // A fast sample right after barely moves it.

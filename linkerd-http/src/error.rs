@@ -42,6 +42,10 @@ pub enum Error {
     #[error("bad request: {0}")]
     BadRequest(String),
 
+    /// No endpoint of a discovered service could take the request.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+
     /// An explicit-proxy target name did not resolve.
     #[error("failed to resolve {name}: {reason}")]
     Resolve { name: String, reason: String },
@@ -60,6 +64,7 @@ impl Error {
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Resolve { .. } => StatusCode::BAD_GATEWAY,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

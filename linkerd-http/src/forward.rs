@@ -3,7 +3,7 @@
 use crate::{
     headers::{strip_hop_by_hop, wants_upgrade},
     upgrade::spawn_upgrade,
-    Endpoint, ProxyBody, ResponseRecorder,
+    Endpoint, Error, ProxyBody, ResponseRecorder,
 };
 use http::{Method, StatusCode, Version};
 use hyper::{body::Incoming, Request, Response};
@@ -14,9 +14,22 @@ use hyper::{body::Incoming, Request, Response};
 /// A failure becomes the proxy's error response (see [`crate::Error::to_response`]).
 pub async fn forward(
     endpoint: &Endpoint<Incoming>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     rec: ResponseRecorder,
 ) -> Response<ProxyBody> {
+    match try_forward(endpoint, req, rec).await {
+        Ok(rsp) => rsp,
+        Err(error) => error.to_response(),
+    }
+}
+
+/// Like [`forward`], but a failure (already logged and counted) is returned to the caller,
+/// e.g. so a balancer can tell a connect failure from a response.
+pub async fn try_forward(
+    endpoint: &Endpoint<Incoming>,
+    mut req: Request<Incoming>,
+    rec: ResponseRecorder,
+) -> Result<Response<ProxyBody>, Error> {
     let http1 = req.version() != Version::HTTP_2;
     let connect = req.method() == Method::CONNECT;
     let upgrade = http1 && (connect || wants_upgrade(req.headers()));
@@ -28,7 +41,7 @@ pub async fn forward(
         Err(error) => {
             tracing::info!(%error, "request failed");
             rec.error(error.status());
-            return error.to_response();
+            return Err(error);
         }
     };
 
@@ -40,5 +53,5 @@ pub async fn forward(
     strip_hop_by_hop(rsp.headers_mut(), switched);
     let (parts, body) = rsp.into_parts();
     let body = rec.response(parts.status, &parts.headers, body);
-    Response::from_parts(parts, ProxyBody::upstream(body))
+    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
 }

@@ -22,7 +22,7 @@ mod upgrade;
 pub use self::body::ProxyBody;
 pub use self::client::{Client, ClientConfig, Endpoint, PoolBody, Version};
 pub use self::error::Error;
-pub use self::forward::forward;
+pub use self::forward::{forward, try_forward};
 pub use self::headers::{strip_hop_by_hop, wants_upgrade, L5D_PROXY_ERROR};
 pub use self::metrics::{HttpMetrics, RecordBody, ResponseRecorder, RouteLabels, RouteMetrics};
 pub use self::server::{serve, ServerConfig};

@@ -7,7 +7,7 @@ use linkerd_metrics::{Counter, EncodeLabels, Family, Histogram, LabelWriter, Reg
 use linkerd_proxy_transport::Direction;
 use parking_lot::RwLock;
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
@@ -36,6 +36,8 @@ pub struct RouteLabels {
     /// The request's `:authority` or `Host`, when it has one.
     pub authority: Option<String>,
     pub target_addr: SocketAddr,
+    /// The endpoint's discovery labels, rendered as `dst_<name>`.
+    pub dst: Option<Arc<BTreeMap<String, String>>>,
 }
 
 /// One route's metric handles: look up once per target, then record per request lock-free
@@ -305,6 +307,9 @@ impl EncodeLabels for RouteLabels {
             .label("target_addr", self.target_addr)
             .label("target_ip", self.target_addr.ip())
             .label("target_port", self.target_addr.port());
+        for (k, v) in self.dst.iter().flat_map(|d| d.iter()) {
+            w.label(&format!("dst_{k}"), v);
+        }
     }
 }
 
@@ -347,6 +352,7 @@ mod tests {
             direction: Direction::Outbound,
             authority: Some("web:80".into()),
             target_addr: "10.0.0.1:80".parse().unwrap(),
+            dst: None,
         })
     }
 

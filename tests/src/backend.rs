@@ -27,12 +27,18 @@ type Body = BoxBody<Bytes, hyper::Error>;
 pub struct Http {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Http {
     /// Connections the app has accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests the app has received so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -53,19 +59,36 @@ pub async fn http() -> Http {
 
 /// Like [`http`], on a given address.
 pub async fn http_on(addr: SocketAddr) -> Http {
+    http_with(addr, Duration::ZERO).await
+}
+
+/// Like [`http`], answering every request after `delay` (a slow endpoint).
+pub async fn http_delayed(delay: Duration) -> Http {
+    http_with("127.0.0.1:0".parse().unwrap(), delay).await
+}
+
+async fn http_with(addr: SocketAddr, delay: Duration) -> Http {
     let listener = TcpListener::bind(addr).await.expect("bind backend");
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
-    let count = connections.clone();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (count, reqs) = (connections.clone(), requests.clone());
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
             count.fetch_add(1, Ordering::SeqCst);
+            let reqs = reqs.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req| async move {
-                    Ok::<_, Infallible>(route(req).await)
+                let svc = hyper::service::service_fn(move |req| {
+                    reqs.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        Ok::<_, Infallible>(route(req).await)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(socket), svc)
@@ -73,7 +96,11 @@ pub async fn http_on(addr: SocketAddr) -> Http {
             });
         }
     });
-    Http { addr, connections }
+    Http {
+        addr,
+        connections,
+        requests,
+    }
 }
 
 async fn route(mut req: Request<Incoming>) -> Response<Body> {

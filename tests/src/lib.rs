@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod control;
 
 use linkerd_app::{App, Config, Proxy};
 pub use linkerd_netns as netns;

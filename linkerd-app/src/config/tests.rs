@@ -40,6 +40,70 @@ fn defaults() {
     assert_eq!(c.server.h1_max_buf_size, 409600);
     assert_eq!(c.server.h2_max_concurrent_streams, 1000);
     assert!(c.env.is_empty());
+    assert!(
+        c.discovery.is_none(),
+        "no discovery without a destination address"
+    );
+}
+
+#[test]
+fn discovery() {
+    let c = Config::from_env(&env(&[
+        (
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+            "linkerd-dst-headless.linkerd.svc.cluster.local.:8086",
+        ),
+        (
+            "LINKERD2_PROXY_DESTINATION_CONTEXT",
+            "{\"ns\":\"emojivoto\"}",
+        ),
+    ]))
+    .unwrap();
+    let d = c.discovery.unwrap();
+    assert_eq!(
+        d.addr,
+        "linkerd-dst-headless.linkerd.svc.cluster.local.:8086"
+    );
+    assert_eq!(d.context, "{\"ns\":\"emojivoto\"}");
+    assert_eq!(d.suffixes, ["svc.cluster.local."]);
+    assert_eq!(d.idle_timeout, Duration::from_secs(5));
+    assert_eq!(d.queue_capacity, 10000);
+    assert_eq!(d.failfast_timeout, Duration::from_secs(3));
+
+    let c = Config::from_env(&env(&[
+        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086"),
+        (
+            "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES",
+            "svc.cluster.local., Example.COM",
+        ),
+        ("LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT", "1m"),
+        ("LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_CAPACITY", "5"),
+        ("LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT", "500ms"),
+    ]))
+    .unwrap();
+    let d = c.discovery.unwrap();
+    assert_eq!(d.suffixes, ["svc.cluster.local.", "example.com."]);
+    assert_eq!(d.idle_timeout, Duration::from_secs(60));
+    assert_eq!(d.queue_capacity, 5);
+    assert_eq!(d.failfast_timeout, Duration::from_millis(500));
+
+    let with = |k: &str, v: &str| {
+        let mut e = env(&[("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086")]);
+        e.insert(k.into(), v.into());
+        Config::from_env(&e)
+    };
+    for (k, v) in [
+        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "no-port"),
+        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "bad host:80"),
+        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "dst:0"),
+        ("LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES", "svc..local"),
+        ("LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT", "5"),
+        ("LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_CAPACITY", "0"),
+        ("LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT", "soon"),
+    ] {
+        let e = with(k, v).unwrap_err();
+        assert_eq!((e.name.as_str(), e.value.as_str()), (k, v));
+    }
 }
 
 #[test]

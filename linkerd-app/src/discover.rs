@@ -1,0 +1,274 @@
+//! Routing by authority: names under the discovery suffixes are resolved through the
+//! Destination API, and each request to them is balanced over the endpoints.
+//!
+//! One [`Service`] (a balancer following one name's resolution) is shared by every connection
+//! that talks to that name, and dropped once unused for the discovery idle timeout.
+
+use crate::config::DiscoveryConfig;
+use hyper::body::Incoming;
+use linkerd_balance::{Balancer, BalancerConfig};
+use linkerd_destination::{DestinationConfig, Resolution, Resolver};
+use linkerd_http::{Client, Endpoint, HttpMetrics, RouteLabels, RouteMetrics, Version};
+use linkerd_metrics::Registry;
+use linkerd_proxy_transport::Direction;
+use parking_lot::Mutex;
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write,
+    net::SocketAddr,
+    sync::{Arc, OnceLock, Weak},
+    time::{Duration, Instant},
+};
+use tokio::sync::{oneshot, watch};
+
+/// The discovered services of the outbound proxy.
+pub(crate) struct Discovery {
+    resolver: Resolver,
+    suffixes: Vec<String>,
+    balancer: BalancerConfig,
+    idle_timeout: Duration,
+    services: Mutex<HashMap<String, Arc<Service>>>,
+}
+
+/// One discovered name (`host:port`) and its balancer.
+pub(crate) struct Service {
+    pub name: String,
+    pub balancer: Balancer<EndpointMeta>,
+    last_used: Mutex<Instant>,
+    /// Dropped with the service, which stops its follower task.
+    _stop: oneshot::Sender<()>,
+}
+
+/// What the proxy keeps per discovered endpoint, built once per endpoint.
+pub(crate) struct EndpointMeta {
+    pub labels: Arc<BTreeMap<String, String>>,
+    route: OnceLock<RouteMetrics>,
+    pools: [OnceLock<Endpoint<Incoming>>; 2],
+}
+
+impl Discovery {
+    /// Starts the resolver (connecting lazily) and the idle sweep. Needs a Tokio runtime.
+    pub(crate) fn new(
+        config: &DiscoveryConfig,
+        connect_timeout: Duration,
+        registry: &mut Registry,
+    ) -> Result<Arc<Self>, linkerd_destination::Error> {
+        let resolver = Resolver::new(
+            DestinationConfig {
+                addr: config.addr.clone(),
+                context: config.context.clone(),
+                idle_timeout: config.idle_timeout,
+                min_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(10),
+                connect_timeout,
+            },
+            registry,
+        )?;
+        let d = Arc::new(Self {
+            resolver,
+            suffixes: config.suffixes.clone(),
+            balancer: BalancerConfig {
+                failfast_timeout: config.failfast_timeout,
+                queue_capacity: config.queue_capacity,
+                ..BalancerConfig::default()
+            },
+            idle_timeout: config.idle_timeout,
+            services: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&d)));
+        Ok(d)
+    }
+
+    /// The service for an authority (`host[:port]`), when the host is under a suffix.
+    pub(crate) fn service(&self, authority: &str) -> Option<Arc<Service>> {
+        let name = self.name(authority)?;
+        let mut services = self.services.lock();
+        if let Some(s) = services.get(&name) {
+            *s.last_used.lock() = Instant::now();
+            return Some(s.clone());
+        }
+        let (stop, stopped) = oneshot::channel();
+        let svc = Arc::new(Service {
+            balancer: Balancer::new(name.clone(), self.balancer.clone()),
+            name: name.clone(),
+            last_used: Mutex::new(Instant::now()),
+            _stop: stop,
+        });
+        tokio::spawn(follow(
+            Arc::downgrade(&svc),
+            self.resolver.resolve(&name),
+            stopped,
+        ));
+        services.insert(name, svc.clone());
+        Some(svc)
+    }
+
+    /// `host:port` for a discoverable authority: lower case, no trailing dot, port 80 if none.
+    fn name(&self, authority: &str) -> Option<String> {
+        let auth: http::uri::Authority = authority.parse().ok()?;
+        let host = auth.host().trim_end_matches('.').to_ascii_lowercase();
+        if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+            return None;
+        }
+        let dotted = format!("{host}.");
+        self.suffixes
+            .iter()
+            .any(|s| s == "." || dotted.ends_with(&format!(".{s}")) || dotted == *s)
+            .then(|| format!("{host}:{}", auth.port_u16().unwrap_or(80)))
+    }
+
+    /// Renders balancer gauges for every discovered service.
+    pub(crate) fn encode_metrics(&self, out: &mut String) {
+        let services: Vec<Arc<Service>> = self.services.lock().values().cloned().collect();
+        if services.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP balancer_endpoints Endpoints of a discovered service, by readiness.\n# TYPE balancer_endpoints gauge");
+        for s in &services {
+            let st = s.balancer.stats();
+            let _ = writeln!(
+                out,
+                "balancer_endpoints{{authority=\"{}\",state=\"ready\"}} {}",
+                s.name, st.ready
+            );
+            let _ = writeln!(
+                out,
+                "balancer_endpoints{{authority=\"{}\",state=\"pending\"}} {}",
+                s.name,
+                st.endpoints - st.ready
+            );
+        }
+        let _ = writeln!(out, "# HELP balancer_queue_length Requests waiting for an endpoint.\n# TYPE balancer_queue_length gauge");
+        for s in &services {
+            let _ = writeln!(
+                out,
+                "balancer_queue_length{{authority=\"{}\"}} {}",
+                s.name,
+                s.balancer.stats().queued
+            );
+        }
+    }
+}
+
+/// Applies a name's resolution changes to its balancer until the service is dropped.
+async fn follow(
+    svc: Weak<Service>,
+    mut rx: watch::Receiver<Arc<Resolution>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut prev = Arc::new(Resolution::default());
+    loop {
+        let next = rx.borrow_and_update().clone();
+        let Some(s) = svc.upgrade() else { return };
+        match next.exists {
+            None => {}
+            Some(exists) if next.endpoints.is_empty() => s.balancer.no_endpoints(exists),
+            Some(_) => {
+                let (changed, removed) = prev.diff(&next);
+                s.balancer.update(
+                    changed.into_iter().map(|e| {
+                        let meta = EndpointMeta {
+                            labels: e.labels.clone(),
+                            route: OnceLock::new(),
+                            pools: [OnceLock::new(), OnceLock::new()],
+                        };
+                        // A weight the control plane left unset counts as 1.
+                        (e.addr, e.weight.max(1), meta)
+                    }),
+                    &removed,
+                );
+            }
+        }
+        drop(s);
+        prev = next;
+        tokio::select! {
+            res = rx.changed() => if res.is_err() { return },
+            _ = &mut stopped => return,
+        }
+    }
+}
+
+/// Forgets services unused for the idle timeout (their lookups close after it too).
+async fn sweep(d: Weak<Discovery>) {
+    let period = match d.upgrade() {
+        Some(d) => d.idle_timeout.max(Duration::from_millis(100)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(d) = d.upgrade() else { return };
+        d.services.lock().retain(|_, s| {
+            Arc::strong_count(s) > 1 || s.last_used.lock().elapsed() < d.idle_timeout
+        });
+    }
+}
+
+impl EndpointMeta {
+    /// The pool for this endpoint in `version`, looked up once.
+    pub(crate) fn pool(
+        &self,
+        client: &Client<Incoming>,
+        addr: SocketAddr,
+        version: Version,
+    ) -> &Endpoint<Incoming> {
+        let i = match version {
+            Version::Http1 => 0,
+            Version::Http2 => 1,
+        };
+        self.pools[i].get_or_init(|| client.endpoint(addr, version))
+    }
+
+    /// The request metrics for this endpoint of `service`, looked up once.
+    pub(crate) fn route(
+        &self,
+        metrics: &HttpMetrics,
+        service: &str,
+        addr: SocketAddr,
+    ) -> &RouteMetrics {
+        self.route.get_or_init(|| {
+            metrics.route(RouteLabels {
+                direction: Direction::Outbound,
+                authority: Some(service.to_string()),
+                target_addr: addr,
+                dst: Some(self.labels.clone()),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_under_suffixes() {
+        let mut reg = Registry::default();
+        let cfg = DiscoveryConfig {
+            addr: "127.0.0.1:1".into(),
+            context: String::new(),
+            suffixes: vec!["svc.cluster.local.".into()],
+            idle_timeout: Duration::from_secs(5),
+            queue_capacity: 10,
+            failfast_timeout: Duration::from_secs(1),
+        };
+        let d = Discovery::new(&cfg, Duration::from_secs(1), &mut reg).unwrap();
+        assert_eq!(
+            d.name("web.default.svc.cluster.local:8080").as_deref(),
+            Some("web.default.svc.cluster.local:8080")
+        );
+        assert_eq!(
+            d.name("WEB.default.svc.cluster.local.").as_deref(),
+            Some("web.default.svc.cluster.local:80")
+        );
+        assert_eq!(d.name("web.default.svc.cluster.local.evil.com"), None);
+        assert_eq!(d.name("example.com:80"), None);
+        assert_eq!(d.name("10.0.0.1:80"), None);
+        assert_eq!(
+            d.name("svc.cluster.local"),
+            Some("svc.cluster.local:80".into())
+        );
+        let a = d.service("web.default.svc.cluster.local:8080").unwrap();
+        let b = d.service("web.default.svc.cluster.local.:8080").unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one service per name");
+    }
+}

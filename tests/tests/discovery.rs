@@ -1,0 +1,321 @@
+//! Discovery and balancing end to end: a proxy, `linkerd-control`'s Destination service and
+//! real backends. Requests name `web.default.svc.cluster.local:8080` through the explicit
+//! proxy; the proxy resolves it and balances each request.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use linkerd_tests::{
+    backend, client,
+    control::{mesh, ControlPlane},
+    metric, proxy, scrape,
+};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+const WEB: &str = "web.default.svc.cluster.local";
+
+fn discovery_env(control: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", control.to_string()),
+        (
+            "LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT",
+            "500ms".into(),
+        ),
+    ]
+}
+
+fn start_proxy(env: &[(&'static str, String)]) -> linkerd_app::Proxy {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    proxy(&env, None)
+}
+
+/// Sends `n` requests on each of `workers` connections to `authority`; returns the statuses.
+async fn load(proxy: SocketAddr, authority: &str, workers: usize, n: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let uri = format!("http://{authority}/");
+        tasks.push(tokio::spawn(async move {
+            let mut tx = client::http1::<Full<Bytes>>(proxy).await;
+            let mut statuses = Vec::new();
+            for _ in 0..n {
+                if tx.ready().await.is_err() {
+                    tx = client::http1::<Full<Bytes>>(proxy).await;
+                }
+                let rsp = tx
+                    .send_request(Request::get(&uri).body(Full::default()).unwrap())
+                    .await;
+                statuses.push(match rsp {
+                    Ok(r) => client::text(r).await.0,
+                    Err(_) => 0,
+                });
+            }
+            statuses
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+async fn get(proxy: SocketAddr, authority: &str) -> (u16, String, Option<String>) {
+    let mut tx = client::http1::<Full<Bytes>>(proxy).await;
+    let rsp = tx
+        .send_request(
+            Request::get(format!("http://{authority}/"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let err = rsp
+        .headers()
+        .get("l5d-proxy-error")
+        .map(|v| v.to_str().unwrap().to_string());
+    let (status, body) = client::text(rsp).await;
+    (status, body, err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_spread_and_dst_labels() {
+    // Equal backends whose latency (5ms) dwarfs this machine's scheduling noise.
+    let d = Duration::from_millis(5);
+    let (a, b, c) = (
+        backend::http_delayed(d).await,
+        backend::http_delayed(d).await,
+        backend::http_delayed(d).await,
+    );
+    let eps = [
+        format!("{} 1 web-a", a.addr),
+        format!("{} 1 web-b", b.addr),
+        format!("{} 2 web-c", c.addr),
+    ];
+    let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
+    let control = ControlPlane::start(mesh(&[(WEB, 8080, &eps)])).await;
+    let proxy = start_proxy(&discovery_env(control.addr));
+
+    let statuses = load(proxy.outbound_addr, &format!("{WEB}:8080"), 4, 100).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let (ra, rb, rc) = (a.requests(), b.requests(), c.requests());
+    assert_eq!(ra + rb + rc, 400);
+    // Equal backends: the spread follows the weights (1:1:2), give or take latency noise.
+    assert!(
+        ra >= 40 && rb >= 40,
+        "every endpoint serves: {ra} {rb} {rc}"
+    );
+    assert!(
+        rc >= 120,
+        "the weight-2 endpoint serves the most: {ra} {rb} {rc}"
+    );
+
+    let m = scrape(proxy.admin_addr).await;
+    let n = metric(
+        &m,
+        "request_total",
+        &[
+            "dst_pod=\"web-c\"",
+            "dst_service=\"web\"",
+            "dst_namespace=\"default\"",
+            &format!("authority=\"{WEB}:8080\""),
+        ],
+    );
+    assert_eq!(n, Some(rc as f64), "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "balancer_endpoints",
+            &[&format!("authority=\"{WEB}:8080\""), "state=\"ready\""]
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "control_request_total", &[]),
+        Some(1.0),
+        "one shared lookup: {m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_endpoint_gets_few_requests() {
+    let fast: Vec<_> = [
+        backend::http_delayed(Duration::from_millis(2)).await,
+        backend::http_delayed(Duration::from_millis(2)).await,
+    ]
+    .into();
+    let slow = backend::http_delayed(Duration::from_millis(20)).await;
+    let eps = [
+        fast[0].addr.to_string(),
+        fast[1].addr.to_string(),
+        slow.addr.to_string(),
+    ];
+    let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
+    let control = ControlPlane::start(mesh(&[(WEB, 8080, &eps)])).await;
+    let proxy = start_proxy(&discovery_env(control.addr));
+    let authority = format!("{WEB}:8080");
+
+    // Warm-up: the balancer learns the latencies.
+    assert!(load(proxy.outbound_addr, &authority, 4, 10)
+        .await
+        .iter()
+        .all(|s| *s == 200));
+    let slow_before = slow.requests();
+    let statuses = load(proxy.outbound_addr, &authority, 4, 75).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let slow_share = (slow.requests() - slow_before) as f64 / 300.0;
+    assert!(
+        slow_share < 0.10,
+        "the 10x slower endpoint got {:.1}% of requests",
+        slow_share * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_endpoint_mid_load_fails_nothing() {
+    let backends = [
+        backend::http_delayed(Duration::from_millis(1)).await,
+        backend::http_delayed(Duration::from_millis(1)).await,
+        backend::http_delayed(Duration::from_millis(1)).await,
+    ];
+    let all: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let all_refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let control = ControlPlane::start(mesh(&[(WEB, 8080, &all_refs)])).await;
+    let proxy = start_proxy(&discovery_env(control.addr));
+    let authority = format!("{WEB}:8080");
+
+    let running = load(proxy.outbound_addr, &authority, 4, 150);
+    let mesh_handle = control.mesh.clone();
+    let remove = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        mesh_handle.set(mesh(&[(WEB, 8080, &all_refs[..2])]));
+    };
+    let (statuses, ()) = tokio::join!(running, remove);
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(
+        failed, 0,
+        "no request fails when an endpoint is removed: {statuses:?}"
+    );
+    // After the removal settles, the removed endpoint gets nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = backends[2].requests();
+    assert!(load(proxy.outbound_addr, &authority, 2, 50)
+        .await
+        .iter()
+        .all(|s| *s == 200));
+    assert_eq!(
+        backends[2].requests(),
+        before,
+        "the removed endpoint is no longer chosen"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_loss_and_recovery() {
+    let web = backend::http().await;
+    let other = backend::http().await;
+    let web_ep = web.addr.to_string();
+    let control = ControlPlane::start(mesh(&[(WEB, 8080, &[&web_ep])])).await;
+    let proxy = start_proxy(&discovery_env(control.addr));
+    let authority = format!("{WEB}:8080");
+    assert!(load(proxy.outbound_addr, &authority, 1, 5)
+        .await
+        .iter()
+        .all(|s| *s == 200));
+
+    // The control plane goes away under load: known services keep working.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let bg = {
+        let (stop, failures, authority) = (stop.clone(), failures.clone(), authority.clone());
+        let addr = proxy.outbound_addr;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for s in load(addr, &authority, 2, 10).await {
+                    if s != 200 {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (addr, _) = control.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A service the proxy never resolved fails fast (the fail-fast timeout), with a reason.
+    let started = Instant::now();
+    let (status, _, err) = get(proxy.outbound_addr, "new.default.svc.cluster.local:80").await;
+    assert_eq!(status, 503);
+    assert!(err.unwrap().contains("new.default.svc.cluster.local:80"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The control plane comes back, now also serving `new`: the proxy recovers.
+    let other_ep = other.addr.to_string();
+    let mesh2 = linkerd_control::Mesh::new(mesh(&[
+        (WEB, 8080, &[&web_ep]),
+        ("new.default.svc.cluster.local", 80, &[&other_ep]),
+    ]));
+    let _control = ControlPlane::start_on(addr, mesh2).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body, _) = get(proxy.outbound_addr, "new.default.svc.cluster.local:80").await;
+        if status == 200 {
+            assert_eq!(body, "hello");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not recover: last status {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    bg.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests to the known service failed while the control plane was away"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service_is_503_at_once() {
+    let control = ControlPlane::start(mesh(&[])).await;
+    let proxy = start_proxy(&[
+        (
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+            control.addr.to_string(),
+        ),
+        (
+            "LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT",
+            "10s".into(),
+        ),
+    ]);
+    // Let the first lookup answer.
+    let _ = get(proxy.outbound_addr, "nope.default.svc.cluster.local:80").await;
+    let started = Instant::now();
+    let (status, _, err) = get(proxy.outbound_addr, "nope.default.svc.cluster.local:80").await;
+    assert_eq!(status, 503);
+    assert!(err.unwrap().contains("does not exist"));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not after the 10s fail-fast timeout: {:?}",
+        started.elapsed()
+    );
+    // Names outside the suffixes are not looked up: forwarded as before.
+    let app = backend::http().await;
+    let (status, body, _) = get(proxy.outbound_addr, &app.addr.to_string()).await;
+    assert_eq!((status, body.as_str()), (200, "hello"));
+}
