@@ -94,7 +94,10 @@ pub(crate) async fn serve<I>(
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         if let Some(svc) = self.discovered(&req) {
-            if self.endpoint.is_none() && self.version == Version::Http1 {
+            if self.endpoint.is_none()
+                && self.version == Version::Http1
+                && req.method() != Method::CONNECT
+            {
                 explicit::to_origin_form(&mut req);
             }
             return self.balanced(&svc, req).await;
@@ -142,23 +145,9 @@ impl Conn {
         }
 
         if req.method() == Method::CONNECT {
-            let rec = route.request();
-            return match connect(addr, self.stack.connect_timeout).await {
-                Ok(socket) => {
-                    let upstream = Metered::new(
-                        socket,
-                        self.stack.tcp.open(self.stack.direction, Peer::Dst, addr),
-                    );
-                    spawn_tunnel(hyper::upgrade::on(&mut req), upstream);
-                    let rsp = Response::new(ProxyBody::empty());
-                    rec.response(StatusCode::OK, rsp.headers(), ProxyBody::empty());
-                    rsp
-                }
-                Err(e) => {
-                    let e = Error::from(e);
-                    rec.error(e.status());
-                    fail(e, None)
-                }
+            return match self.tunnel(addr, &mut req, route.request()).await {
+                Ok(rsp) => rsp,
+                Err(e) => fail(e, None),
             };
         }
 
@@ -169,12 +158,37 @@ impl Conn {
         forward(&endpoint, req, route.request()).await
     }
 
+    /// Connects to `addr` and, once the client has switched protocols, copies bytes between
+    /// them (`CONNECT`). Answers 200 only after the connection is up.
+    async fn tunnel(
+        &self,
+        addr: SocketAddr,
+        req: &mut Request<Incoming>,
+        rec: linkerd_http::ResponseRecorder,
+    ) -> Result<Response<ProxyBody>, Error> {
+        match connect(addr, self.stack.connect_timeout).await {
+            Ok(socket) => {
+                let upstream = Metered::new(
+                    socket,
+                    self.stack.tcp.open(self.stack.direction, Peer::Dst, addr),
+                );
+                spawn_tunnel(hyper::upgrade::on(req), upstream);
+                let rsp = Response::new(ProxyBody::empty());
+                // An empty body: recorded as a complete, successful response when dropped.
+                drop(rec.response(StatusCode::OK, rsp.headers(), ProxyBody::empty()));
+                Ok(rsp)
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                rec.error(e.status());
+                Err(e)
+            }
+        }
+    }
+
     /// The discovered service this request's authority names, if any.
     fn discovered(&self, req: &Request<Incoming>) -> Option<Arc<Service>> {
         let discovery = self.stack.discovery.as_ref()?;
-        if req.method() == Method::CONNECT {
-            return None;
-        }
         let authority = authority_of(req)?;
         let mut last = self.last_service.lock();
         if let Some((a, svc)) = last.as_ref() {
@@ -187,8 +201,9 @@ impl Conn {
         Some(svc)
     }
 
-    /// Sends the request to the endpoint the service's balancer picks.
-    async fn balanced(&self, svc: &Service, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Sends the request to the endpoint the service's balancer picks (a `CONNECT` tunnel is
+    /// balanced per connection the same way).
+    async fn balanced(&self, svc: &Service, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let ep = match svc.balancer.ready().await {
             Ok(ep) => ep,
             Err(e) => {
@@ -198,12 +213,17 @@ impl Conn {
             }
         };
         let in_flight = ep.start();
-        let pool = ep.meta.pool(&self.stack.client, ep.addr, self.version);
         let rec = ep
             .meta
             .route(&self.stack.metrics, &svc.name, ep.addr)
             .request();
-        match try_forward(pool, req, rec).await {
+        let res = if req.method() == Method::CONNECT {
+            self.tunnel(ep.addr, &mut req, rec).await
+        } else {
+            let pool = ep.meta.pool(&self.stack.client, ep.addr, self.version);
+            try_forward(pool, req, rec).await
+        };
+        match res {
             Ok(rsp) => {
                 in_flight.first_byte();
                 svc.balancer.connected(&ep);

@@ -319,3 +319,52 @@ async fn unknown_service_is_503_at_once() {
     let (status, body, _) = get(proxy.outbound_addr, &app.addr.to_string()).await;
     assert_eq!((status, body.as_str()), (200, "hello"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_are_balanced_per_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (e1, e2) = (backend::tcp_echo().await, backend::tcp_echo().await);
+    let eps = [e1.to_string(), e2.to_string()];
+    let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
+    let control = ControlPlane::start(mesh(&[("db.default.svc.cluster.local", 5432, &eps)])).await;
+    let proxy = start_proxy(&discovery_env(control.addr));
+    for i in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+            .await
+            .unwrap();
+        s.write_all(b"CONNECT db.default.svc.cluster.local:5432 HTTP/1.1\r\nHost: db.default.svc.cluster.local:5432\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let msg = format!("tunnel {i}");
+        s.write_all(msg.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, format!("{msg}bye"));
+    }
+    let m = scrape(proxy.admin_addr).await;
+    let opened = |e: SocketAddr| {
+        metric(
+            &m,
+            "tcp_open_total",
+            &["peer=\"dst\"", &format!("target_addr=\"{e}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(opened(e1) + opened(e2), 20.0, "{m}");
+    assert!(
+        opened(e1) > 0.0 && opened(e2) > 0.0,
+        "both endpoints get tunnels: {m}"
+    );
+}
