@@ -26,6 +26,8 @@ pub struct BackendArgs {
     pub echo: Vec<SocketAddr>,
     pub sink: Vec<SocketAddr>,
     pub body_size: usize,
+    /// Every HTTP response waits this long (a slow endpoint).
+    pub delay: std::time::Duration,
 }
 
 /// Serves until killed. `GET /__stats` on an HTTP port returns `{"connections": N}`, the
@@ -33,6 +35,7 @@ pub struct BackendArgs {
 pub async fn run(args: BackendArgs) -> std::io::Result<()> {
     let conns = Arc::new(AtomicU64::new(0));
     let body = Bytes::from(vec![b'x'; args.body_size]);
+    let delay = args.delay;
     for addr in &args.http {
         let l = TcpListener::bind(addr).await?;
         let (conns, body) = (conns.clone(), body.clone());
@@ -44,7 +47,12 @@ pub async fn run(args: BackendArgs) -> std::io::Result<()> {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let (body, conns) = (body.clone(), conns.clone());
-                        async move { Ok::<_, Infallible>(respond(req, &body, &conns).await) }
+                        async move {
+                            if !delay.is_zero() && req.uri().path() != "/__stats" {
+                                tokio::time::sleep(delay).await;
+                            }
+                            Ok::<_, Infallible>(respond(req, &body, &conns).await)
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(s), svc)

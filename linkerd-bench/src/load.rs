@@ -54,6 +54,8 @@ pub struct LoadArgs {
     pub duration: Duration,
     /// Concurrent connections (HTTP/2: concurrent streams on one connection).
     pub conns: usize,
+    /// More HTTP/1 targets: each request goes to the next of `target` and these, in turn.
+    pub round_robin: Vec<SocketAddr>,
 }
 
 /// What a load run measured.
@@ -127,6 +129,10 @@ enum Requester {
     Http1 {
         tx: Option<http1::SendRequest<Empty<Bytes>>>,
         reuse: bool,
+    },
+    RoundRobin {
+        conns: Vec<http1::SendRequest<Empty<Bytes>>>,
+        next: usize,
     },
     Http2 {
         tx: http2::SendRequest<Full<Bytes>>,
@@ -289,6 +295,13 @@ async fn connect(
             tx: None,
             reuse: false,
         },
+        _ if !ctx.args.round_robin.is_empty() => {
+            let mut conns = vec![h1_connect_to(ctx.args.target).await?];
+            for t in &ctx.args.round_robin {
+                conns.push(h1_connect_to(*t).await?);
+            }
+            Requester::RoundRobin { conns, next: 0 }
+        }
         _ => Requester::Http1 {
             tx: Some(h1_connect(ctx).await?),
             reuse: true,
@@ -322,6 +335,27 @@ async fn once(ctx: &Ctx, r: &mut Requester) -> Result<u64, String> {
             }
             if *reuse {
                 *tx = Some(conn);
+            }
+            Ok(body.len() as u64)
+        }
+        Requester::RoundRobin { conns, next } => {
+            let i = *next % conns.len();
+            *next = next.wrapping_add(1);
+            let conn = &mut conns[i];
+            conn.ready().await.map_err(|e| e.to_string())?;
+            let req = Request::get("/")
+                .body(Empty::new())
+                .map_err(|e| e.to_string())?;
+            let rsp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = rsp.status();
+            let body = rsp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("status {status}"));
             }
             Ok(body.len() as u64)
         }
@@ -368,7 +402,11 @@ async fn once(ctx: &Ctx, r: &mut Requester) -> Result<u64, String> {
 }
 
 async fn h1_connect(ctx: &Ctx) -> Result<http1::SendRequest<Empty<Bytes>>, String> {
-    let io = TcpStream::connect(ctx.args.target)
+    h1_connect_to(ctx.args.target).await
+}
+
+async fn h1_connect_to(target: SocketAddr) -> Result<http1::SendRequest<Empty<Bytes>>, String> {
+    let io = TcpStream::connect(target)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = io.set_nodelay(true);

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod balance;
 mod load;
 mod procfs;
 mod report;
@@ -67,6 +68,8 @@ enum Cmd {
         sink: Vec<SocketAddr>,
         #[arg(long, default_value_t = 1024)]
         body_size: usize,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// (internal) Run one load cell and print its result as JSON.
     #[command(hide = true)]
@@ -83,6 +86,9 @@ enum Cmd {
         duration_ms: u64,
         #[arg(long, default_value_t = 16)]
         conns: usize,
+        /// More targets: HTTP/1 requests go round-robin over `--target` and these.
+        #[arg(long, value_delimiter = ',')]
+        round_robin: Vec<SocketAddr>,
     },
     /// (internal) GET a path from an address and print the body.
     #[command(hide = true)]
@@ -97,12 +103,14 @@ fn main() -> ExitCode {
             echo,
             sink,
             body_size,
+            delay_ms,
         }) => {
             let args = backend::BackendArgs {
                 http,
                 echo,
                 sink,
                 body_size,
+                delay: Duration::from_millis(delay_ms),
             };
             match current_thread().block_on(backend::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -119,6 +127,7 @@ fn main() -> ExitCode {
             rate,
             duration_ms,
             conns,
+            round_robin,
         }) => {
             let args = load::LoadArgs {
                 scenario,
@@ -127,6 +136,7 @@ fn main() -> ExitCode {
                 rate,
                 duration: Duration::from_millis(duration_ms),
                 conns,
+                round_robin,
             };
             let res = current_thread().block_on(load::run(args));
             println!("{}", serde_json::to_string(&res).unwrap_or_default());

@@ -43,7 +43,7 @@ fn is_proxy(topology: &str) -> bool {
 
 impl Cell {
     pub fn reuse(&self) -> Option<f64> {
-        (self.requests > 0 && self.scenario != "tcp-bulk")
+        (self.requests > 0 && self.scenario != "tcp-bulk" && !self.scenario.starts_with("balance"))
             .then(|| 1.0 - self.upstream_conns_opened as f64 / self.requests as f64)
     }
 }
@@ -101,6 +101,30 @@ pub fn table(cells: &[Cell]) -> String {
         ));
     }
     out
+}
+
+/// The `balance` scenario's verdicts: P2C-EWMA's p99 with a slow endpoint against all healthy
+/// (goal <= 1.2x) and against round-robin, and the 10,000-endpoint update time (goal < 1 ms).
+pub fn balance_summary(cells: &[Cell]) -> Option<String> {
+    let find = |s: &str, t: &str| cells.iter().find(|c| c.scenario == s && c.topology == t);
+    let healthy = find("balance", "p2c-ewma-healthy")?;
+    let slow = find("balance", "p2c-ewma-slow")?;
+    let rr = find("balance", "round-robin-slow")?;
+    let mut out = format!(
+        "balance: p99 with one 10x-slow endpoint {:.0}us = {:.2}x all-healthy ({:.0}us; goal <= 1.2x); round-robin {:.0}us ({:.2}x P2C-EWMA)",
+        slow.latency_us.p99,
+        slow.latency_us.p99 / healthy.latency_us.p99.max(1.0),
+        healthy.latency_us.p99,
+        rr.latency_us.p99,
+        rr.latency_us.p99 / slow.latency_us.p99.max(1.0),
+    );
+    if let Some(u) = find("balance-update", "10k-endpoints") {
+        out.push_str(&format!(
+            "\nbalance-update: one endpoint changed in a 10,000-endpoint set: p50 {:.0}us, p99 {:.0}us (goal < 1000us)",
+            u.latency_us.p50, u.latency_us.p99
+        ));
+    }
+    Some(out)
 }
 
 fn throughput(c: &Cell) -> f64 {

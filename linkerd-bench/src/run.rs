@@ -12,12 +12,12 @@ use std::{
 };
 
 /// How long and how hard each cell runs.
-struct Profile {
-    name: &'static str,
-    duration: Duration,
-    rate: u64,
-    conn_per_request_rate: u64,
-    conns: usize,
+pub(crate) struct Profile {
+    pub name: &'static str,
+    pub duration: Duration,
+    pub rate: u64,
+    pub conn_per_request_rate: u64,
+    pub conns: usize,
 }
 
 impl Profile {
@@ -112,6 +112,14 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     }
     drop(loopback);
 
+    let wants_scenario = |n: &str| cli.scenarios.is_empty() || cli.scenarios.iter().any(|s| s == n);
+    if wants("balance") && wants_scenario("balance") {
+        match crate::balance::run(&env, &profile, &tmp) {
+            Ok(c) => cells.extend(c),
+            Err(e) => skipped.push(format!("balance: {e}")),
+        }
+    }
+
     if wants("pair") {
         match linkerd_netns::unavailable() {
             Some(why) => skipped.push(format!("proxy-pair, direct-veth: {why}")),
@@ -127,6 +135,9 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     let _ = std::fs::remove_dir_all(&tmp);
 
     println!("{}", report::table(&cells));
+    if let Some(summary) = report::balance_summary(&cells) {
+        println!("{summary}");
+    }
     for s in &skipped {
         println!("skipped: {s}");
     }
@@ -248,17 +259,47 @@ fn load(env: &Env, profile: &Profile, topo: &Topology, s: Scenario) -> LoadResul
     if matches!(s, Scenario::Http2 | Scenario::GrpcUnary) {
         target = topo.h2_target.unwrap_or(target);
     }
-    let rate = if s == Scenario::Http1ConnPerRequest {
-        profile.conn_per_request_rate
-    } else {
-        profile.rate
+    let spec = LoadSpec {
+        scenario: s,
+        target,
+        via_proxy: topo
+            .via_proxy
+            .map(|v| v.for_backend(s.backend()).to_string()),
+        rate: if s == Scenario::Http1ConnPerRequest {
+            profile.conn_per_request_rate
+        } else {
+            profile.rate
+        },
+        duration: profile.duration,
+        conns: match s {
+            Scenario::TcpBulk => 1,
+            _ => profile.conns,
+        },
+        round_robin: Vec::new(),
     };
-    let conns = match s {
-        Scenario::TcpBulk => 1,
-        _ => profile.conns,
-    };
+    run_load(env, topo.ns.as_deref(), topo.load_uid, &spec)
+}
+
+/// One load-generator run.
+pub(crate) struct LoadSpec {
+    pub scenario: Scenario,
+    pub target: std::net::SocketAddr,
+    pub via_proxy: Option<String>,
+    pub rate: u64,
+    pub duration: Duration,
+    pub conns: usize,
+    pub round_robin: Vec<std::net::SocketAddr>,
+}
+
+/// Runs the load generator as a subprocess (in namespace `ns`, as `uid`, pinned).
+pub(crate) fn run_load(
+    env: &Env,
+    ns: Option<&str>,
+    uid: Option<u32>,
+    spec: &LoadSpec,
+) -> LoadResult {
     let mut args: Vec<String> = Vec::new();
-    if let Some(uid) = topo.load_uid {
+    if let Some(uid) = uid {
         let uid = uid.to_string();
         args.extend([
             "setpriv".into(),
@@ -273,24 +314,25 @@ fn load(env: &Env, profile: &Profile, topo: &Topology, s: Scenario) -> LoadResul
         args.extend(["taskset".into(), "-c".into(), c.clone()]);
     }
     args.push(env.self_bin.to_string_lossy().into_owned());
-    args.extend(["load", "--scenario", s.name(), "--target"].map(String::from));
-    args.push(target.to_string());
-    if let Some(via) = topo.via_proxy {
-        args.extend([
-            "--via-proxy".into(),
-            via.for_backend(s.backend()).to_string(),
-        ]);
+    args.extend(["load", "--scenario", spec.scenario.name(), "--target"].map(String::from));
+    args.push(spec.target.to_string());
+    if let Some(via) = &spec.via_proxy {
+        args.extend(["--via-proxy".into(), via.clone()]);
+    }
+    if !spec.round_robin.is_empty() {
+        let list: Vec<String> = spec.round_robin.iter().map(|a| a.to_string()).collect();
+        args.extend(["--round-robin".into(), list.join(",")]);
     }
     args.extend([
         "--rate".into(),
-        rate.to_string(),
+        spec.rate.to_string(),
         "--duration-ms".into(),
-        profile.duration.as_millis().to_string(),
+        spec.duration.as_millis().to_string(),
         "--conns".into(),
-        conns.to_string(),
+        spec.conns.to_string(),
     ]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cmd = match &topo.ns {
+    let mut cmd = match ns {
         Some(ns) => linkerd_netns::PodPair::exec(ns, &argv),
         None => {
             let mut c = Command::new(argv[0]);
@@ -308,7 +350,7 @@ fn load(env: &Env, profile: &Profile, topo: &Topology, s: Scenario) -> LoadResul
         Err(e) => return fail(format!("load generator: {e}")),
     };
     // The load generator bounds its own run; this bounds a hung one.
-    let deadline = Instant::now() + profile.duration + Duration::from_secs(30);
+    let deadline = Instant::now() + spec.duration + Duration::from_secs(30);
     let id = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -107,19 +107,19 @@ impl Addrs {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
 }
 
-fn loopback(port: u16) -> SocketAddr {
+pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// A command pinned to `cpus` with `taskset`, when given.
-fn pinned(cpus: &Option<String>, program: &std::path::Path) -> Command {
+pub(crate) fn pinned(cpus: &Option<String>, program: &std::path::Path) -> Command {
     match cpus {
         Some(c) => {
             let mut cmd = Command::new("taskset");
@@ -131,7 +131,7 @@ fn pinned(cpus: &Option<String>, program: &std::path::Path) -> Command {
 }
 
 /// Waits until `addr` accepts connections.
-fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
+pub(crate) fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
@@ -253,7 +253,7 @@ pub fn direct(backend: Addrs) -> Topology {
     }
 }
 
-fn proxy_cmd(env: &Env, ns: Option<&str>) -> Command {
+pub(crate) fn proxy_cmd(env: &Env, ns: Option<&str>) -> Command {
     let bin = env.proxy_bin.to_str().unwrap_or_default();
     let mut args: Vec<&str> = Vec::new();
     if let Some(c) = &env.proxy_cpus {

@@ -143,7 +143,9 @@ async fn shared_streams_survive_control_plane_loss() {
     ]));
     let _stop = serve(addr, m2).await;
     let r = until(&mut a, |r| r.endpoints.len() == 3).await;
-    assert!(r.endpoints.contains_key(&"127.0.0.1:9005".parse().unwrap()));
+    assert!(r
+        .endpoints
+        .contains_key(&"127.0.0.1:9005".parse::<SocketAddr>().unwrap()));
     assert!(registry.encode().contains("classification=\"failure\""));
 
     // Unknown names are known not to exist.
