@@ -54,6 +54,9 @@ pub struct DiscoveryConfig {
     pub queue_capacity: usize,
     /// How long a request waits for a ready endpoint before a 503.
     pub failfast_timeout: Duration,
+    /// Bounds on how long DNS answers (used to canonicalise short names) are cached.
+    pub dns_min_ttl: Option<Duration>,
+    pub dns_max_ttl: Option<Duration>,
 }
 
 /// How log lines are written.
@@ -89,6 +92,10 @@ impl Config {
         let addr = |name: &str, default: &str| vars.parse(name, default, parse_addr);
         let duration = |name: &str, default: &str| vars.parse(name, default, parse_duration);
         let count = |name: &str, default: &str| vars.parse(name, default, parse_positive);
+        let optional = |name: &str| match env.contains_key(name) {
+            true => vars.parse(name, "", parse_duration).map(Some),
+            false => Ok(None),
+        };
 
         let client = |dir: &str, connect_timeout: &str| -> Result<_, ConfigError> {
             Ok(linkerd_http::ClientConfig {
@@ -211,6 +218,8 @@ impl Config {
                         "LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT",
                         "3s",
                     )?,
+                    dns_min_ttl: optional("LINKERD2_PROXY_DNS_MIN_TTL")?,
+                    dns_max_ttl: optional("LINKERD2_PROXY_DNS_MAX_TTL")?,
                 }),
             },
             env: env

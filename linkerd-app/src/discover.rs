@@ -24,6 +24,8 @@ use tokio::sync::{oneshot, watch};
 /// The discovered services of the outbound proxy.
 pub(crate) struct Discovery {
     resolver: Resolver,
+    /// Expands short names (`web`, `web.ns`) with the system's search domains.
+    dns: Option<linkerd_dns::Canonicalizer>,
     suffixes: Vec<String>,
     balancer: BalancerConfig,
     idle_timeout: Duration,
@@ -64,8 +66,19 @@ impl Discovery {
             },
             registry,
         )?;
+        let dns = match linkerd_dns::Canonicalizer::from_system(linkerd_dns::DnsConfig {
+            min_ttl: config.dns_min_ttl,
+            max_ttl: config.dns_max_ttl,
+        }) {
+            Ok(dns) => Some(dns),
+            Err(error) => {
+                tracing::warn!(%error, "short names will not be canonicalised");
+                None
+            }
+        };
         let d = Arc::new(Self {
             resolver,
+            dns,
             suffixes: config.suffixes.clone(),
             balancer: BalancerConfig {
                 failfast_timeout: config.failfast_timeout,
@@ -101,6 +114,28 @@ impl Discovery {
         ));
         services.insert(name, svc.clone());
         Some(svc)
+    }
+
+    /// Like [`Discovery::service`], but a short name (`web`, `web.ns`, `web.ns.svc`) is first
+    /// expanded with the DNS search domains.
+    pub(crate) async fn service_for(&self, authority: &str) -> Option<Arc<Service>> {
+        if let Some(s) = self.service(authority) {
+            return Some(s);
+        }
+        let dns = self.dns.as_ref()?;
+        let auth: http::uri::Authority = authority.parse().ok()?;
+        let host = auth.host();
+        let short = !host.ends_with('.') && host.split('.').count() <= 3;
+        if !short || host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+            return None;
+        }
+        match dns.canonicalize(host).await {
+            Ok(fqdn) => self.service(&format!("{fqdn}:{}", auth.port_u16().unwrap_or(80))),
+            Err(error) => {
+                tracing::debug!(%error, "not canonicalised");
+                None
+            }
+        }
     }
 
     /// `host:port` for a discoverable authority: lower case, no trailing dot, port 80 if none.
@@ -250,6 +285,8 @@ mod tests {
             idle_timeout: Duration::from_secs(5),
             queue_capacity: 10,
             failfast_timeout: Duration::from_secs(1),
+            dns_min_ttl: None,
+            dns_max_ttl: None,
         };
         let d = Discovery::new(&cfg, Duration::from_secs(1), &mut reg).unwrap();
         assert_eq!(

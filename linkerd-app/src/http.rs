@@ -93,7 +93,7 @@ pub(crate) async fn serve<I>(
 
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        if let Some(svc) = self.discovered(&req) {
+        if let Some(svc) = self.discovered(&req).await {
             if self.endpoint.is_none()
                 && self.version == Version::Http1
                 && req.method() != Method::CONNECT
@@ -187,17 +187,16 @@ impl Conn {
     }
 
     /// The discovered service this request's authority names, if any.
-    fn discovered(&self, req: &Request<Incoming>) -> Option<Arc<Service>> {
+    async fn discovered(&self, req: &Request<Incoming>) -> Option<Arc<Service>> {
         let discovery = self.stack.discovery.as_ref()?;
         let authority = authority_of(req)?;
-        let mut last = self.last_service.lock();
-        if let Some((a, svc)) = last.as_ref() {
+        if let Some((a, svc)) = self.last_service.lock().as_ref() {
             if a == authority {
                 return Some(svc.clone());
             }
         }
-        let svc = discovery.service(authority)?;
-        *last = Some((authority.to_string(), svc.clone()));
+        let svc = discovery.service_for(authority).await?;
+        *self.last_service.lock() = Some((authority.to_string(), svc.clone()));
         Some(svc)
     }
 

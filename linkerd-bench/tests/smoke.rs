@@ -70,10 +70,19 @@ fn smoke() {
     );
     // The balance scenario runs when `linkerd-control` was built beside the bench (as in a
     // workspace test run).
-    let control = std::path::Path::new(env!("CARGO_BIN_EXE_linkerd-bench")).with_file_name("linkerd-control");
+    let control =
+        std::path::Path::new(env!("CARGO_BIN_EXE_linkerd-bench")).with_file_name("linkerd-control");
     if control.exists() {
-        for t in ["p2c-ewma-healthy", "p2c-ewma-slow", "round-robin-slow", "10k-endpoints"] {
-            let cell = results.iter().find(|r| r["topology"] == t).unwrap_or_else(|| panic!("{t} missing:\n{stdout}"));
+        for t in [
+            "p2c-ewma-healthy",
+            "p2c-ewma-slow",
+            "round-robin-slow",
+            "10k-endpoints",
+        ] {
+            let cell = results
+                .iter()
+                .find(|r| r["topology"] == t)
+                .unwrap_or_else(|| panic!("{t} missing:\n{stdout}"));
             assert_eq!(cell["errors"], 0, "{t}");
         }
     }
