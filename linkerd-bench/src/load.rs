@@ -316,48 +316,20 @@ async fn once(ctx: &Ctx, r: &mut Requester) -> Result<u64, String> {
                 Some(c) => c,
                 None => h1_connect(ctx).await?,
             };
-            conn.ready().await.map_err(|e| e.to_string())?;
             let req = match &ctx.args.via_proxy {
                 Some(auth) => Request::get(format!("http://{auth}/")),
                 None => Request::get("/").header("host", &ctx.authority),
             };
-            let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
-            let rsp = conn.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = rsp.status();
-            let body = rsp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!("status {status}"));
-            }
+            let n = h1_get(&mut conn, req).await?;
             if *reuse {
                 *tx = Some(conn);
             }
-            Ok(body.len() as u64)
+            Ok(n)
         }
         Requester::RoundRobin { conns, next } => {
             let i = *next % conns.len();
             *next = next.wrapping_add(1);
-            let conn = &mut conns[i];
-            conn.ready().await.map_err(|e| e.to_string())?;
-            let req = Request::get("/")
-                .body(Empty::new())
-                .map_err(|e| e.to_string())?;
-            let rsp = conn.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = rsp.status();
-            let body = rsp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!("status {status}"));
-            }
-            Ok(body.len() as u64)
+            h1_get(&mut conns[i], Request::get("/")).await
         }
         Requester::Http2 { tx, grpc } => {
             let uri = format!("http://{}/bench.Echo/Unary", ctx.authority);
@@ -399,6 +371,27 @@ async fn once(ctx: &Ctx, r: &mut Requester) -> Result<u64, String> {
             Ok(1)
         }
     }
+}
+
+/// Sends a bodyless request on an HTTP/1 connection; returns the response body's length.
+async fn h1_get(
+    conn: &mut http1::SendRequest<Empty<Bytes>>,
+    req: http::request::Builder,
+) -> Result<u64, String> {
+    conn.ready().await.map_err(|e| e.to_string())?;
+    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+    let rsp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = rsp.status();
+    let body = rsp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("status {status}"));
+    }
+    Ok(body.len() as u64)
 }
 
 async fn h1_connect(ctx: &Ctx) -> Result<http1::SendRequest<Empty<Bytes>>, String> {

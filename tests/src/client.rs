@@ -70,3 +70,24 @@ pub fn req(path: &str) -> Request<Full<Bytes>> {
         .body(Full::default())
         .expect("a valid request")
 }
+
+/// Opens a `CONNECT target` tunnel through an explicit proxy; returns the stream after the
+/// response head and the head itself (e.g. `HTTP/1.1 200 OK ...`).
+pub async fn connect_tunnel(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(proxy)
+        .await
+        .expect("connect to the proxy");
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .expect("write CONNECT");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if s.read_exact(&mut b).await.is_err() {
+            break;
+        }
+        head.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}

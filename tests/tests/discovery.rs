@@ -329,23 +329,9 @@ async fn connect_tunnels_are_balanced_per_connection() {
     let control = ControlPlane::start(mesh(&[("db.default.svc.cluster.local", 5432, &eps)])).await;
     let proxy = start_proxy(&discovery_env(control.addr));
     for i in 0..20 {
-        let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
-            .await
-            .unwrap();
-        s.write_all(b"CONNECT db.default.svc.cluster.local:5432 HTTP/1.1\r\nHost: db.default.svc.cluster.local:5432\r\n\r\n")
-            .await
-            .unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).await.unwrap();
-            head.push(b[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
+        let (mut s, head) =
+            client::connect_tunnel(proxy.outbound_addr, "db.default.svc.cluster.local:5432").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         let msg = format!("tunnel {i}");
         s.write_all(msg.as_bytes()).await.unwrap();
         s.shutdown().await.unwrap();

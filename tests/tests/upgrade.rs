@@ -63,19 +63,7 @@ async fn explicit_absolute_form() {
 async fn explicit_connect_tunnel() {
     let echo = backend::tcp_echo().await;
     let proxy = proxy(&[], None);
-    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
-        .await
-        .unwrap();
-    s.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
+    let (mut s, head) = client::connect_tunnel(proxy.outbound_addr, &echo.to_string()).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     s.write_all(b"through the tunnel").await.unwrap();
     s.shutdown().await.unwrap();
