@@ -54,6 +54,8 @@ pub struct DiscoveryConfig {
     pub queue_capacity: usize,
     /// How long a request waits for a ready endpoint before a 503.
     pub failfast_timeout: Duration,
+    /// How long a new connection waits for the profile of its original destination.
+    pub profile_initial_timeout: Duration,
     /// Bounds on how long DNS answers (used to canonicalise short names) are cached.
     pub dns_min_ttl: Option<Duration>,
     pub dns_max_ttl: Option<Duration>,
@@ -217,6 +219,10 @@ impl Config {
                     failfast_timeout: duration(
                         "LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT",
                         "3s",
+                    )?,
+                    profile_initial_timeout: duration(
+                        "LINKERD2_PROXY_DESTINATION_PROFILE_INITIAL_TIMEOUT",
+                        "500ms",
                     )?,
                     dns_min_ttl: optional("LINKERD2_PROXY_DNS_MIN_TTL")?,
                     dns_max_ttl: optional("LINKERD2_PROXY_DNS_MAX_TTL")?,

@@ -7,7 +7,7 @@
 use crate::config::DiscoveryConfig;
 use hyper::body::Incoming;
 use linkerd_balance::{Balancer, BalancerConfig};
-use linkerd_destination::{DestinationConfig, Resolution, Resolver};
+use linkerd_destination::{DestinationConfig, Profile, Resolution, Resolver};
 use linkerd_http::{Client, Endpoint, HttpMetrics, RouteLabels, RouteMetrics, Version};
 use linkerd_metrics::Registry;
 use linkerd_proxy_transport::Direction;
@@ -29,6 +29,7 @@ pub(crate) struct Discovery {
     suffixes: Vec<String>,
     balancer: BalancerConfig,
     idle_timeout: Duration,
+    profile_timeout: Duration,
     services: Mutex<HashMap<String, Arc<Service>>>,
 }
 
@@ -86,6 +87,7 @@ impl Discovery {
                 ..BalancerConfig::default()
             },
             idle_timeout: config.idle_timeout,
+            profile_timeout: config.profile_initial_timeout,
             services: Mutex::new(HashMap::new()),
         });
         tokio::spawn(sweep(Arc::downgrade(&d)));
@@ -114,6 +116,25 @@ impl Discovery {
         ));
         services.insert(name, svc.clone());
         Some(svc)
+    }
+
+    /// What the control plane says about an original destination, waiting at most the profile
+    /// initial timeout for a first answer; `None` when it has not answered by then.
+    pub(crate) async fn profile(&self, addr: SocketAddr) -> Option<Arc<Profile>> {
+        let mut rx = self.resolver.profile(&addr.to_string());
+        let answered = async {
+            loop {
+                if rx.borrow_and_update().received {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.profile_timeout, answered).await;
+        let p = rx.borrow().clone();
+        p.received.then_some(p)
     }
 
     /// Like [`Discovery::service`], but a short name (`web`, `web.ns`, `web.ns.svc`) is first
@@ -285,6 +306,7 @@ mod tests {
             idle_timeout: Duration::from_secs(5),
             queue_capacity: 10,
             failfast_timeout: Duration::from_secs(1),
+            profile_initial_timeout: Duration::from_millis(500),
             dns_min_ttl: None,
             dns_max_ttl: None,
         };

@@ -32,10 +32,13 @@ pub(crate) struct HttpStack {
 }
 
 /// Where a connection's requests go.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub(crate) enum Route {
     /// Every request goes to this address (the original destination, or the local app).
     Target(SocketAddr),
+    /// The original destination is a discovered service (its profile named it): requests
+    /// are balanced over its endpoints unless their authority names another service.
+    Service(Arc<Service>),
     /// Each request names its own target (explicit-proxy mode).
     Explicit,
 }
@@ -49,6 +52,8 @@ struct Conn {
     last_route: Mutex<Option<RouteMetrics>>,
     /// The last discovered service used, so a connection looks it up once per authority.
     last_service: Mutex<Option<(String, Arc<Service>)>>,
+    /// The service the connection's original destination is, if discovered.
+    default_service: Option<Arc<Service>>,
 }
 
 /// Serves HTTP on a detected connection until the client closes or `shutdown` drains it.
@@ -69,7 +74,11 @@ pub(crate) async fn serve<I>(
     };
     let endpoint = match route {
         Route::Target(addr) => Some(stack.client.endpoint(addr, version)),
-        Route::Explicit => None,
+        Route::Service(_) | Route::Explicit => None,
+    };
+    let default_service = match route {
+        Route::Service(svc) => Some(svc),
+        _ => None,
     };
     let server = stack.server.clone();
     let conn = Arc::new(Conn {
@@ -78,6 +87,7 @@ pub(crate) async fn serve<I>(
         endpoint,
         last_route: Mutex::new(None),
         last_service: Mutex::new(None),
+        default_service,
     });
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let conn = conn.clone();
@@ -93,8 +103,13 @@ pub(crate) async fn serve<I>(
 
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        if let Some(svc) = self.discovered(&req).await {
+        let svc = match self.discovered(&req).await {
+            Some(svc) => Some(svc),
+            None => self.default_service.clone(),
+        };
+        if let Some(svc) = svc {
             if self.endpoint.is_none()
+                && self.default_service.is_none()
                 && self.version == Version::Http1
                 && req.method() != Method::CONNECT
             {

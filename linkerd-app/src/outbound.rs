@@ -3,10 +3,15 @@
 //! The life of an outbound connection, top to bottom:
 //! 1. accept it and read where the app meant to go (`SO_ORIGINAL_DST`), or take it as an
 //!    explicit-proxy client when it was not redirected;
-//! 2. detect the protocol (skipped on opaque ports);
-//! 3. HTTP: serve it with hyper and forward each request to the original destination (or, in
+//! 2. with discovery, ask the control plane about the original destination (its profile): a
+//!    service address names the service, whose endpoints are then balanced; a profile may say
+//!    the traffic is opaque;
+//! 3. detect the protocol (skipped on opaque ports and opaque profiles);
+//! 4. HTTP: serve it with hyper; route each request by authority (discovered names are
+//!    balanced), else to the profile's service, else to the original destination (or, in
 //!    explicit mode, to the target each request names) over the shared client pool;
-//! 4. anything else: copy bytes to the original destination.
+//! 5. anything else: copy bytes to a balanced endpoint of the service, or to the original
+//!    destination.
 
 use crate::{
     http::{self, HttpStack, Route},
@@ -31,9 +36,26 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
         ),
     );
 
-    // 2. Detect.
+    // 2. What the control plane knows of the original destination.
+    let (service, opaque_profile) = match (orig_dst, &stack.http.discovery) {
+        (Some(dst), Some(discovery)) if !stack.http.own.contains(dst) => {
+            match discovery.profile(dst).await {
+                Some(p) => {
+                    let svc = p
+                        .fully_qualified_name
+                        .as_ref()
+                        .and_then(|name| discovery.service(&format!("{name}:{}", dst.port())));
+                    (svc, p.opaque)
+                }
+                None => (None, false),
+            }
+        }
+        _ => (None, false),
+    };
+
+    // 3. Detect.
     let (protocol, io) = match orig_dst {
-        Some(dst) if stack.opaque_ports.contains(dst.port()) => {
+        Some(dst) if opaque_profile || stack.opaque_ports.contains(dst.port()) => {
             (Protocol::Opaque, PrefixedIo::new(bytes::Bytes::new(), io))
         }
         _ => match detect(io, stack.detect).await {
@@ -51,16 +73,20 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
     };
     tracing::Span::current().record("protocol", tracing::field::debug(protocol));
 
-    // 3. and 4. Forward.
+    // 4. and 5. Forward.
     let http: &Arc<HttpStack> = &stack.http;
-    match (protocol, orig_dst) {
-        (Protocol::Http1 | Protocol::Http2, Some(dst)) => {
-            http::serve(http.clone(), io, protocol, Route::Target(dst), shutdown).await
+    match (protocol, orig_dst, service) {
+        (Protocol::Http1 | Protocol::Http2, Some(dst), svc) => {
+            let route = svc.map_or(Route::Target(dst), Route::Service);
+            http::serve(http.clone(), io, protocol, route, shutdown).await
         }
-        (Protocol::Http1 | Protocol::Http2, None) => {
+        (Protocol::Http1 | Protocol::Http2, None, _) => {
             http::serve(http.clone(), io, protocol, Route::Explicit, shutdown).await
         }
-        (Protocol::Tls | Protocol::Opaque, Some(dst)) => {
+        (Protocol::Tls | Protocol::Opaque, Some(_), Some(svc)) => {
+            tcp::forward_balanced(io, &svc, stack.connect_timeout, &stack.tcp).await
+        }
+        (Protocol::Tls | Protocol::Opaque, Some(dst), None) => {
             if stack.http.own.contains(dst) {
                 tracing::warn!(%dst, "refusing to forward to this proxy's own listener (a forwarding loop)");
                 return;
@@ -74,7 +100,7 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
             )
             .await
         }
-        (Protocol::Tls | Protocol::Opaque, None) => {
+        (Protocol::Tls | Protocol::Opaque, None, _) => {
             tracing::info!(
                 "closing: not HTTP, and not redirected, so there is no target (use CONNECT)"
             );

@@ -18,6 +18,10 @@ pub struct ServiceConfig {
     /// The authority without port, e.g. `web.default.svc.cluster.local`.
     pub name: String,
     pub port: u16,
+    /// The service's virtual IP (a Kubernetes ClusterIP), if any: a proxy that sees a
+    /// connection to `cluster_ip:port` looks the service up by it.
+    #[serde(default)]
+    pub cluster_ip: Option<std::net::IpAddr>,
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -101,6 +105,13 @@ impl MeshConfig {
         self.services
             .iter()
             .find(|s| s.port == port && s.name.trim_end_matches('.').eq_ignore_ascii_case(name))
+    }
+
+    /// The service whose `cluster_ip:port` is `addr`.
+    pub fn service_by_ip(&self, addr: SocketAddr) -> Option<&ServiceConfig> {
+        self.services
+            .iter()
+            .find(|s| s.port == addr.port() && s.cluster_ip == Some(addr.ip()))
     }
 
     /// The endpoint with this address, in any service.

@@ -81,9 +81,17 @@ fn endpoints(config: &MeshConfig, target: &Target) -> EndpointSet {
                 .map(|e| (e.addr, weighted_addr(e)))
                 .collect()
         }),
-        Target::Addr(addr) => config
-            .endpoint(*addr)
-            .map(|e| HashMap::from([(e.addr, weighted_addr(e))])),
+        Target::Addr(addr) => match config.service_by_ip(*addr) {
+            Some(s) => Some(
+                s.endpoints
+                    .iter()
+                    .map(|e| (e.addr, weighted_addr(e)))
+                    .collect(),
+            ),
+            None => config
+                .endpoint(*addr)
+                .map(|e| HashMap::from([(e.addr, weighted_addr(e))])),
+        },
     }
 }
 
@@ -208,19 +216,21 @@ impl Destination for DestinationService {
 
 /// A service's profile: its name, and opaque when all its endpoints are.
 fn profile(config: &MeshConfig, target: &Target) -> api::DestinationProfile {
-    match target {
-        Target::Name(name, port) => match config.service(name, *port) {
-            Some(s) => api::DestinationProfile {
-                fully_qualified_name: s.name.trim_end_matches('.').to_string(),
-                opaque_protocol: !s.endpoints.is_empty()
-                    && s.endpoints
-                        .iter()
-                        .all(|e| e.protocol_hint == Some(ProtocolHint::Opaque)),
-                ..Default::default()
-            },
-            None => api::DestinationProfile::default(),
+    let service = match target {
+        Target::Name(name, port) => config.service(name, *port),
+        Target::Addr(addr) => config.service_by_ip(*addr),
+    };
+    match (target, service) {
+        (_, Some(s)) => api::DestinationProfile {
+            fully_qualified_name: s.name.trim_end_matches('.').to_string(),
+            opaque_protocol: !s.endpoints.is_empty()
+                && s.endpoints
+                    .iter()
+                    .all(|e| e.protocol_hint == Some(ProtocolHint::Opaque)),
+            ..Default::default()
         },
-        Target::Addr(addr) => api::DestinationProfile {
+        (Target::Name(..), None) => api::DestinationProfile::default(),
+        (Target::Addr(addr), None) => api::DestinationProfile {
             endpoint: config.endpoint(*addr).map(weighted_addr),
             opaque_protocol: config
                 .endpoint(*addr)

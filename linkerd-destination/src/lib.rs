@@ -12,5 +12,5 @@
 mod resolution;
 mod resolver;
 
-pub use self::resolution::{Endpoint, ProtocolHint, Resolution};
+pub use self::resolution::{Endpoint, Profile, ProtocolHint, Resolution};
 pub use self::resolver::{DestinationConfig, Error, Resolver};

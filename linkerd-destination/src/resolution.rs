@@ -18,6 +18,33 @@ pub struct Resolution {
     pub exists: Option<bool>,
 }
 
+/// What the control plane says about a destination beyond its endpoints.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    /// Whether the control plane has answered.
+    pub received: bool,
+    /// The service's name (e.g. for an `ip:port` lookup of a service address).
+    pub fully_qualified_name: Option<String>,
+    /// The destination's traffic is opaque: skip protocol detection.
+    pub opaque: bool,
+    /// Set when the lookup was an `ip:port` that is one endpoint.
+    pub endpoint: Option<Endpoint>,
+}
+
+impl Profile {
+    pub(crate) fn from_api(p: api::DestinationProfile) -> Self {
+        Self {
+            received: true,
+            fully_qualified_name: Some(p.fully_qualified_name.trim_end_matches('.').to_string())
+                .filter(|n| !n.is_empty()),
+            opaque: p.opaque_protocol,
+            endpoint: p
+                .endpoint
+                .and_then(|w| Endpoint::from_api(w, &HashMap::new())),
+        }
+    }
+}
+
 /// One endpoint of a name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {

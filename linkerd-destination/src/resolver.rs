@@ -1,11 +1,11 @@
 //! Shared `Get` streams, reconnected with back-off.
 
-use crate::Resolution;
+use crate::{Profile, Resolution};
 use linkerd_metrics::{Counter, EncodeLabels, Family, LabelWriter, Registry};
 use linkerd_proxy_api::destination::{destination_client::DestinationClient, GetDestination};
 use parking_lot::Mutex;
 use rand::RngExt;
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint as GrpcEndpoint};
 
@@ -41,7 +41,8 @@ pub struct Resolver {
 struct Inner {
     config: DestinationConfig,
     channel: Channel,
-    streams: Mutex<HashMap<String, watch::Sender<Arc<Resolution>>>>,
+    streams: Streams<Resolution>,
+    profiles: Streams<Profile>,
     metrics: ControlMetrics,
 }
 
@@ -105,6 +106,7 @@ impl Resolver {
                 config,
                 channel,
                 streams: Mutex::new(HashMap::new()),
+                profiles: Mutex::new(HashMap::new()),
                 metrics,
             }),
         })
@@ -112,44 +114,112 @@ impl Resolver {
 
     /// Watches `name` (`host:port`), sharing the stream with every other watcher of it.
     pub fn resolve(&self, name: &str) -> watch::Receiver<Arc<Resolution>> {
-        let mut streams = self.inner.streams.lock();
-        if let Some(tx) = streams.get(name) {
-            return tx.subscribe();
-        }
-        let (tx, rx) = watch::channel(Arc::new(Resolution::default()));
-        streams.insert(name.to_string(), tx.clone());
-        tokio::spawn(follow(self.inner.clone(), name.to_string(), tx));
-        rx
+        watch_lookup::<Endpoints>(&self.inner, name)
     }
 
-    /// How many names have a stream open.
+    /// Watches the profile of `target` (`name:port` or `ip:port`), shared like [`resolve`].
+    ///
+    /// [`resolve`]: Resolver::resolve
+    pub fn profile(&self, target: &str) -> watch::Receiver<Arc<Profile>> {
+        watch_lookup::<Profiles>(&self.inner, target)
+    }
+
+    /// How many names have an endpoint stream open.
     pub fn streams(&self) -> usize {
         self.inner.streams.lock().len()
     }
 }
 
-/// Keeps `name`'s resolution current until nobody watches it for the idle timeout.
-async fn follow(inner: Arc<Inner>, name: String, tx: watch::Sender<Arc<Resolution>>) {
+/// A kind of Destination lookup: how to open its stream and fold its messages into a state.
+trait Lookup: Sized + 'static {
+    type State: Clone + Default + Send + Sync + 'static;
+    type Msg: Send + 'static;
+    const WHAT: &'static str;
+    fn streams(inner: &Inner) -> &Streams<Self::State>;
+    fn open(client: DestinationClient<Channel>, req: GetDestination) -> Opening<Self::Msg>;
+    fn apply(state: &mut Self::State, msg: Self::Msg);
+}
+
+type Streams<S> = Mutex<HashMap<String, watch::Sender<Arc<S>>>>;
+
+/// A stream being opened (once per stream, so boxing is not on any hot path).
+type Opening<M> = Pin<Box<dyn Future<Output = Result<tonic::Streaming<M>, tonic::Status>> + Send>>;
+
+/// `Get`: endpoint sets.
+struct Endpoints;
+/// `GetProfile`: profiles.
+struct Profiles;
+
+impl Lookup for Endpoints {
+    type State = Resolution;
+    type Msg = linkerd_proxy_api::destination::Update;
+    const WHAT: &'static str = "endpoints";
+    fn streams(inner: &Inner) -> &Streams<Resolution> {
+        &inner.streams
+    }
+    fn open(
+        mut client: DestinationClient<Channel>,
+        req: GetDestination,
+    ) -> Pin<Box<dyn Future<Output = Result<tonic::Streaming<Self::Msg>, tonic::Status>> + Send>>
+    {
+        Box::pin(async move { Ok(client.get(req).await?.into_inner()) })
+    }
+    fn apply(state: &mut Resolution, msg: Self::Msg) {
+        state.apply(msg)
+    }
+}
+
+impl Lookup for Profiles {
+    type State = Profile;
+    type Msg = linkerd_proxy_api::destination::DestinationProfile;
+    const WHAT: &'static str = "profile";
+    fn streams(inner: &Inner) -> &Streams<Profile> {
+        &inner.profiles
+    }
+    fn open(
+        mut client: DestinationClient<Channel>,
+        req: GetDestination,
+    ) -> Pin<Box<dyn Future<Output = Result<tonic::Streaming<Self::Msg>, tonic::Status>> + Send>>
+    {
+        Box::pin(async move { Ok(client.get_profile(req).await?.into_inner()) })
+    }
+    fn apply(state: &mut Profile, msg: Self::Msg) {
+        *state = Profile::from_api(msg);
+    }
+}
+
+fn watch_lookup<L: Lookup>(inner: &Arc<Inner>, name: &str) -> watch::Receiver<Arc<L::State>> {
+    let mut streams = L::streams(inner).lock();
+    if let Some(tx) = streams.get(name) {
+        return tx.subscribe();
+    }
+    let (tx, rx) = watch::channel(Arc::new(L::State::default()));
+    streams.insert(name.to_string(), tx.clone());
+    tokio::spawn(follow::<L>(inner.clone(), name.to_string(), tx));
+    rx
+}
+
+/// Keeps `name`'s state current until nobody watches it for the idle timeout.
+async fn follow<L: Lookup>(inner: Arc<Inner>, name: String, tx: watch::Sender<Arc<L::State>>) {
     let cfg = &inner.config;
+    let what = L::WHAT;
     let mut backoff = cfg.min_backoff;
     loop {
-        // Each stream starts from nothing and describes the whole set: its first update
+        // Each stream starts from nothing and describes the whole state: its first message
         // replaces what the last stream said (which stays served until then).
-        let mut current = Resolution::default();
+        let mut current = L::State::default();
         let session = async {
-            let mut client = DestinationClient::new(inner.channel.clone());
             inner.metrics.requests.incr();
             let req = GetDestination {
                 scheme: "k8s".into(),
                 path: name.clone(),
                 context_token: cfg.context.clone(),
             };
-            let mut stream = client.get(req).await?.into_inner();
-            tracing::debug!(%name, "destination stream open");
-            while let Some(update) = stream.message().await? {
-                tracing::trace!(%name, ?update, "destination update");
+            let mut stream = L::open(DestinationClient::new(inner.channel.clone()), req).await?;
+            tracing::debug!(%name, what, "destination stream open");
+            while let Some(msg) = stream.message().await? {
                 inner.metrics.success.incr();
-                current.apply(update);
+                L::apply(&mut current, msg);
                 tx.send_replace(Arc::new(current.clone()));
                 backoff = cfg.min_backoff;
             }
@@ -157,14 +227,14 @@ async fn follow(inner: Arc<Inner>, name: String, tx: watch::Sender<Arc<Resolutio
         };
         tokio::select! {
             res = session => match res {
-                Ok(()) => tracing::debug!(%name, "destination stream ended; reopening"),
+                Ok(()) => tracing::debug!(%name, what, "destination stream ended; reopening"),
                 Err(status) => {
                     inner.metrics.failure.incr();
-                    tracing::info!(%name, code = ?status.code(), message = %status.message(), "destination lookup failed; keeping the last known endpoints");
+                    tracing::info!(%name, what, code = ?status.code(), message = %status.message(), "destination lookup failed; keeping the last known state");
                 }
             },
-            () = idle(&inner, &name, &tx) => {
-                tracing::debug!(%name, "no longer watched; closing its destination stream");
+            () = idle::<L>(&inner, &name, &tx) => {
+                tracing::debug!(%name, what, "no longer watched; closing its destination stream");
                 return;
             }
         }
@@ -173,19 +243,19 @@ async fn follow(inner: Arc<Inner>, name: String, tx: watch::Sender<Arc<Resolutio
         let wait = backoff + Duration::from_millis(jitter);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = idle(&inner, &name, &tx) => return,
+            () = idle::<L>(&inner, &name, &tx) => return,
         }
         backoff = (backoff * 2).min(cfg.max_backoff);
     }
 }
 
 /// Completes (and forgets the name) once nobody has watched it for the idle timeout.
-async fn idle(inner: &Inner, name: &str, tx: &watch::Sender<Arc<Resolution>>) {
+async fn idle<L: Lookup>(inner: &Inner, name: &str, tx: &watch::Sender<Arc<L::State>>) {
     loop {
         tx.closed().await;
         tokio::time::sleep(inner.config.idle_timeout).await;
-        let mut streams = inner.streams.lock();
-        // `resolve` subscribes under this lock, so the count can't change under us.
+        let mut streams = L::streams(inner).lock();
+        // Watchers subscribe under this lock, so the count can't change under us.
         if tx.receiver_count() == 0 {
             streams.remove(name);
             return;

@@ -354,3 +354,70 @@ async fn connect_tunnels_are_balanced_per_connection() {
         "both endpoints get tunnels: {m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ip_connections_are_balanced_by_profile() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A "ClusterIP" nothing listens on: forwarding to it would fail, so success shows the
+    // proxy routed by the service's profile.
+    let cluster_ip: SocketAddr = "127.0.0.77:6379".parse().unwrap();
+    let web_ip: SocketAddr = "127.0.0.77:8080".parse().unwrap();
+    let (e1, e2) = (backend::tcp_echo().await, backend::tcp_echo().await);
+    let web = backend::http().await;
+    let yaml = format!(
+        "services:\n\
+         \x20 - name: redis.default.svc.cluster.local\n    port: 6379\n    cluster_ip: 127.0.0.77\n    endpoints:\n      - addr: {e1}\n        protocol_hint: opaque\n      - addr: {e2}\n        protocol_hint: opaque\n\
+         \x20 - name: web.default.svc.cluster.local\n    port: 8080\n    cluster_ip: 127.0.0.77\n    endpoints:\n      - addr: {}\n",
+        web.addr
+    );
+    let control = ControlPlane::start(linkerd_control::MeshConfig::parse(&yaml).unwrap()).await;
+    let env = discovery_env(control.addr);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // Opaque TCP (the profile says opaque: no detection wait, even for a client-first
+    // protocol whose first bytes look like nothing), balanced per connection.
+    let redis = proxy(&env, Some(cluster_ip));
+    for i in 0..10 {
+        let mut s = tokio::net::TcpStream::connect(redis.outbound_addr)
+            .await
+            .unwrap();
+        s.write_all(format!("PING {i}").as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, format!("PING {i}bye"));
+    }
+    let m = scrape(redis.admin_addr).await;
+    let opened = |e: SocketAddr| {
+        metric(
+            &m,
+            "tcp_open_total",
+            &["peer=\"dst\"", &format!("target_addr=\"{e}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(opened(e1) + opened(e2), 10.0, "{m}");
+    assert!(opened(e1) > 0.0 && opened(e2) > 0.0, "{m}");
+
+    // HTTP to the service IP, with a Host that names nothing discoverable: the profile's
+    // service routes it.
+    let http = proxy(&env, Some(web_ip));
+    let (status, body) = client::get(http.outbound_addr, "/").await;
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    let m = scrape(http.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "request_total",
+            &[
+                "authority=\"web.default.svc.cluster.local:8080\"",
+                &format!("target_addr=\"{}\"", web.addr)
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}

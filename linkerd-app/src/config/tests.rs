@@ -70,6 +70,7 @@ fn discovery() {
     assert_eq!(d.queue_capacity, 10000);
     assert_eq!(d.failfast_timeout, Duration::from_secs(3));
     assert_eq!((d.dns_min_ttl, d.dns_max_ttl), (None, None));
+    assert_eq!(d.profile_initial_timeout, Duration::from_millis(500));
 
     let c = Config::from_env(&env(&[
         ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086"),
@@ -81,11 +82,13 @@ fn discovery() {
         ("LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_CAPACITY", "5"),
         ("LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT", "500ms"),
         ("LINKERD2_PROXY_DNS_MIN_TTL", "5s"),
+        ("LINKERD2_PROXY_DESTINATION_PROFILE_INITIAL_TIMEOUT", "2s"),
         ("LINKERD2_PROXY_DNS_MAX_TTL", "1m"),
     ]))
     .unwrap();
     let d = c.discovery.unwrap();
     assert_eq!(d.dns_min_ttl, Some(Duration::from_secs(5)));
+    assert_eq!(d.profile_initial_timeout, Duration::from_secs(2));
     assert_eq!(d.dns_max_ttl, Some(Duration::from_secs(60)));
     assert_eq!(d.suffixes, ["svc.cluster.local.", "example.com."]);
     assert_eq!(d.idle_timeout, Duration::from_secs(60));
@@ -106,6 +109,10 @@ fn discovery() {
         ("LINKERD2_PROXY_OUTBOUND_HTTP_QUEUE_CAPACITY", "0"),
         ("LINKERD2_PROXY_OUTBOUND_HTTP_FAILFAST_TIMEOUT", "soon"),
         ("LINKERD2_PROXY_DNS_MIN_TTL", "1 minute"),
+        (
+            "LINKERD2_PROXY_DESTINATION_PROFILE_INITIAL_TIMEOUT",
+            "half a second",
+        ),
         ("LINKERD2_PROXY_DNS_MAX_TTL", "-5s"),
     ] {
         let e = with(k, v).unwrap_err();
