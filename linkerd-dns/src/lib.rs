@@ -7,6 +7,9 @@
 //! hickory for their TTL, clamped by the configured minimum and maximum.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "test-server")]
+pub mod test_server;
+
 use hickory_resolver::{
     config::{ResolverConfig, ResolverOpts},
     net::runtime::TokioRuntimeProvider,

@@ -100,6 +100,22 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// A binary of the workspace built beside this test executable (e.g. `linkerd-control`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(name))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace (`cargo build`) first",
+        bin.display()
+    );
+    bin
+}
+
 /// The built `linkerd2-proxy` binary: `$LINKERD2_PROXY_BIN`, or the one beside this test
 /// executable's directory (cargo builds it for `linkerd-app`'s integration tests).
 pub fn proxy_bin() -> PathBuf {

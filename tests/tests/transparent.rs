@@ -228,3 +228,139 @@ fn transparent_path_through_two_proxies() {
         "{client_metrics}"
     );
 }
+
+/// Writes `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`
+/// inside the namespace; removed on drop.
+struct NetnsResolvConf(std::path::PathBuf);
+
+impl NetnsResolvConf {
+    fn write(ns: &str, text: &str) -> Self {
+        let dir = std::path::PathBuf::from(format!("/etc/netns/{ns}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), text).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A pod's app calls `http://web:8080/`: its own resolver expands the short name to a service
+/// address; the outbound proxy canonicalises `web` the same way (the pod's resolv.conf search
+/// domains, through hickory), discovers `web.default.svc.cluster.local:8080` from the control
+/// plane and balances to the server pod, whose proxy hands it to the app.
+#[test]
+fn short_names_are_canonicalised_and_discovered() {
+    if let Some(why) = netns::unavailable() {
+        if std::env::var("LINKERD_REQUIRE_NETNS").as_deref() == Ok("1") {
+            panic!("the DNS test must run here, but {why}");
+        }
+        eprintln!("SKIPPED short_names_are_canonicalised_and_discovered: {why}");
+        return;
+    }
+    let proxy = linkerd_tests::proxy_bin();
+    let proxy = proxy.to_str().unwrap();
+    let control = linkerd_tests::workspace_bin("linkerd-control");
+    let control = control.to_str().unwrap();
+    let app = env!("CARGO_BIN_EXE_test-app");
+
+    let pods = PodPair::create("dn");
+    let server_ip = pods.server_ip;
+    // Service addresses are virtual: route everything through the veth, where iptables
+    // redirects it to the proxy first.
+    netns::run(&[
+        "ip",
+        "-n",
+        &pods.client,
+        "route",
+        "add",
+        "default",
+        "via",
+        &server_ip.to_string(),
+    ]);
+    let _resolv = NetnsResolvConf::write(
+        &pods.client,
+        "nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+    );
+    let dir = std::env::temp_dir().join(format!("l5d-dns-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        format!("services:\n  - name: web.default.svc.cluster.local\n    port: 8080\n    endpoints:\n      - addr: {server_ip}:8080\n        labels: {{ pod: web-0 }}\n"),
+    )
+    .unwrap();
+
+    let mut procs = Procs(Vec::new());
+    let spawn = |ns: &str, args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = PodPair::exec(ns, args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    };
+    procs
+        .0
+        .push(spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]));
+    procs.0.push(spawn(&pods.server, &[proxy], &[]));
+    pods.redirect_inbound(4143, &[4190, 4191]);
+
+    // The client pod: a DNS server (the cluster's), the control plane, the proxy.
+    procs.0.push(spawn(
+        &pods.client,
+        &[
+            app,
+            "dns",
+            "127.0.0.1:53",
+            "web.default.svc.cluster.local.=10.96.0.10",
+        ],
+        &[],
+    ));
+    procs.0.push(spawn(
+        &pods.client,
+        &[
+            control,
+            "--config",
+            mesh.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:8086",
+        ],
+        &[],
+    ));
+    procs.0.push(spawn(
+        &pods.client,
+        &[proxy],
+        &[
+            ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086"),
+            ("LINKERD2_PROXY_LOG", "linkerd=debug"),
+        ],
+    ));
+    pods.redirect_outbound(PROXY_UID, 4140);
+    wait_ready(&pods.server);
+    wait_ready(&pods.client);
+
+    let (ok, body) = curl(&pods.client, true, &["http://web:8080/headers"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "curl http://web:8080/ through the mesh failed: {body}");
+    assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
+    assert!(body.contains("host: web:8080"), "{body}");
+
+    let (_, metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
+    assert_eq!(
+        metric(
+            &metrics,
+            "request_total",
+            &[
+                "authority=\"web.default.svc.cluster.local:8080\"",
+                &format!("target_addr=\"{server_ip}:8080\""),
+                "dst_pod=\"web-0\""
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}

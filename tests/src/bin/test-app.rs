@@ -2,7 +2,8 @@
 //!
 //! - `test-app http ADDR`: the HTTP test backend (see `linkerd_tests::backend::http`);
 //! - `test-app echo ADDR`: the TCP echo server;
-//! - `test-app tcp-client ADDR PAYLOAD`: connects, sends PAYLOAD, half-closes, prints the reply.
+//! - `test-app tcp-client ADDR PAYLOAD`: connects, sends PAYLOAD, half-closes, prints the reply;
+//! - `test-app dns ADDR NAME=IP...`: an authoritative DNS server (UDP) for these A records.
 #![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
@@ -24,6 +25,18 @@ async fn main() -> ExitCode {
         }
         ["echo", a] => {
             linkerd_tests::backend::tcp_echo_on(addr(a)).await;
+            std::future::pending::<()>().await;
+        }
+        ["dns", a, records @ ..] => {
+            let records = records
+                .iter()
+                .filter_map(|r| r.split_once('='))
+                .map(|(n, ip)| (n.to_lowercase(), ip.parse().expect("an IPv4 address")))
+                .collect();
+            if let Err(e) = linkerd_dns::test_server::serve(addr(a), records).await {
+                eprintln!("dns: {e}");
+                return ExitCode::FAILURE;
+            }
             std::future::pending::<()>().await;
         }
         ["tcp-client", a, payload] => {
@@ -48,7 +61,7 @@ async fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: test-app http ADDR | echo ADDR | tcp-client ADDR PAYLOAD");
+            eprintln!("usage: test-app http ADDR | echo ADDR | tcp-client ADDR PAYLOAD | dns ADDR NAME=IP...");
             return ExitCode::from(2);
         }
     }
