@@ -50,8 +50,11 @@ struct Conn {
     endpoint: Option<Endpoint<Incoming>>,
     /// The metrics of the last route used, so a connection looks them up once per authority.
     last_route: Mutex<Option<RouteMetrics>>,
-    /// The last discovered service used, so a connection looks it up once per authority.
-    last_service: Mutex<Option<(String, Arc<Service>)>>,
+    /// The last authority looked up and the service it named (or not), so a connection looks
+    /// each authority up (and, for short names, asks DNS) once.
+    last_service: Mutex<Option<(String, Option<Arc<Service>>)>>,
+    /// Requests name their own targets (explicit-proxy mode).
+    explicit: bool,
     /// The service the connection's original destination is, if discovered.
     default_service: Option<Arc<Service>>,
 }
@@ -76,6 +79,7 @@ pub(crate) async fn serve<I>(
         Route::Target(addr) => Some(stack.client.endpoint(addr, version)),
         Route::Service(_) | Route::Explicit => None,
     };
+    let explicit = matches!(route, Route::Explicit);
     let default_service = match route {
         Route::Service(svc) => Some(svc),
         _ => None,
@@ -87,6 +91,7 @@ pub(crate) async fn serve<I>(
         endpoint,
         last_route: Mutex::new(None),
         last_service: Mutex::new(None),
+        explicit,
         default_service,
     });
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -108,11 +113,7 @@ impl Conn {
             None => self.default_service.clone(),
         };
         if let Some(svc) = svc {
-            if self.endpoint.is_none()
-                && self.default_service.is_none()
-                && self.version == Version::Http1
-                && req.method() != Method::CONNECT
-            {
+            if self.explicit && self.version == Version::Http1 && req.method() != Method::CONNECT {
                 explicit::to_origin_form(&mut req);
             }
             return self.balanced(&svc, req).await;
@@ -207,12 +208,12 @@ impl Conn {
         let authority = authority_of(req)?;
         if let Some((a, svc)) = self.last_service.lock().as_ref() {
             if a == authority {
-                return Some(svc.clone());
+                return svc.clone();
             }
         }
-        let svc = discovery.service_for(authority).await?;
+        let svc = discovery.service_for(authority).await;
         *self.last_service.lock() = Some((authority.to_string(), svc.clone()));
-        Some(svc)
+        svc
     }
 
     /// Sends the request to the endpoint the service's balancer picks (a `CONNECT` tunnel is
