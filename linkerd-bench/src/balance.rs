@@ -56,7 +56,8 @@ fn backend(env: &Env, addrs: &[SocketAddr], delay_ms: u64) -> Result<std::proces
 }
 
 /// Runs the scenario; `Err` when it can't run here (e.g. no `linkerd-control` binary).
-pub fn run(env: &Env, profile: &Profile, tmp: &Path) -> Result<Vec<Cell>, String> {
+/// Each cell runs `repeat` times; the report keeps the medians.
+pub fn run(env: &Env, profile: &Profile, repeat: usize, tmp: &Path) -> Result<Vec<Cell>, String> {
     let control_bin = env.self_bin.with_file_name("linkerd-control");
     if !control_bin.exists() {
         return Err(format!(
@@ -128,11 +129,16 @@ pub fn run(env: &Env, profile: &Profile, tmp: &Path) -> Result<Vec<Cell>, String
     };
     let measured = |topology: &'static str, s: &LoadSpec, proxied: bool| {
         warm(s);
-        procfs::reset_peak(pid);
-        let cpu = procfs::cpu_seconds(pid).unwrap_or(0.0);
-        let r = run_load(env, None, None, s);
-        let cpu = procfs::cpu_seconds(pid).unwrap_or(0.0) - cpu;
-        cell(topology, r, proxied.then_some((cpu, pid)))
+        let runs: Vec<Cell> = (0..repeat.max(1))
+            .map(|_| {
+                procfs::reset_peak(pid);
+                let cpu = procfs::cpu_seconds(pid).unwrap_or(0.0);
+                let r = run_load(env, None, None, s);
+                let cpu = procfs::cpu_seconds(pid).unwrap_or(0.0) - cpu;
+                cell(topology, r, proxied.then_some((cpu, pid)))
+            })
+            .collect();
+        median_cell(runs)
     };
 
     let mut cells = vec![measured("p2c-ewma-healthy", &spec(Vec::new()), true)];
@@ -145,6 +151,25 @@ pub fn run(env: &Env, profile: &Profile, tmp: &Path) -> Result<Vec<Cell>, String
     cells.push(measured("round-robin-slow", &spec(with_slow), false));
     cells.push(update_cell());
     Ok(cells)
+}
+
+/// The per-field median of repeated runs of one cell (errors are summed).
+fn median_cell(runs: Vec<Cell>) -> Cell {
+    let med = |f: &dyn Fn(&Cell) -> f64| median(runs.iter().map(f).collect());
+    let mut c = runs[0].clone();
+    c.rps = med(&|c| c.rps);
+    c.latency_us = Latency {
+        p50: med(&|c| c.latency_us.p50),
+        p90: med(&|c| c.latency_us.p90),
+        p99: med(&|c| c.latency_us.p99),
+        p999: med(&|c| c.latency_us.p999),
+        max: med(&|c| c.latency_us.max),
+    };
+    c.cpu_s_per_1k_req = med(&|c| c.cpu_s_per_1k_req);
+    c.peak_rss_mb = med(&|c| c.peak_rss_mb);
+    c.requests = med(&|c| c.requests as f64) as u64;
+    c.errors = runs.iter().map(|c| c.errors).sum();
+    c
 }
 
 fn cell(topology: &'static str, r: LoadResult, proxy: Option<(f64, u32)>) -> Cell {

@@ -114,7 +114,7 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
 
     let wants_scenario = |n: &str| cli.scenarios.is_empty() || cli.scenarios.iter().any(|s| s == n);
     if wants("balance") && wants_scenario("balance") {
-        match crate::balance::run(&env, &profile, &tmp) {
+        match crate::balance::run(&env, &profile, cli.repeat, &tmp) {
             Ok(c) => cells.extend(c),
             Err(e) => skipped.push(format!("balance: {e}")),
         }
