@@ -50,7 +50,7 @@ struct Cli {
     /// Only these scenarios (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Only these topologies (comma-separated: direct, proxy, haproxy, pair).
+    /// Only these topologies (comma-separated: direct, proxy, haproxy, pair, balance).
     #[arg(long, value_delimiter = ',')]
     topologies: Vec<String>,
 }

@@ -66,9 +66,6 @@ struct Shared<B> {
 
 type EndpointKey = (SocketAddr, Version);
 
-/// How long a checkout waits for a just-released HTTP/1 connection to become ready.
-const RELEASE_READY_WAIT: Duration = Duration::from_millis(5);
-
 struct EndpointPool<B> {
     addr: SocketAddr,
     version: Version,
@@ -217,7 +214,7 @@ where
         let addr = self.pool.addr;
         let connect = req.method() == http::Method::CONNECT;
         loop {
-            let (mut tx, reused) = match self.checkout_h1().await {
+            let (mut tx, reused) = match self.checkout_h1() {
                 Some(tx) => (tx, true),
                 None => (self.dial_h1().await?, false),
             };
@@ -249,40 +246,22 @@ where
         }
     }
 
-    async fn checkout_h1(&self) -> Option<http1::SendRequest<B>> {
-        loop {
-            let mut tx = self.pop_idle()?;
-            if tx.is_closed() {
-                continue;
-            }
-            if tx.is_ready() {
-                return Some(tx);
-            }
-            // A connection is pooled as soon as its response ends; hyper marks it ready a
-            // moment later. Wait briefly rather than dial a new one.
-            match tokio::time::timeout(RELEASE_READY_WAIT, tx.ready()).await {
-                Ok(Ok(())) => return Some(tx),
-                Ok(Err(_)) => continue,
-                Err(_) => {
-                    // Still busy (e.g. the rest of the request body): keep it for later.
-                    put_idle(&self.pool, &self.shared.config, tx);
-                    return None;
-                }
-            }
-        }
-    }
-
-    fn pop_idle(&self) -> Option<http1::SendRequest<B>> {
+    /// The most recently used idle connection that is ready for a request, if any.
+    ///
+    /// A connection is pooled as soon as its response ends and hyper marks it ready a moment
+    /// later (or once the rest of the request body is sent): such a one is left in the pool
+    /// for the next checkout rather than waited for, so a request never stalls on another's
+    /// connection.
+    fn checkout_h1(&self) -> Option<http1::SendRequest<B>> {
         let timeout = self.shared.config.idle_timeout;
         let mut idle = self.pool.idle.lock();
-        // Most recently used first: its socket is warmest and least likely to be timed out.
-        let i = idle.pop_back()?;
-        if i.since.elapsed() >= timeout {
-            // Everything before it is older still.
-            idle.clear();
-            return None;
+        // Expired connections are the oldest, at the front.
+        while idle.front().is_some_and(|i| i.since.elapsed() >= timeout) {
+            idle.pop_front();
         }
-        Some(i.tx)
+        idle.retain(|i| !i.tx.is_closed());
+        let i = idle.iter().rposition(|i| i.tx.is_ready())?;
+        idle.remove(i).map(|i| i.tx)
     }
 
     async fn dial_h1(&self) -> Result<http1::SendRequest<B>, Error> {
