@@ -147,7 +147,9 @@ struct Ctx {
     args: LoadArgs,
     authority: String,
     next: AtomicU64,
-    start: Instant,
+    /// When the schedule starts: after every connection is up, so connection set-up (a
+    /// warm-up cost, except where a scenario makes it per request) is not counted as latency.
+    start: std::cell::Cell<Instant>,
 }
 
 /// Runs the load and returns what it measured.
@@ -163,7 +165,7 @@ pub async fn run(args: LoadArgs) -> LoadResult {
         args,
         authority,
         next: AtomicU64::new(0),
-        start: Instant::now(),
+        start: std::cell::Cell::new(Instant::now()),
     });
     // One HTTP/2 connection carries every stream.
     let h2 = match ctx.args.scenario {
@@ -180,10 +182,17 @@ pub async fn run(args: LoadArgs) -> LoadResult {
         _ => None,
     };
     let local = tokio::task::LocalSet::new();
-    let workers: Vec<_> = (0..ctx.args.conns.max(1))
-        .map(|_| {
+    // Connect every worker first (a failure is retried, and counted, by the worker).
+    let mut initial = Vec::new();
+    for _ in 0..ctx.args.conns.max(1) {
+        initial.push(local.run_until(connect(&ctx, h2.as_ref())).await.ok());
+    }
+    ctx.start.set(Instant::now());
+    let workers: Vec<_> = initial
+        .into_iter()
+        .map(|requester| {
             let (ctx, h2) = (ctx.clone(), h2.clone());
-            local.spawn_local(async move { worker(ctx, h2).await })
+            local.spawn_local(async move { worker(ctx, h2, requester).await })
         })
         .collect();
     let results = local
@@ -195,7 +204,7 @@ pub async fn run(args: LoadArgs) -> LoadResult {
             out
         })
         .await;
-    let elapsed = ctx.start.elapsed().as_secs_f64();
+    let elapsed = ctx.start.get().elapsed().as_secs_f64();
     let mut hist = new_hist();
     let mut res = LoadResult {
         elapsed_s: elapsed,
@@ -216,21 +225,25 @@ pub async fn run(args: LoadArgs) -> LoadResult {
 
 type WorkerResult = (Histogram<u64>, u64, u64, u64, Option<String>);
 
-async fn worker(ctx: Rc<Ctx>, h2: Option<http2::SendRequest<Full<Bytes>>>) -> WorkerResult {
+async fn worker(
+    ctx: Rc<Ctx>,
+    h2: Option<http2::SendRequest<Full<Bytes>>>,
+    mut requester: Option<Requester>,
+) -> WorkerResult {
     let args = &ctx.args;
-    let deadline = ctx.start + args.duration;
+    let start = ctx.start.get();
+    let deadline = start + args.duration;
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     let total = (args.rate as f64 * args.duration.as_secs_f64()) as u64;
     let mut hist = new_hist();
     let (mut ok, mut errors, mut bytes, mut first_error) = (0u64, 0u64, 0u64, None);
-    let mut requester: Option<Requester> = None;
     loop {
         let scheduled = if args.scenario.open_loop() {
             let i = ctx.next.fetch_add(1, Ordering::Relaxed);
             if i >= total {
                 break;
             }
-            let at = ctx.start + interval * i as u32;
+            let at = start + interval * i as u32;
             if at > Instant::now() {
                 // Ahead of schedule: wait. A timer fires up to a millisecond or two late;
                 // that is the generator's slack, not the system's, so the clock starts at
@@ -468,7 +481,7 @@ async fn bulk(args: &LoadArgs) -> LoadResult {
         args: args.clone(),
         authority,
         next: AtomicU64::new(0),
-        start: Instant::now(),
+        start: std::cell::Cell::new(Instant::now()),
     };
     let run = async {
         let mut io = tcp_connect(&ctx).await?;

@@ -77,6 +77,14 @@ struct EndpointPool<B> {
     h2_dial: tokio::sync::Mutex<()>,
 }
 
+/// What the idle pool has for a request.
+enum Checkout<B> {
+    Ready(http1::SendRequest<B>),
+    /// Pooled, but hyper has not yet marked it ready for another request.
+    Pending(http1::SendRequest<B>),
+    None,
+}
+
 struct Idle<B> {
     tx: http1::SendRequest<B>,
     since: Instant,
@@ -214,10 +222,7 @@ where
         let addr = self.pool.addr;
         let connect = req.method() == http::Method::CONNECT;
         loop {
-            let (mut tx, reused) = match self.checkout_h1() {
-                Some(tx) => (tx, true),
-                None => (self.dial_h1().await?, false),
-            };
+            let (mut tx, reused) = self.connection_h1().await?;
             match tx.try_send_request(req).await {
                 Ok(rsp) => {
                     // A connection that switched protocols is no longer HTTP: never pool it.
@@ -246,13 +251,35 @@ where
         }
     }
 
-    /// The most recently used idle connection that is ready for a request, if any.
-    ///
-    /// A connection is pooled as soon as its response ends and hyper marks it ready a moment
-    /// later (or once the rest of the request body is sent): such a one is left in the pool
-    /// for the next checkout rather than waited for, so a request never stalls on another's
-    /// connection.
-    fn checkout_h1(&self) -> Option<http1::SendRequest<B>> {
+    /// A connection for one request: an idle one that is ready, else the first of a
+    /// just-released one becoming ready and a new one being dialed (so a request never waits
+    /// longer than a dial would take). Returns whether the connection was reused.
+    async fn connection_h1(&self) -> Result<(http1::SendRequest<B>, bool), Error> {
+        match self.checkout_h1() {
+            Checkout::Ready(tx) => Ok((tx, true)),
+            Checkout::None => Ok((self.dial_h1().await?, false)),
+            Checkout::Pending(mut tx) => {
+                let dial = self.dial_h1();
+                tokio::pin!(dial);
+                tokio::select! {
+                    biased;
+                    res = tx.ready() => match res {
+                        Ok(()) => Ok((tx, true)),
+                        Err(_) => Ok((dial.await?, false)),
+                    },
+                    res = &mut dial => {
+                        // Still finishing its last exchange: keep it for a later request.
+                        put_idle(&self.pool, &self.shared.config, tx);
+                        Ok((res?, false))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is ready (or, failing that, the most recent
+    /// one still finishing its last exchange).
+    fn checkout_h1(&self) -> Checkout<B> {
         let timeout = self.shared.config.idle_timeout;
         let mut idle = self.pool.idle.lock();
         // Expired connections are the oldest, at the front.
@@ -260,8 +287,15 @@ where
             idle.pop_front();
         }
         idle.retain(|i| !i.tx.is_closed());
-        let i = idle.iter().rposition(|i| i.tx.is_ready())?;
-        idle.remove(i).map(|i| i.tx)
+        if let Some(i) = idle.iter().rposition(|i| i.tx.is_ready()) {
+            if let Some(i) = idle.remove(i) {
+                return Checkout::Ready(i.tx);
+            }
+        }
+        match idle.pop_back() {
+            Some(i) => Checkout::Pending(i.tx),
+            None => Checkout::None,
+        }
     }
 
     async fn dial_h1(&self) -> Result<http1::SendRequest<B>, Error> {
