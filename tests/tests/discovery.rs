@@ -32,8 +32,26 @@ fn discovery_env(control: SocketAddr) -> Vec<(&'static str, String)> {
 }
 
 fn start_proxy(env: &[(&'static str, String)]) -> linkerd_app::Proxy {
+    start_proxy_to(env, None)
+}
+
+/// A proxy whose connections all report `orig_dst` (as if redirected there).
+fn start_proxy_to(
+    env: &[(&'static str, String)],
+    orig_dst: Option<SocketAddr>,
+) -> linkerd_app::Proxy {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    proxy(&env, None)
+    proxy(&env, orig_dst)
+}
+
+/// Connections the proxy opened to `e`, from a metrics scrape.
+fn dst_opens(m: &str, e: SocketAddr) -> f64 {
+    metric(
+        m,
+        "tcp_open_total",
+        &["peer=\"dst\"", &format!("target_addr=\"{e}\"")],
+    )
+    .unwrap_or(0.0)
 }
 
 /// Sends `n` requests on each of `workers` connections to `authority`; returns the statuses.
@@ -340,14 +358,7 @@ async fn connect_tunnels_are_balanced_per_connection() {
         assert_eq!(out, format!("{msg}bye"));
     }
     let m = scrape(proxy.admin_addr).await;
-    let opened = |e: SocketAddr| {
-        metric(
-            &m,
-            "tcp_open_total",
-            &["peer=\"dst\"", &format!("target_addr=\"{e}\"")],
-        )
-        .unwrap_or(0.0)
-    };
+    let opened = |e: SocketAddr| dst_opens(&m, e);
     assert_eq!(opened(e1) + opened(e2), 20.0, "{m}");
     assert!(
         opened(e1) > 0.0 && opened(e2) > 0.0,
@@ -372,11 +383,10 @@ async fn service_ip_connections_are_balanced_by_profile() {
     );
     let control = ControlPlane::start(linkerd_control::MeshConfig::parse(&yaml).unwrap()).await;
     let env = discovery_env(control.addr);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     // Opaque TCP (the profile says opaque: no detection wait, even for a client-first
     // protocol whose first bytes look like nothing), balanced per connection.
-    let redis = proxy(&env, Some(cluster_ip));
+    let redis = start_proxy_to(&env, Some(cluster_ip));
     for i in 0..10 {
         let mut s = tokio::net::TcpStream::connect(redis.outbound_addr)
             .await
@@ -391,20 +401,13 @@ async fn service_ip_connections_are_balanced_by_profile() {
         assert_eq!(out, format!("PING {i}bye"));
     }
     let m = scrape(redis.admin_addr).await;
-    let opened = |e: SocketAddr| {
-        metric(
-            &m,
-            "tcp_open_total",
-            &["peer=\"dst\"", &format!("target_addr=\"{e}\"")],
-        )
-        .unwrap_or(0.0)
-    };
+    let opened = |e: SocketAddr| dst_opens(&m, e);
     assert_eq!(opened(e1) + opened(e2), 10.0, "{m}");
     assert!(opened(e1) > 0.0 && opened(e2) > 0.0, "{m}");
 
     // HTTP to the service IP, with a Host that names nothing discoverable: the profile's
     // service routes it.
-    let http = proxy(&env, Some(web_ip));
+    let http = start_proxy_to(&env, Some(web_ip));
     let (status, body) = client::get(http.outbound_addr, "/").await;
     assert_eq!((status, body.as_str()), (200, "hello"));
     let m = scrape(http.admin_addr).await;

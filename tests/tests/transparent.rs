@@ -21,6 +21,31 @@ const NOBODY: &str = "65534";
 
 struct Procs(Vec<Child>);
 
+impl Procs {
+    /// Starts `args` in namespace `ns` with `env`; killed when `self` is dropped.
+    fn spawn(&mut self, ns: &str, args: &[&str], env: &[(&str, &str)]) {
+        let mut cmd = PodPair::exec(ns, args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.0.push(cmd.spawn().unwrap());
+    }
+}
+
+/// Whether `test` must be skipped here (not root, or a tool missing), saying why; with
+/// `LINKERD_REQUIRE_NETNS=1` (CI) it fails instead.
+fn skipped(test: &str) -> bool {
+    let Some(why) = netns::unavailable() else {
+        return false;
+    };
+    if std::env::var("LINKERD_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("{test} must run here, but {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    true
+}
+
 impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -68,11 +93,7 @@ fn wait_ready(ns: &str) {
 
 #[test]
 fn transparent_path_through_two_proxies() {
-    if let Some(why) = netns::unavailable() {
-        if std::env::var("LINKERD_REQUIRE_NETNS").as_deref() == Ok("1") {
-            panic!("the transparent test must run here, but {why}");
-        }
-        eprintln!("SKIPPED transparent_path_through_two_proxies: {why}");
+    if skipped("transparent_path_through_two_proxies") {
         return;
     }
     let proxy = linkerd_tests::proxy_bin();
@@ -82,38 +103,26 @@ fn transparent_path_through_two_proxies() {
     let pods = PodPair::create("tp");
     let server_ip = pods.server_ip;
     let mut procs = Procs(Vec::new());
-    let spawn = |ns: &str, args: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = PodPair::exec(ns, args);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.spawn().unwrap()
-    };
 
     // The server pod: the app on loopback, the proxy on the default ports.
-    procs
-        .0
-        .push(spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]));
-    procs
-        .0
-        .push(spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]));
-    procs.0.push(spawn(
+    procs.spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]);
+    procs.spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]);
+    procs.spawn(
         &pods.server,
         &[proxy],
         &[("LINKERD2_PROXY_LOG", "linkerd=debug")],
-    ));
+    );
     pods.redirect_inbound(4143, &[4190, 4191]);
 
     // The client pod: the proxy, and outbound redirection for everyone but the proxy.
-    procs.0.push(spawn(
+    procs.spawn(
         &pods.client,
         &[proxy],
         &[
             ("LINKERD2_PROXY_LOG", "linkerd=debug"),
             ("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "500ms"),
         ],
-    ));
+    );
     pods.redirect_outbound(PROXY_UID, 4140);
     // Connections from the proxy to port 7777 vanish: a connect timeout.
     netns::run(&[
@@ -254,11 +263,7 @@ impl Drop for NetnsResolvConf {
 /// plane and balances to the server pod, whose proxy hands it to the app.
 #[test]
 fn short_names_are_canonicalised_and_discovered() {
-    if let Some(why) = netns::unavailable() {
-        if std::env::var("LINKERD_REQUIRE_NETNS").as_deref() == Ok("1") {
-            panic!("the DNS test must run here, but {why}");
-        }
-        eprintln!("SKIPPED short_names_are_canonicalised_and_discovered: {why}");
+    if skipped("short_names_are_canonicalised_and_discovered") {
         return;
     }
     let proxy = linkerd_tests::proxy_bin();
@@ -295,22 +300,12 @@ fn short_names_are_canonicalised_and_discovered() {
     .unwrap();
 
     let mut procs = Procs(Vec::new());
-    let spawn = |ns: &str, args: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = PodPair::exec(ns, args);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.spawn().unwrap()
-    };
-    procs
-        .0
-        .push(spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]));
-    procs.0.push(spawn(&pods.server, &[proxy], &[]));
+    procs.spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]);
+    procs.spawn(&pods.server, &[proxy], &[]);
     pods.redirect_inbound(4143, &[4190, 4191]);
 
     // The client pod: a DNS server (the cluster's), the control plane, the proxy.
-    procs.0.push(spawn(
+    procs.spawn(
         &pods.client,
         &[
             app,
@@ -319,8 +314,8 @@ fn short_names_are_canonicalised_and_discovered() {
             "web.default.svc.cluster.local.=10.96.0.10",
         ],
         &[],
-    ));
-    procs.0.push(spawn(
+    );
+    procs.spawn(
         &pods.client,
         &[
             control,
@@ -330,15 +325,15 @@ fn short_names_are_canonicalised_and_discovered() {
             "127.0.0.1:8086",
         ],
         &[],
-    ));
-    procs.0.push(spawn(
+    );
+    procs.spawn(
         &pods.client,
         &[proxy],
         &[
             ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086"),
             ("LINKERD2_PROXY_LOG", "linkerd=debug"),
         ],
-    ));
+    );
     pods.redirect_outbound(PROXY_UID, 4140);
     wait_ready(&pods.server);
     wait_ready(&pods.client);
