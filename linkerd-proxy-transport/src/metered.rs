@@ -138,4 +138,30 @@ mod tests {
             "{text}"
         );
     }
+
+    /// Reads fail with a connection reset.
+    struct Reset;
+
+    impl AsyncRead for Reset {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::Error::from_raw_os_error(libc::ECONNRESET)))
+        }
+    }
+
+    #[tokio::test]
+    async fn close_records_the_errno() {
+        let mut reg = Registry::default();
+        let tcp = TcpMetrics::register(&mut reg);
+        let target = "10.1.2.3:80".parse().unwrap();
+        let mut io = Metered::new(Reset, tcp.open(Direction::Inbound, Peer::Src, target));
+        let mut buf = [0u8; 1];
+        assert!(io.read(&mut buf).await.is_err());
+        drop(io);
+        let text = reg.encode();
+        assert!(text.contains("errno=\"ECONNRESET\"} 1\n"), "{text}");
+    }
 }
