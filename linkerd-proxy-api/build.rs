@@ -2,7 +2,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto");
-    let fds = protox::compile(["destination.proto"], ["../proto"])?;
+    let fds = protox::compile(
+        ["destination.proto", "identity.proto", "opaque_transport.proto"],
+        ["../proto"],
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

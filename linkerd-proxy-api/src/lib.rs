@@ -1,7 +1,7 @@
 //! The Linkerd proxy API, generated from the `.proto` files in `proto/`: the `Destination`
-//! service (client and server) and the `net`, `http_types` and `meta` messages it uses, with
-//! Linkerd's packages and field numbers, so an existing Linkerd control plane can serve this
-//! proxy. Conversions between `net::TcpAddress` and `SocketAddr` live in [`net`].
+//! and `Identity` services (client and server), the opaque-transport header, and the `net`,
+//! `http_types` and `meta` messages they use, with Linkerd's packages and field numbers, so an
+//! existing Linkerd control plane can serve this proxy. Conversions between `net::TcpAddress` and `SocketAddr` live in [`net`].
 //!
 //! It holds no logic beyond those conversions: clients and servers are in their own crates.
 #![forbid(unsafe_code)]
@@ -10,6 +10,16 @@
 /// `io.linkerd.proxy.destination`: endpoint and profile discovery.
 pub mod destination {
     tonic::include_proto!("io.linkerd.proxy.destination");
+}
+
+/// `io.linkerd.proxy.identity`: certificates for the proxy's identity.
+pub mod identity {
+    tonic::include_proto!("io.linkerd.proxy.identity");
+}
+
+/// `transport.l5d.io`: the opaque-transport header one proxy sends another inside mTLS.
+pub mod opaque_transport {
+    tonic::include_proto!("transport.l5d.io");
 }
 
 /// `io.linkerd.proxy.http_types`.

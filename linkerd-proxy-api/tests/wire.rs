@@ -235,3 +235,49 @@ async fn our_client_talks_to_their_server() {
     );
     assert!(stream.message().await.unwrap().is_none(), "the stream ends");
 }
+
+#[test]
+fn certify_messages_match_linkerds() {
+    let req = ours::identity::CertifyRequest {
+        identity: "web.default.serviceaccount.identity.linkerd.cluster.local".into(),
+        token: b"token".to_vec(),
+        certificate_signing_request: vec![0x30, 0x82, 1, 2],
+    };
+    let theirs_req = theirs::identity::CertifyRequest::decode(&*req.encode_to_vec()).unwrap();
+    assert_eq!(theirs_req.identity, req.identity);
+    assert_eq!(theirs_req.token, req.token);
+    assert_eq!(
+        theirs_req.certificate_signing_request,
+        req.certificate_signing_request
+    );
+
+    let rsp = theirs::identity::CertifyResponse {
+        leaf_certificate: vec![1, 2, 3],
+        intermediate_certificates: vec![vec![4, 5], vec![6]],
+        valid_until: Some(prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 5,
+        }),
+    };
+    let ours_rsp = ours::identity::CertifyResponse::decode(&*rsp.encode_to_vec()).unwrap();
+    assert_eq!(ours_rsp.leaf_certificate, rsp.leaf_certificate);
+    assert_eq!(
+        ours_rsp.intermediate_certificates,
+        rsp.intermediate_certificates
+    );
+    assert_eq!(ours_rsp.valid_until.unwrap().seconds, 1_800_000_000);
+}
+
+#[test]
+fn transport_header_fields() {
+    use ours::opaque_transport::{session_protocol, Header, SessionProtocol};
+    let h = Header {
+        port: 8080,
+        name: String::new(),
+        session_protocol: Some(SessionProtocol {
+            kind: Some(session_protocol::Kind::Http1(session_protocol::Http1 {})),
+        }),
+    };
+    // Field 1 varint 8080, field 3 message holding field 1 (empty message).
+    assert_eq!(h.encode_to_vec(), vec![0x08, 0x90, 0x3f, 0x1a, 0x02, 0x0a, 0x00]);
+}
