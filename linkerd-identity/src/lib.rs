@@ -1,0 +1,2 @@
+//! The proxy's own identity.
+#![forbid(unsafe_code)]

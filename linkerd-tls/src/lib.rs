@@ -1,0 +1,2 @@
+//! TLS for the mesh.
+#![forbid(unsafe_code)]
