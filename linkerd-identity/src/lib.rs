@@ -1,2 +1,44 @@
-//! The proxy's own identity.
+//! The proxy's own identity: a private key made at start-up (in memory, never on disk), a
+//! certificate for it from the Identity API, renewed before it expires, and the trust anchors
+//! peers are verified against.
+//!
+//! [`Credentials`] holds the current certificate and is what TLS configs read on every
+//! handshake (a renewal is seen by the next handshake, nothing restarts); [`refresh`] keeps it
+//! current. This crate does not speak TLS on connections: `linkerd-tls` builds rustls configs
+//! from [`Credentials`].
 #![forbid(unsafe_code)]
+
+mod certify;
+mod creds;
+mod local;
+mod name;
+
+pub use self::certify::{refresh, CertifyConfig, IdentityMetrics};
+pub use self::creds::{Credentials, TrustAnchors};
+pub use self::local::LocalKey;
+pub use self::name::Id;
+
+/// Identity failures: bad configuration or material, or a failed certification.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid identity name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("invalid trust anchors: {0}")]
+    TrustAnchors(String),
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid private key: {0}")]
+    Key(String),
+    #[error("failed to make a CSR: {0}")]
+    Csr(String),
+    #[error("the Identity service refused the request: {0}")]
+    Certify(#[from] tonic::Status),
+    #[error("the Identity service did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the issued certificate is unusable: {0}")]
+    Certificate(String),
+}
