@@ -14,7 +14,7 @@ mod local;
 mod name;
 
 pub use self::certify::{refresh, CertifyConfig, IdentityMetrics};
-pub use self::creds::{Credentials, TrustAnchors};
+pub use self::creds::{provider, Credentials, TrustAnchors};
 pub use self::local::LocalKey;
 pub use self::name::Id;
 

@@ -1,0 +1,233 @@
+//! Mutual TLS between two sets of credentials from one CA, over real sockets.
+
+use linkerd_identity::{Credentials, Id, LocalKey, TrustAnchors};
+use linkerd_tls::{connect, terminate, TlsConfigs};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    PKCS_ECDSA_P256_SHA256,
+};
+use std::{sync::Arc, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const T: Duration = Duration::from_secs(5);
+
+struct Ca(CertifiedIssuer<'static, KeyPair>);
+
+impl Ca {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        Self(CertifiedIssuer::self_signed(params, key).unwrap())
+    }
+
+    fn anchors(&self) -> TrustAnchors {
+        TrustAnchors::from_pem(&self.0.pem()).unwrap()
+    }
+
+    /// Credentials for `name`, certified by this CA.
+    fn creds(&self, name: &str, anchors: TrustAnchors) -> Arc<Credentials> {
+        let id = Id::parse(name).unwrap();
+        let key = LocalKey::generate(&id).unwrap();
+        let creds = Credentials::new(id, anchors, &key);
+        self.certify(&creds, &key);
+        creds
+    }
+
+    fn certify(&self, creds: &Credentials, key: &LocalKey) {
+        let csr =
+            rcgen::CertificateSigningRequestParams::from_der(&key.csr.clone().into()).unwrap();
+        let mut params = CertificateParams::new(vec![creds.id().to_string()]).unwrap();
+        // rcgen derives the serial from the key; renewals need their own.
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let leaf = params.signed_by(&csr.public_key, &self.0).unwrap();
+        creds.set_certificate(leaf.der().to_vec(), vec![]).unwrap();
+    }
+}
+
+const SERVER: &str = "web.ns.serviceaccount.identity.linkerd.cluster.local";
+const CLIENT: &str = "app.ns.serviceaccount.identity.linkerd.cluster.local";
+
+/// Accepts one connection, terminates TLS, echoes one message; returns the client's identity.
+async fn serve_one(listener: TcpListener, server: TlsConfigs) -> Result<Option<Id>, String> {
+    let (socket, peer) = listener.accept().await.map_err(|e| e.to_string())?;
+    let (mut tls, id) = terminate(socket, &server, peer, T)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 5];
+    tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    tls.write_all(&buf).await.map_err(|e| e.to_string())?;
+    tls.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+#[tokio::test]
+async fn both_sides_prove_their_identity() {
+    let ca = Ca::new();
+    let server = TlsConfigs::new(ca.creds(SERVER, ca.anchors())).unwrap();
+    let client = TlsConfigs::new(ca.creds(CLIENT, ca.anchors())).unwrap();
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    let srv = tokio::spawn(serve_one(l, server));
+
+    let socket = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connect(socket, &client, &Id::parse(SERVER).unwrap(), false, T)
+        .await
+        .unwrap();
+    tls.write_all(b"hello").await.unwrap();
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(buf, b"hello");
+    assert_eq!(
+        srv.await.unwrap().unwrap(),
+        Some(Id::parse(CLIENT).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn the_client_refuses_a_server_with_another_identity() {
+    let ca = Ca::new();
+    let server = TlsConfigs::new(ca.creds(SERVER, ca.anchors())).unwrap();
+    let client = TlsConfigs::new(ca.creds(CLIENT, ca.anchors())).unwrap();
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    let srv = tokio::spawn(serve_one(l, server));
+    let socket = TcpStream::connect(addr).await.unwrap();
+    let other = Id::parse("db.ns.serviceaccount.identity.linkerd.cluster.local").unwrap();
+    let err = connect(socket, &client, &other, false, T)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("handshake"), "{err}");
+    assert!(srv.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_client_certificate_from_another_ca() {
+    let ca = Ca::new();
+    let rogue = Ca::new();
+    let server = TlsConfigs::new(ca.creds(SERVER, ca.anchors())).unwrap();
+    // The rogue client trusts the real CA (so it accepts the server), but its certificate
+    // comes from another CA.
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(vec![CLIENT.to_string()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &rogue.0).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(linkerd_identity::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(ca.anchors().roots())
+        .with_client_auth_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    let srv = tokio::spawn(serve_one(l, server));
+    let socket = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(SERVER).unwrap();
+    // TLS 1.3: the client may finish its side before the server's alert arrives; the alert
+    // then fails the first read.
+    if let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, socket)
+        .await
+    {
+        let _ = tls.write_all(b"hello").await;
+        let mut buf = Vec::new();
+        let read = tls.read_to_end(&mut buf).await;
+        assert!(read.is_err() || buf.is_empty(), "the server answered");
+    }
+    let err = srv.await.unwrap().unwrap_err();
+    assert!(err.contains("handshake"), "{err}");
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_has_no_identity() {
+    let ca = Ca::new();
+    let server = TlsConfigs::new(ca.creds(SERVER, ca.anchors())).unwrap();
+    // Credentials that were never certified: the client sends no certificate.
+    let id = Id::parse(CLIENT).unwrap();
+    let key = LocalKey::generate(&id).unwrap();
+    let client = TlsConfigs::new(Credentials::new(id, ca.anchors(), &key)).unwrap();
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    let srv = tokio::spawn(serve_one(l, server));
+    let socket = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connect(socket, &client, &Id::parse(SERVER).unwrap(), false, T)
+        .await
+        .unwrap();
+    tls.write_all(b"hello").await.unwrap();
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(srv.await.unwrap().unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_used_by_the_next_handshake() {
+    let ca = Ca::new();
+    let id = Id::parse(SERVER).unwrap();
+    let key = LocalKey::generate(&id).unwrap();
+    let server_creds = Credentials::new(id.clone(), ca.anchors(), &key);
+    ca.certify(&server_creds, &key);
+    let server = TlsConfigs::new(server_creds.clone()).unwrap();
+
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            ca.certify(&server_creds, &key);
+        }
+        let l = listener().await;
+        let addr = l.local_addr().unwrap();
+        let srv = tokio::spawn(serve_one(l, server.clone()));
+        // A new client each round, so the handshake is a full one rather than a resumption.
+        let client = TlsConfigs::new(ca.creds(CLIENT, ca.anchors())).unwrap();
+        let socket = TcpStream::connect(addr).await.unwrap();
+        let mut tls = connect(socket, &client, &id, false, T).await.unwrap();
+        let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        tls.write_all(b"hello").await.unwrap();
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await.unwrap();
+        srv.await.unwrap().unwrap();
+        seen.push(cert);
+    }
+    assert_ne!(
+        seen[0], seen[1],
+        "the second handshake presented the renewed certificate"
+    );
+}
+
+#[tokio::test]
+async fn opaque_transport_requires_the_servers_alpn() {
+    let ca = Ca::new();
+    let server = TlsConfigs::new(ca.creds(SERVER, ca.anchors())).unwrap();
+    let client = TlsConfigs::new(ca.creds(CLIENT, ca.anchors())).unwrap();
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    let srv = tokio::spawn(serve_one(l, server));
+    let socket = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connect(socket, &client, &Id::parse(SERVER).unwrap(), true, T)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(linkerd_tls::TRANSPORT_ALPN)
+    );
+    tls.write_all(b"hello").await.unwrap();
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).await.unwrap();
+    srv.await.unwrap().unwrap();
+}
