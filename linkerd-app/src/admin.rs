@@ -24,6 +24,8 @@ pub(crate) struct Admin {
     pub registry: Registry,
     /// Set once the listeners are bound; cleared when shutdown begins.
     pub ready: Arc<AtomicBool>,
+    /// With identity, the proxy is ready only once it has a certificate.
+    pub identity: Option<Arc<linkerd_identity::Credentials>>,
     pub log: Option<LogHandle>,
     pub env: HashMap<String, String>,
     pub shutdown_enabled: bool,
@@ -65,10 +67,15 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/ready") => {
-                if self.ready.load(Ordering::Acquire) {
+                let certified = self.identity.as_ref().is_none_or(|c| c.is_ready());
+                if self.ready.load(Ordering::Acquire) && certified {
                     text(StatusCode::OK, "ready\n")
                 } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    let why = match certified {
+                        true => "not ready\n",
+                        false => "not ready: waiting for a certificate from the Identity service\n",
+                    };
+                    text(StatusCode::SERVICE_UNAVAILABLE, why)
                 }
             }
             (&Method::GET, "/metrics") => {

@@ -3,7 +3,8 @@
 //! [`Config::from_env`] is a pure function of a key/value map, so every variable is unit-tested
 //! without touching the process environment.
 
-use std::{collections::HashMap, net::SocketAddr, str::FromStr, time::Duration};
+use linkerd_identity::{Id, TrustAnchors};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 /// Everything the proxy reads from its environment.
 #[derive(Clone, Debug)]
@@ -27,6 +28,10 @@ pub struct Config {
     /// Service discovery through the Destination API; `None` forwards to original
     /// destinations only.
     pub discovery: Option<DiscoveryConfig>,
+    /// The proxy's identity; `None` runs plaintext (meshed traffic is not mTLS).
+    pub identity: Option<IdentityConfig>,
+    /// Inbound authorization.
+    pub policy: crate::policy::Policy,
     /// Every `LINKERD2_PROXY_*` variable as given, for the admin `/env.json` endpoint.
     pub env: HashMap<String, String>,
 }
@@ -39,11 +44,41 @@ pub struct ProxyConfig {
     pub client: linkerd_http::ClientConfig,
 }
 
+/// The proxy's identity and how it gets its certificate.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    /// The local identity (`LINKERD2_PROXY_IDENTITY_SERVER_ID`).
+    pub id: Id,
+    /// The name peers use as SNI to reach this proxy (`_SERVER_NAME`, default the identity).
+    pub server_name: Id,
+    pub trust_anchors: TrustAnchors,
+    /// Holds the token proving the identity to the Identity service.
+    pub token_file: PathBuf,
+    /// A directory with the injector's `key.p8` and `csr.der`, used instead of a generated key.
+    pub dir: Option<PathBuf>,
+    /// The Identity service.
+    pub control: ControlAddr,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+}
+
+/// A control-plane service: its address, and its TLS identity when reached over TLS.
+#[derive(Clone, Debug)]
+pub struct ControlAddr {
+    /// `host:port`.
+    pub addr: String,
+    /// `None`: plaintext, which is only allowed to a loopback address.
+    pub name: Option<Id>,
+}
+
 /// Where and how outbound names are discovered and balanced.
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {
     /// `host:port` of the Destination service.
     pub addr: String,
+    /// The Destination service's TLS identity (`LINKERD2_PROXY_DESTINATION_SVC_NAME`); the
+    /// connection is TLS when set.
+    pub name: Option<Id>,
     /// Sent as `context_token` with every lookup.
     pub context: String,
     /// Authorities under these suffixes (lower case, ending in `.`) are discovered.
@@ -201,10 +236,34 @@ impl Config {
                     },
                 )?,
             },
+            identity: identity(&vars)?,
+            policy: crate::policy::Policy {
+                default: vars.parse(
+                    "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
+                    "all-unauthenticated",
+                    |v| v.parse(),
+                )?,
+                cluster_networks: vars.parse(
+                    "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS",
+                    crate::policy::DEFAULT_CLUSTER_NETWORKS,
+                    crate::policy::parse_networks,
+                )?,
+                require_identity: vars.parse(
+                    "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY",
+                    "",
+                    PortSet::parse,
+                )?,
+                require_tls: vars.parse(
+                    "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_TLS",
+                    "",
+                    PortSet::parse,
+                )?,
+            },
             discovery: match env.get("LINKERD2_PROXY_DESTINATION_SVC_ADDR") {
                 None => None,
                 Some(_) => Some(DiscoveryConfig {
                     addr: vars.parse("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "", parse_host_port)?,
+                    name: control_name(&vars, "DESTINATION")?,
                     context: env
                         .get("LINKERD2_PROXY_DESTINATION_CONTEXT")
                         .cloned()
@@ -235,6 +294,80 @@ impl Config {
                 .collect(),
         })
     }
+}
+
+/// The identity settings: all of them, or none (plaintext).
+fn identity(vars: &Vars<'_>) -> Result<Option<IdentityConfig>, ConfigError> {
+    const REQUIRED: [&str; 4] = [
+        "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+        "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+        "LINKERD2_PROXY_IDENTITY_SERVER_ID",
+        "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
+    ];
+    if !REQUIRED.iter().any(|v| vars.0.contains_key(*v)) {
+        return Ok(None);
+    }
+    if let Some(missing) = REQUIRED.iter().find(|v| !vars.0.contains_key(**v)) {
+        return Err(ConfigError {
+            name: missing.to_string(),
+            value: String::new(),
+            expected: "to be set: identity needs LINKERD2_PROXY_IDENTITY_SVC_ADDR, _TRUST_ANCHORS, _SERVER_ID and _TOKEN_FILE together",
+        });
+    }
+    let id = |name: &str, default: &str| {
+        vars.parse(name, default, |v| {
+            Id::parse(v).map_err(|_| "a DNS-like identity name")
+        })
+    };
+    let local = id("LINKERD2_PROXY_IDENTITY_SERVER_ID", "")?;
+    let dir = vars.0.get("LINKERD2_PROXY_IDENTITY_DIR").map(PathBuf::from);
+    let duration = |name: &str, default: &str| vars.parse(name, default, parse_duration);
+    Ok(Some(IdentityConfig {
+        server_name: id("LINKERD2_PROXY_IDENTITY_SERVER_NAME", local.as_str())?,
+        id: local,
+        trust_anchors: vars.parse("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", "", |v| {
+            TrustAnchors::from_pem(v).map_err(|_| "a PEM bundle of CA certificates")
+        })?,
+        token_file: vars.parse("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", "", |v| match v {
+            "" => Err("a file path"),
+            v => Ok(PathBuf::from(v)),
+        })?,
+        dir: dir.filter(|d| d.join("key.p8").exists() && d.join("csr.der").exists()),
+        control: ControlAddr {
+            addr: vars.parse("LINKERD2_PROXY_IDENTITY_SVC_ADDR", "", parse_host_port)?,
+            name: control_name(vars, "IDENTITY")?,
+        },
+        min_refresh: duration("LINKERD2_PROXY_IDENTITY_MIN_REFRESH", "10s")?,
+        max_refresh: duration("LINKERD2_PROXY_IDENTITY_MAX_REFRESH", "24h")?,
+    }))
+}
+
+/// `LINKERD2_PROXY_{svc}_SVC_NAME`, the control-plane service's TLS identity; without it the
+/// address must be loopback (plaintext never leaves the pod).
+fn control_name(vars: &Vars<'_>, svc: &str) -> Result<Option<Id>, ConfigError> {
+    let name_var = format!("{PREFIX}{svc}_SVC_NAME");
+    if vars.0.get(&name_var).is_some_and(|v| !v.trim().is_empty()) {
+        return vars
+            .parse(&name_var, "", |v| {
+                Id::parse(v).map_err(|_| "a DNS-like identity name")
+            })
+            .map(Some);
+    }
+    let addr_var = format!("{PREFIX}{svc}_SVC_ADDR");
+    vars.parse(&addr_var, "", |v| match is_loopback(v) {
+        true => Ok(None),
+        false => Err("a loopback address unless the service's _SVC_NAME is set (a control plane elsewhere is reached over TLS)"),
+    })
+}
+
+/// Whether `host:port` names this host.
+fn is_loopback(host_port: &str) -> bool {
+    if let Ok(a) = host_port.parse::<SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    host_port
+        .rsplit_once(':')
+        .is_some_and(|(h, _)| h.trim_end_matches('.').eq_ignore_ascii_case("localhost"))
 }
 
 /// The environment, read one variable at a time.

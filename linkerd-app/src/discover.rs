@@ -8,9 +8,10 @@ use crate::config::DiscoveryConfig;
 use hyper::body::Incoming;
 use linkerd_balance::{Balancer, BalancerConfig};
 use linkerd_destination::{DestinationConfig, Profile, Resolution, Resolver};
-use linkerd_http::{Client, Endpoint, HttpMetrics, RouteLabels, RouteMetrics, Version};
+use linkerd_http::{Client, Endpoint, HttpMetrics, Meshed, RouteLabels, RouteMetrics, Version};
+use linkerd_identity::Id;
 use linkerd_metrics::Registry;
-use linkerd_proxy_transport::Direction;
+use linkerd_proxy_transport::{Direction, NoTlsReason, TlsLabel};
 use parking_lot::Mutex;
 use std::{
     collections::{BTreeMap, HashMap},
@@ -45,6 +46,8 @@ pub(crate) struct Service {
 /// What the proxy keeps per discovered endpoint, built once per endpoint.
 pub(crate) struct EndpointMeta {
     pub labels: Arc<BTreeMap<String, String>>,
+    /// How to reach the endpoint's proxy with mTLS, when discovery named its identity.
+    pub meshed: Option<Meshed>,
     route: OnceLock<RouteMetrics>,
     pools: [OnceLock<Endpoint<Incoming>>; 2],
 }
@@ -53,10 +56,11 @@ impl Discovery {
     /// Starts the resolver (connecting lazily) and the idle sweep. Needs a Tokio runtime.
     pub(crate) fn new(
         config: &DiscoveryConfig,
+        channel: tonic::transport::Channel,
         connect_timeout: Duration,
         registry: &mut Registry,
-    ) -> Result<Arc<Self>, linkerd_destination::Error> {
-        let resolver = Resolver::new(
+    ) -> Arc<Self> {
+        let resolver = Resolver::with_channel(
             DestinationConfig {
                 addr: config.addr.clone(),
                 context: config.context.clone(),
@@ -65,8 +69,9 @@ impl Discovery {
                 max_backoff: Duration::from_secs(10),
                 connect_timeout,
             },
+            channel,
             registry,
-        )?;
+        );
         let dns = match linkerd_dns::Canonicalizer::from_system(linkerd_dns::DnsConfig {
             min_ttl: config.dns_min_ttl,
             max_ttl: config.dns_max_ttl,
@@ -91,7 +96,7 @@ impl Discovery {
             services: Mutex::new(HashMap::new()),
         });
         tokio::spawn(sweep(Arc::downgrade(&d)));
-        Ok(d)
+        d
     }
 
     /// The service for an authority (`host[:port]`), when the host is under a suffix.
@@ -225,6 +230,7 @@ async fn follow(
                     changed.into_iter().map(|e| {
                         let meta = EndpointMeta {
                             labels: e.labels.clone(),
+                            meshed: meshed(e),
                             route: OnceLock::new(),
                             pools: [OnceLock::new(), OnceLock::new()],
                         };
@@ -259,6 +265,33 @@ async fn sweep(d: Weak<Discovery>) {
     }
 }
 
+/// How to reach a discovered endpoint's proxy with mTLS, if discovery named its identity.
+pub(crate) fn meshed(e: &linkerd_destination::Endpoint) -> Option<Meshed> {
+    let name = e.identity.as_deref()?;
+    match Id::parse(name) {
+        Ok(server_id) => Some(Meshed {
+            server_id,
+            opaque_port: e.opaque_transport_port,
+        }),
+        Err(error) => {
+            tracing::warn!(addr = %e.addr, %error, "ignoring the endpoint's identity; it will be reached in plaintext");
+            None
+        }
+    }
+}
+
+/// The TLS label of connections to an endpoint.
+pub(crate) fn tls_label(meshed: Option<&Meshed>, tls_enabled: bool) -> TlsLabel {
+    match (meshed, tls_enabled) {
+        (_, false) => TlsLabel::NoIdentity(NoTlsReason::Disabled),
+        (None, true) => TlsLabel::NoIdentity(NoTlsReason::NotProvidedByServiceDiscovery),
+        (Some(m), true) => TlsLabel::Tls {
+            client_id: None,
+            server_id: Some(m.server_id.as_str().into()),
+        },
+    }
+}
+
 impl EndpointMeta {
     /// The pool for this endpoint in `version`, looked up once.
     pub(crate) fn pool(
@@ -271,7 +304,7 @@ impl EndpointMeta {
             Version::Http1 => 0,
             Version::Http2 => 1,
         };
-        self.pools[i].get_or_init(|| client.endpoint(addr, version))
+        self.pools[i].get_or_init(|| client.endpoint(addr, version, self.meshed.clone()))
     }
 
     /// The request metrics for this endpoint of `service`, looked up once.
@@ -280,6 +313,7 @@ impl EndpointMeta {
         metrics: &HttpMetrics,
         service: &str,
         addr: SocketAddr,
+        tls_enabled: bool,
     ) -> &RouteMetrics {
         self.route.get_or_init(|| {
             metrics.route(RouteLabels {
@@ -287,6 +321,7 @@ impl EndpointMeta {
                 authority: Some(service.to_string()),
                 target_addr: addr,
                 dst: Some(self.labels.clone()),
+                tls: tls_label(self.meshed.as_ref(), tls_enabled),
             })
         })
     }
@@ -301,6 +336,7 @@ mod tests {
         let mut reg = Registry::default();
         let cfg = DiscoveryConfig {
             addr: "127.0.0.1:1".into(),
+            name: None,
             context: String::new(),
             suffixes: vec!["svc.cluster.local.".into()],
             idle_timeout: Duration::from_secs(5),
@@ -310,7 +346,8 @@ mod tests {
             dns_min_ttl: None,
             dns_max_ttl: None,
         };
-        let d = Discovery::new(&cfg, Duration::from_secs(1), &mut reg).unwrap();
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let d = Discovery::new(&cfg, channel, Duration::from_secs(1), &mut reg);
         assert_eq!(
             d.name("web.default.svc.cluster.local:8080").as_deref(),
             Some("web.default.svc.cluster.local:8080")

@@ -1,5 +1,6 @@
 //! The HTTP stack of one connection: route each request to its target and forward it.
 
+use crate::policy::Denial;
 use crate::{
     discover::{Discovery, Service},
     explicit, OwnListeners,
@@ -8,10 +9,11 @@ use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use linkerd_detect::Protocol;
 use linkerd_http::{
-    forward, spawn_tunnel, try_forward, Client, Endpoint, Error, HttpMetrics, ProxyBody,
-    RouteLabels, RouteMetrics, ServerConfig, Version,
+    connect_endpoint, forward, spawn_tunnel, try_forward, Client, Endpoint, Error, HttpMetrics,
+    Meshed, ProxyBody, RouteLabels, RouteMetrics, ServerConfig, Version,
 };
-use linkerd_proxy_transport::{connect, Direction, Metered, Peer, TcpMetrics};
+use linkerd_metrics::Counter;
+use linkerd_proxy_transport::{Direction, TcpMetrics, TlsLabel};
 use parking_lot::Mutex;
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,6 +29,8 @@ pub(crate) struct HttpStack {
     pub own: OwnListeners,
     pub server: ServerConfig,
     pub connect_timeout: Duration,
+    /// Whether the proxy has an identity (meshed endpoints are then reached with mTLS).
+    pub tls_enabled: bool,
     /// Discovery and balancing by authority (outbound, when configured).
     pub discovery: Option<Arc<Discovery>>,
 }
@@ -34,8 +38,9 @@ pub(crate) struct HttpStack {
 /// Where a connection's requests go.
 #[derive(Clone)]
 pub(crate) enum Route {
-    /// Every request goes to this address (the original destination, or the local app).
-    Target(SocketAddr),
+    /// Every request goes to this address (the original destination, or the local app), over
+    /// mTLS when discovery named the endpoint's identity.
+    Target(SocketAddr, Option<Meshed>),
     /// The original destination is a discovered service (its profile named it): requests
     /// are balanced over its endpoints unless their authority names another service.
     Service(Arc<Service>),
@@ -43,9 +48,26 @@ pub(crate) enum Route {
     Explicit,
 }
 
+/// What the accepting stack decided about a connection before serving its requests.
+pub(crate) struct ConnInfo {
+    /// The connection's TLS status, for request metrics.
+    pub tls: TlsLabel,
+    /// Set when the inbound policy refuses the client (each request gets a 403) or audits it.
+    pub authz: Option<Authz>,
+}
+
+/// A policy decision against the connection's client, applied to each request.
+pub(crate) struct Authz {
+    pub denial: Denial,
+    /// Allowed (audit policy), only counted.
+    pub audit: bool,
+    pub counter: Counter,
+}
+
 struct Conn {
     stack: Arc<HttpStack>,
     version: Version,
+    info: ConnInfo,
     /// The pool for a fixed target, looked up once per connection.
     endpoint: Option<Endpoint<Incoming>>,
     /// The metrics of the last route used, so a connection looks them up once per authority.
@@ -65,6 +87,7 @@ pub(crate) async fn serve<I>(
     io: I,
     protocol: Protocol,
     route: Route,
+    info: ConnInfo,
     shutdown: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -76,7 +99,9 @@ pub(crate) async fn serve<I>(
         Version::Http1
     };
     let endpoint = match route {
-        Route::Target(addr) => Some(stack.client.endpoint(addr, version)),
+        Route::Target(addr, ref meshed) => {
+            Some(stack.client.endpoint(addr, version, meshed.clone()))
+        }
         Route::Service(_) | Route::Explicit => None,
     };
     let explicit = matches!(route, Route::Explicit);
@@ -88,6 +113,7 @@ pub(crate) async fn serve<I>(
     let conn = Arc::new(Conn {
         stack,
         version,
+        info,
         endpoint,
         last_route: Mutex::new(None),
         last_service: Mutex::new(None),
@@ -108,6 +134,14 @@ pub(crate) async fn serve<I>(
 
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        if let Some(authz) = &self.info.authz {
+            authz.counter.incr();
+            if !authz.audit {
+                let error = Error::Unauthorized(authz.denial.to_string());
+                tracing::debug!(%error, "request refused");
+                return error.to_response();
+            }
+        }
         let svc = match self.discovered(&req).await {
             Some(svc) => Some(svc),
             None => self.default_service.clone(),
@@ -161,7 +195,7 @@ impl Conn {
         }
 
         if req.method() == Method::CONNECT {
-            return match self.tunnel(addr, &mut req, route.request()).await {
+            return match self.tunnel(addr, None, &mut req, route.request()).await {
                 Ok(rsp) => rsp,
                 Err(e) => fail(e, None),
             };
@@ -170,24 +204,34 @@ impl Conn {
         if self.version == Version::Http1 {
             explicit::to_origin_form(&mut req);
         }
-        let endpoint = self.stack.client.endpoint(addr, self.version);
+        let endpoint = self.stack.client.endpoint(addr, self.version, None);
         forward(&endpoint, req, route.request()).await
     }
 
-    /// Connects to `addr` and, once the client has switched protocols, copies bytes between
-    /// them (`CONNECT`). Answers 200 only after the connection is up.
+    /// Connects to `addr` (with mTLS when `meshed`) and, once the client has switched
+    /// protocols, copies bytes between them (`CONNECT`). Answers 200 only after the connection
+    /// is up.
     async fn tunnel(
         &self,
         addr: SocketAddr,
+        meshed: Option<&Meshed>,
         req: &mut Request<Incoming>,
         rec: linkerd_http::ResponseRecorder,
     ) -> Result<Response<ProxyBody>, Error> {
-        match connect(addr, self.stack.connect_timeout).await {
-            Ok(socket) => {
-                let upstream = Metered::new(
-                    socket,
-                    self.stack.tcp.open(self.stack.direction, Peer::Dst, addr),
-                );
+        let s = &self.stack;
+        let tls = s.client.tls();
+        match connect_endpoint(
+            addr,
+            meshed,
+            tls,
+            None,
+            s.connect_timeout,
+            &s.tcp,
+            s.direction,
+        )
+        .await
+        {
+            Ok(upstream) => {
                 spawn_tunnel(hyper::upgrade::on(req), upstream);
                 let rsp = Response::new(ProxyBody::empty());
                 // An empty body: recorded as a complete, successful response when dropped.
@@ -195,7 +239,6 @@ impl Conn {
                 Ok(rsp)
             }
             Err(e) => {
-                let e = Error::from(e);
                 rec.error(e.status());
                 Err(e)
             }
@@ -230,10 +273,16 @@ impl Conn {
         let in_flight = ep.start();
         let rec = ep
             .meta
-            .route(&self.stack.metrics, &svc.name, ep.addr)
+            .route(
+                &self.stack.metrics,
+                &svc.name,
+                ep.addr,
+                self.stack.tls_enabled,
+            )
             .request();
         let res = if req.method() == Method::CONNECT {
-            self.tunnel(ep.addr, &mut req, rec).await
+            self.tunnel(ep.addr, ep.meta.meshed.as_ref(), &mut req, rec)
+                .await
         } else {
             let pool = ep.meta.pool(&self.stack.client, ep.addr, self.version);
             try_forward(pool, req, rec).await
@@ -272,6 +321,7 @@ impl Conn {
             authority: authority.map(str::to_string),
             target_addr,
             dst: None,
+            tls: self.info.tls.clone(),
         });
         *last = Some(r.clone());
         r

@@ -9,12 +9,14 @@
 
 mod admin;
 pub mod config;
+mod control;
 mod discover;
 mod explicit;
 mod http;
 pub mod inbound;
 mod log;
 pub mod outbound;
+pub mod policy;
 mod process;
 mod tcp;
 
@@ -63,8 +65,12 @@ pub struct Proxy {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("failed to start discovery: {0}")]
-    Discovery(#[from] linkerd_destination::Error),
+    #[error("failed to set up identity: {0}")]
+    Identity(#[from] linkerd_identity::Error),
+    #[error("failed to set up TLS: {0}")]
+    Tls(#[from] linkerd_tls::Error),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     #[error("failed to start the {listener} listener: {source}")]
     Listen {
         listener: &'static str,
@@ -79,6 +85,13 @@ pub(crate) struct OwnListeners(Vec<SocketAddr>);
 
 /// What one direction's connections share.
 pub(crate) struct ProxyStack {
+    /// mTLS, when the proxy has an identity.
+    pub tls: Option<linkerd_tls::TlsConfigs>,
+    /// The name peers use (SNI) to reach this proxy with mTLS.
+    pub server_name: Option<linkerd_identity::Id>,
+    /// Inbound authorization.
+    pub policy: Arc<policy::Policy>,
+    pub authz: policy::AuthzMetrics,
     pub detect: DetectParams,
     pub opaque_ports: config::PortSet,
     pub connect_timeout: Duration,
@@ -140,13 +153,25 @@ impl App {
         let tcp = TcpMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
         registry.register_collector(process::collector(SystemTime::now()));
+        let tls = match &config.identity {
+            Some(id) => Some(start_identity(
+                id,
+                config.outbound.client.connect_timeout,
+                &mut registry,
+            )?),
+            None => None,
+        };
         let discovery = match &config.discovery {
             Some(d) => {
-                let discovery = discover::Discovery::new(
-                    d,
-                    config.outbound.client.connect_timeout,
-                    &mut registry,
-                )?;
+                let control = config::ControlAddr {
+                    addr: d.addr.clone(),
+                    name: d.name.clone(),
+                };
+                let connect_timeout = config.outbound.client.connect_timeout;
+                let channel =
+                    control::channel("destination", &control, tls.as_ref(), connect_timeout)?;
+                let discovery =
+                    discover::Discovery::new(d, channel, connect_timeout, &mut registry);
                 let metrics = Arc::downgrade(&discovery);
                 registry.register_collector(move |out| {
                     if let Some(d) = metrics.upgrade() {
@@ -158,28 +183,36 @@ impl App {
             None => None,
         };
 
-        let stack =
-            |direction, cfg: &config::ProxyConfig, discovery: Option<Arc<discover::Discovery>>| {
-                Arc::new(ProxyStack {
-                    detect: DetectParams {
-                        timeout: cfg.detect_timeout,
-                        capacity: 1024,
-                    },
-                    opaque_ports: config.opaque_ports.clone(),
-                    connect_timeout: cfg.client.connect_timeout,
+        let authz = policy::AuthzMetrics::register(&mut registry);
+        let policy = Arc::new(config.policy.clone());
+        let stack = |direction,
+                     cfg: &config::ProxyConfig,
+                     discovery: Option<Arc<discover::Discovery>>| {
+            Arc::new(ProxyStack {
+                tls: tls.clone(),
+                server_name: config.identity.as_ref().map(|i| i.server_name.clone()),
+                policy: policy.clone(),
+                authz: authz.clone(),
+                detect: DetectParams {
+                    timeout: cfg.detect_timeout,
+                    capacity: 1024,
+                },
+                opaque_ports: config.opaque_ports.clone(),
+                connect_timeout: cfg.client.connect_timeout,
+                tcp: tcp.clone(),
+                http: Arc::new(http::HttpStack {
+                    direction,
+                    client: Client::new(cfg.client.clone(), direction, tcp.clone(), tls.clone()),
+                    tls_enabled: tls.is_some(),
+                    metrics: http_metrics.clone(),
                     tcp: tcp.clone(),
-                    http: Arc::new(http::HttpStack {
-                        direction,
-                        client: Client::new(cfg.client.clone(), direction, tcp.clone()),
-                        metrics: http_metrics.clone(),
-                        tcp: tcp.clone(),
-                        own: own.clone(),
-                        server: config.server.clone(),
-                        connect_timeout: cfg.client.connect_timeout,
-                        discovery,
-                    }),
-                })
-            };
+                    own: own.clone(),
+                    server: config.server.clone(),
+                    connect_timeout: cfg.client.connect_timeout,
+                    discovery,
+                }),
+            })
+        };
         let inbound_stack = stack(Direction::Inbound, &config.inbound, None);
         let outbound_stack = stack(Direction::Outbound, &config.outbound, discovery.clone());
 
@@ -206,6 +239,7 @@ impl App {
         let admin_state = Arc::new(admin::Admin {
             registry,
             ready: ready.clone(),
+            identity: tls.as_ref().map(|t| t.credentials().clone()),
             log,
             env: config.env.clone(),
             shutdown_enabled: config.shutdown_endpoint_enabled,
@@ -214,12 +248,17 @@ impl App {
         tokio::spawn(admin::serve(admin_state, admin));
 
         ready.store(true, std::sync::atomic::Ordering::Release);
-        match &config.discovery {
-            Some(d) => {
-                tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, destination = %d.addr, suffixes = ?d.suffixes, "proxy started; identity is not configured, traffic is plaintext")
+        let destination = config
+            .discovery
+            .as_ref()
+            .map(|d| d.addr.as_str())
+            .unwrap_or("none");
+        match &config.identity {
+            Some(id) => {
+                tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, %destination, identity = %id.id, identity_svc = %id.control.addr, "proxy started; meshed traffic is mTLS once the first certificate arrives")
             }
             None => {
-                tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, "proxy started; identity and discovery are not configured, traffic is plaintext")
+                tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, %destination, "proxy started; identity is not configured, so traffic between proxies is plaintext")
             }
         }
         Ok(Proxy {
@@ -232,6 +271,38 @@ impl App {
             ready,
         })
     }
+}
+
+/// Makes the local key, starts getting and renewing its certificate, and returns the TLS
+/// configs that read it.
+fn start_identity(
+    config: &config::IdentityConfig,
+    connect_timeout: Duration,
+    registry: &mut Registry,
+) -> Result<linkerd_tls::TlsConfigs, Error> {
+    use linkerd_identity::{CertifyConfig, Credentials, IdentityMetrics, LocalKey};
+    let key = match &config.dir {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), "using the injected key and CSR");
+            LocalKey::load(dir)?
+        }
+        None => LocalKey::generate(&config.id)?,
+    };
+    let creds = Credentials::new(config.id.clone(), config.trust_anchors.clone(), &key);
+    let tls = linkerd_tls::TlsConfigs::new(creds.clone())?;
+    let channel = control::channel("identity", &config.control, Some(&tls), connect_timeout)?;
+    let client = linkerd_proxy_api::identity::identity_client::IdentityClient::new(channel);
+    let certify = CertifyConfig {
+        token_file: config.token_file.clone(),
+        min_refresh: config.min_refresh,
+        max_refresh: config.max_refresh,
+        request_timeout: Duration::from_secs(10),
+    };
+    let metrics = IdentityMetrics::register(registry);
+    tokio::spawn(linkerd_identity::refresh(
+        creds, key.csr, client, certify, metrics,
+    ));
+    Ok(tls)
 }
 
 /// Accepts connections until shutdown, serving each on its own task.
@@ -262,6 +333,7 @@ async fn accept_loop<F, Fut>(
                     peer = %conn.client,
                     orig_dst = tracing::field::display(conn.orig_dst.map(|d| d.to_string()).unwrap_or_default()),
                     protocol = tracing::field::Empty,
+                    client_id = tracing::field::Empty,
                 );
                 tracker.spawn(serve(conn, shutdown.clone()).instrument(span));
             }

@@ -4,21 +4,25 @@
 //! 1. accept it and read where the app meant to go (`SO_ORIGINAL_DST`), or take it as an
 //!    explicit-proxy client when it was not redirected;
 //! 2. with discovery, ask the control plane about the original destination (its profile): a
-//!    service address names the service, whose endpoints are then balanced; a profile may say
-//!    the traffic is opaque;
+//!    service address names the service, whose endpoints are then balanced; a pod address is
+//!    one endpoint, whose identity means mTLS; a profile may say the traffic is opaque;
 //! 3. detect the protocol (skipped on opaque ports and opaque profiles);
 //! 4. HTTP: serve it with hyper; route each request by authority (discovered names are
 //!    balanced), else to the profile's service, else to the original destination (or, in
 //!    explicit mode, to the target each request names) over the shared client pool;
 //! 5. anything else: copy bytes to a balanced endpoint of the service, or to the original
 //!    destination.
+//!
+//! A meshed endpoint (discovery named its proxy's identity) is reached with mTLS, through its
+//! proxy's opaque-transport port when discovery gave one.
 
 use crate::{
-    http::{self, HttpStack, Route},
+    discover,
+    http::{self, ConnInfo, HttpStack, Route},
     tcp, ProxyStack,
 };
 use linkerd_detect::{detect, PrefixedIo, Protocol};
-use linkerd_proxy_transport::{Accepted, Direction, Metered, Peer};
+use linkerd_proxy_transport::{Accepted, Direction, Metered, NoTlsReason, Peer, TlsLabel};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,11 +37,12 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
             Direction::Outbound,
             Peer::Src,
             orig_dst.unwrap_or(conn.local),
+            TlsLabel::NoIdentity(NoTlsReason::Loopback),
         ),
     );
 
     // 2. What the control plane knows of the original destination.
-    let (service, opaque_profile) = match (orig_dst, &stack.http.discovery) {
+    let (service, meshed, opaque_profile) = match (orig_dst, &stack.http.discovery) {
         (Some(dst), Some(discovery)) if !stack.http.own.contains(dst) => {
             match discovery.profile(dst).await {
                 Some(p) => {
@@ -45,12 +50,13 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
                         .fully_qualified_name
                         .as_ref()
                         .and_then(|name| discovery.service(&format!("{name}:{}", dst.port())));
-                    (svc, p.opaque)
+                    let meshed = p.endpoint.as_ref().and_then(discover::meshed);
+                    (svc, meshed, p.opaque)
                 }
-                None => (None, false),
+                None => (None, None, false),
             }
         }
-        _ => (None, false),
+        _ => (None, None, false),
     };
 
     // 3. Detect.
@@ -75,30 +81,33 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
 
     // 4. and 5. Forward.
     let http: &Arc<HttpStack> = &stack.http;
+    let info = ConnInfo {
+        tls: discover::tls_label(meshed.as_ref(), stack.tls.is_some()),
+        authz: None,
+    };
+    let dial = tcp::Dial {
+        tls: stack.tls.as_ref(),
+        connect_timeout: stack.connect_timeout,
+        tcp: &stack.tcp,
+        direction: Direction::Outbound,
+    };
     match (protocol, orig_dst, service) {
         (Protocol::Http1 | Protocol::Http2, Some(dst), svc) => {
-            let route = svc.map_or(Route::Target(dst), Route::Service);
-            http::serve(http.clone(), io, protocol, route, shutdown).await
+            let route = svc.map_or(Route::Target(dst, meshed), Route::Service);
+            http::serve(http.clone(), io, protocol, route, info, shutdown).await
         }
         (Protocol::Http1 | Protocol::Http2, None, _) => {
-            http::serve(http.clone(), io, protocol, Route::Explicit, shutdown).await
+            http::serve(http.clone(), io, protocol, Route::Explicit, info, shutdown).await
         }
         (Protocol::Tls | Protocol::Opaque, Some(_), Some(svc)) => {
-            tcp::forward_balanced(io, &svc, stack.connect_timeout, &stack.tcp).await
+            tcp::forward_balanced(io, &svc, dial).await
         }
         (Protocol::Tls | Protocol::Opaque, Some(dst), None) => {
             if stack.http.own.contains(dst) {
                 tracing::warn!(%dst, "refusing to forward to this proxy's own listener (a forwarding loop)");
                 return;
             }
-            tcp::forward(
-                io,
-                dst,
-                stack.connect_timeout,
-                &stack.tcp,
-                Direction::Outbound,
-            )
-            .await
+            tcp::forward(io, dst, meshed.as_ref(), dial).await
         }
         (Protocol::Tls | Protocol::Opaque, None, _) => {
             tracing::info!(

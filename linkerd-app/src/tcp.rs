@@ -1,30 +1,47 @@
-//! Opaque TCP: connect to the target (or a balanced endpoint of a service) and copy bytes
-//! both ways.
+//! Opaque TCP: connect to the target (or a balanced endpoint of a service), with mTLS to a
+//! meshed endpoint's proxy, and copy bytes both ways.
 
 use crate::discover::Service;
-use linkerd_proxy_transport::{connect, Direction, Metered, Peer, TcpMetrics};
+use linkerd_http::{connect_endpoint, Meshed};
+use linkerd_proxy_transport::{Direction, TcpMetrics};
+use linkerd_tls::TlsConfigs;
 use std::{net::SocketAddr, time::Duration};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The copy buffer for each direction of an opaque connection.
 const COPY_BUF: usize = 16 * 1024;
 
-/// Copies between the client and `target` until both sides have closed; each side's EOF is
-/// passed on as a half-close, so request/response protocols that shut down writing work.
+/// How one direction's opaque connections are dialed.
+pub(crate) struct Dial<'a> {
+    pub tls: Option<&'a TlsConfigs>,
+    pub connect_timeout: Duration,
+    pub tcp: &'a TcpMetrics,
+    pub direction: Direction,
+}
+
+/// Copies between the client and `target` (over mTLS when `meshed`) until both sides have
+/// closed; each side's EOF is passed on as a half-close, so request/response protocols that
+/// shut down writing work.
 pub(crate) async fn forward<I>(
     client: I,
     target: SocketAddr,
-    connect_timeout: Duration,
-    tcp: &TcpMetrics,
-    direction: Direction,
+    meshed: Option<&Meshed>,
+    dial: Dial<'_>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    match connect(target, connect_timeout).await {
-        Ok(upstream) => copy(client, upstream, target, tcp, direction).await,
+    let upstream = connect_endpoint(
+        target,
+        meshed,
+        dial.tls,
+        None,
+        dial.connect_timeout,
+        dial.tcp,
+        dial.direction,
+    )
+    .await;
+    match upstream {
+        Ok(upstream) => copy(client, upstream).await,
         Err(error) => {
             tracing::info!(%error, "closing the client connection: the target is unreachable")
         }
@@ -32,12 +49,8 @@ pub(crate) async fn forward<I>(
 }
 
 /// Like [`forward`], to the endpoint of `svc` its balancer picks for this connection.
-pub(crate) async fn forward_balanced<I>(
-    client: I,
-    svc: &Service,
-    connect_timeout: Duration,
-    tcp: &TcpMetrics,
-) where
+pub(crate) async fn forward_balanced<I>(client: I, svc: &Service, dial: Dial<'_>)
+where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let ep = match svc.balancer.ready().await {
@@ -48,12 +61,22 @@ pub(crate) async fn forward_balanced<I>(
         }
     };
     let connecting = ep.start();
-    match connect(ep.addr, connect_timeout).await {
+    let upstream = connect_endpoint(
+        ep.addr,
+        ep.meta.meshed.as_ref(),
+        dial.tls,
+        None,
+        dial.connect_timeout,
+        dial.tcp,
+        Direction::Outbound,
+    )
+    .await;
+    match upstream {
         Ok(upstream) => {
             connecting.first_byte();
             svc.balancer.connected(&ep);
             drop(connecting);
-            copy(client, upstream, ep.addr, tcp, Direction::Outbound).await
+            copy(client, upstream).await
         }
         Err(error) => {
             svc.balancer.connect_failed(&ep);
@@ -62,16 +85,11 @@ pub(crate) async fn forward_balanced<I>(
     }
 }
 
-async fn copy<I>(
-    mut client: I,
-    upstream: TcpStream,
-    target: SocketAddr,
-    tcp: &TcpMetrics,
-    direction: Direction,
-) where
+async fn copy<I, U>(mut client: I, mut upstream: U)
+where
     I: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream = Metered::new(upstream, tcp.open(direction, Peer::Dst, target));
     match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUF, COPY_BUF)
         .await
     {

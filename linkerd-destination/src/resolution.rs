@@ -55,6 +55,9 @@ pub struct Endpoint {
     /// The TLS identity of the endpoint's proxy, if meshed.
     pub identity: Option<String>,
     pub hint: ProtocolHint,
+    /// The port of the endpoint's proxy that takes opaque-transport connections (mTLS and a
+    /// transport header naming the endpoint's port).
+    pub opaque_transport_port: Option<u16>,
 }
 
 /// What the endpoint's proxy accepts.
@@ -122,6 +125,12 @@ impl Endpoint {
             Some(tls_identity::Strategy::UriLikeIdentity(u)) => Some(u.uri),
             None => None,
         });
+        let opaque_transport_port = w
+            .protocol_hint
+            .as_ref()
+            .and_then(|h| h.opaque_transport.as_ref())
+            .and_then(|o| u16::try_from(o.inbound_port).ok())
+            .filter(|p| *p != 0);
         let hint = match w.protocol_hint.and_then(|h| h.protocol) {
             Some(protocol_hint::Protocol::H2(_)) => ProtocolHint::H2,
             Some(protocol_hint::Protocol::Opaque(_)) => ProtocolHint::Opaque,
@@ -133,6 +142,7 @@ impl Endpoint {
             labels: Arc::new(labels),
             identity,
             hint,
+            opaque_transport_port,
         })
     }
 }

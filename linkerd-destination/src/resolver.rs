@@ -82,6 +82,16 @@ impl Resolver {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(3))
             .connect_lazy();
+        Ok(Self::with_channel(config, channel, registry))
+    }
+
+    /// A resolver over `channel` (e.g. one that speaks TLS to the control plane); `config.addr`
+    /// only labels metrics and logs.
+    pub fn with_channel(
+        config: DestinationConfig,
+        channel: Channel,
+        registry: &mut Registry,
+    ) -> Self {
         let requests = Arc::new(Family::<ControlLabels, Counter>::new(
             "control_request_total",
             "Total count of requests (streams opened) to the control plane.",
@@ -101,7 +111,7 @@ impl Resolver {
             success: responses.get(&labels(Some("success"))),
             failure: responses.get(&labels(Some("failure"))),
         };
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 config,
                 channel,
@@ -109,7 +119,7 @@ impl Resolver {
                 profiles: Mutex::new(HashMap::new()),
                 metrics,
             }),
-        })
+        }
     }
 
     /// Watches `name` (`host:port`), sharing the stream with every other watcher of it.

@@ -1,8 +1,9 @@
 //! The HTTP client: one connection pool per process direction, shared by every worker thread.
 //!
-//! Connections are keyed by target address and HTTP version. HTTP/1 connections are reused
-//! one request at a time (keep-alive) and returned to the pool when the response body ends;
-//! an HTTP/2 target gets one multiplexed connection, dialed by a single task while other
+//! Connections are keyed by target address, HTTP version and, for a meshed endpoint, the
+//! identity its proxy must prove (and its opaque-transport port). HTTP/1 connections are
+//! reused one request at a time (keep-alive) and returned to the pool when the response body
+//! ends; an HTTP/2 target gets one multiplexed connection, dialed by a single task while other
 //! requests wait for it.
 
 use crate::Error;
@@ -13,7 +14,10 @@ use hyper::{
     Request, Response,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use linkerd_proxy_transport::{connect, Direction, Metered, Peer, TcpMetrics};
+use linkerd_proxy_transport::{
+    connect, Direction, Metered, NoTlsReason, Peer, TcpMetrics, TlsLabel,
+};
+use linkerd_tls::{ClientTls, Id, SessionProtocol, TlsConfigs, TransportHeader};
 use parking_lot::{Mutex, RwLock};
 use std::{
     collections::{HashMap, VecDeque},
@@ -23,6 +27,8 @@ use std::{
     task::{Context, Poll},
     time::{Duration, Instant},
 };
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio_util::either::Either;
 
 /// How the client dials and keeps connections.
 #[derive(Clone, Debug)]
@@ -46,6 +52,19 @@ pub enum Version {
     Http2,
 }
 
+/// How to reach a meshed endpoint: mutual TLS with its proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Meshed {
+    /// The identity the endpoint's proxy must prove.
+    pub server_id: Id,
+    /// Dial this port of the endpoint's proxy with the opaque-transport header naming the
+    /// endpoint's port, instead of the endpoint's port itself.
+    pub opaque_port: Option<u16>,
+}
+
+/// A connection to an endpoint: plain TCP, or mTLS with its proxy.
+pub type ClientIo = Either<Metered<TcpStream>, ClientTls<Metered<TcpStream>>>;
+
 /// A pooling HTTP client. Cloning shares the pool.
 pub struct Client<B> {
     shared: Arc<Shared<B>>,
@@ -61,14 +80,17 @@ struct Shared<B> {
     config: ClientConfig,
     direction: Direction,
     tcp: TcpMetrics,
+    /// Present when the proxy has an identity: meshed endpoints are dialed with mTLS.
+    tls: Option<TlsConfigs>,
     endpoints: RwLock<HashMap<EndpointKey, Arc<EndpointPool<B>>>>,
 }
 
-type EndpointKey = (SocketAddr, Version);
+type EndpointKey = (SocketAddr, Version, Option<Meshed>);
 
 struct EndpointPool<B> {
     addr: SocketAddr,
     version: Version,
+    meshed: Option<Meshed>,
     /// Idle HTTP/1 connections, oldest first.
     idle: Mutex<VecDeque<Idle<B>>>,
     /// The shared HTTP/2 connection, if one is up.
@@ -117,23 +139,42 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// A client whose connections count as `direction`/`dst` in the TCP metrics.
+    /// A client whose connections count as `direction`/`dst` in the TCP metrics; with `tls`,
+    /// meshed endpoints are reached over mTLS.
     ///
     /// Must be called inside a Tokio runtime: it spawns the task that closes idle connections.
-    pub fn new(config: ClientConfig, direction: Direction, tcp: TcpMetrics) -> Self {
+    pub fn new(
+        config: ClientConfig,
+        direction: Direction,
+        tcp: TcpMetrics,
+        tls: Option<TlsConfigs>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             config,
             direction,
             tcp,
+            tls,
             endpoints: RwLock::new(HashMap::new()),
         });
         tokio::spawn(sweep_idle(Arc::downgrade(&shared)));
         Self { shared }
     }
 
-    /// The pool for `addr` spoken to in `version`.
-    pub fn endpoint(&self, addr: SocketAddr, version: Version) -> Endpoint<B> {
-        let key = (addr, version);
+    /// The TLS configs meshed endpoints are dialed with, when the proxy has an identity.
+    pub fn tls(&self) -> Option<&TlsConfigs> {
+        self.shared.tls.as_ref()
+    }
+
+    /// The pool for `addr` spoken to in `version`, over mTLS when `meshed` (and the proxy has
+    /// an identity; without one, meshed endpoints are reached in plaintext).
+    pub fn endpoint(
+        &self,
+        addr: SocketAddr,
+        version: Version,
+        meshed: Option<Meshed>,
+    ) -> Endpoint<B> {
+        let meshed = meshed.filter(|_| self.shared.tls.is_some());
+        let key = (addr, version, meshed.clone());
         // The read guard must be dropped before taking the write lock.
         let existing = self.shared.endpoints.read().get(&key).cloned();
         let pool = match existing {
@@ -147,6 +188,7 @@ where
                     Arc::new(EndpointPool {
                         addr,
                         version,
+                        meshed,
                         idle: Mutex::new(VecDeque::new()),
                         h2: RwLock::new(None),
                         h2_dial: tokio::sync::Mutex::new(()),
@@ -382,13 +424,84 @@ where
         Ok(tx)
     }
 
-    async fn dial(&self) -> Result<Metered<tokio::net::TcpStream>, Error> {
-        let addr = self.pool.addr;
-        let socket = connect(addr, self.shared.config.connect_timeout).await?;
-        let metrics = self.shared.tcp.open(self.shared.direction, Peer::Dst, addr);
-        tracing::debug!(%addr, version = ?self.pool.version, "connected");
-        Ok(Metered::new(socket, metrics))
+    async fn dial(&self) -> Result<ClientIo, Error> {
+        let protocol = match self.pool.version {
+            Version::Http1 => SessionProtocol::Http1,
+            Version::Http2 => SessionProtocol::Http2,
+        };
+        let shared = &self.shared;
+        connect_endpoint(
+            self.pool.addr,
+            self.pool.meshed.as_ref(),
+            shared.tls.as_ref(),
+            Some(protocol),
+            shared.config.connect_timeout,
+            &shared.tcp,
+            shared.direction,
+        )
+        .await
     }
+}
+
+/// Connects to an endpoint: plain TCP, or mTLS with its proxy when `meshed` and the proxy has
+/// `tls` (to its opaque-transport port, with a header naming the endpoint's port and
+/// `protocol`). Meshed connections wait (a connect timeout at most) for the first certificate.
+pub async fn connect_endpoint(
+    addr: SocketAddr,
+    meshed: Option<&Meshed>,
+    tls: Option<&TlsConfigs>,
+    protocol: Option<SessionProtocol>,
+    connect_timeout: Duration,
+    tcp: &TcpMetrics,
+    direction: Direction,
+) -> Result<ClientIo, Error> {
+    let (meshed, tls) = match (meshed, tls) {
+        (Some(m), Some(tls)) => (m, tls),
+        (_, tls) => {
+            let reason = match tls {
+                _ if addr.ip().is_loopback() => NoTlsReason::Loopback,
+                Some(_) => NoTlsReason::NotProvidedByServiceDiscovery,
+                None => NoTlsReason::Disabled,
+            };
+            let socket = connect(addr, connect_timeout).await?;
+            let metrics = tcp.open(direction, Peer::Dst, addr, TlsLabel::NoIdentity(reason));
+            tracing::debug!(%addr, "connected");
+            return Ok(Either::Left(Metered::new(socket, metrics)));
+        }
+    };
+    if !tls.credentials().is_ready() {
+        tokio::time::timeout(connect_timeout, tls.credentials().ready())
+            .await
+            .map_err(|_| Error::NoCertificate(connect_timeout))?;
+    }
+    let dial_addr = SocketAddr::new(addr.ip(), meshed.opaque_port.unwrap_or(addr.port()));
+    let socket = connect(dial_addr, connect_timeout).await?;
+    let metrics = tcp.open(
+        direction,
+        Peer::Dst,
+        addr,
+        TlsLabel::Tls {
+            client_id: None,
+            server_id: Some(meshed.server_id.as_str().into()),
+        },
+    );
+    let io = Metered::new(socket, metrics);
+    let transport = meshed.opaque_port.is_some();
+    let mut io = linkerd_tls::connect(io, tls, &meshed.server_id, transport, connect_timeout)
+        .await
+        .map_err(|source| Error::Tls { addr, source })?;
+    if transport {
+        let header = TransportHeader {
+            port: addr.port(),
+            name: None,
+            protocol,
+        };
+        io.write_all(&header.encode())
+            .await
+            .map_err(|source| Error::TransportHeader { addr, source })?;
+    }
+    tracing::debug!(%addr, %dial_addr, server_id = %meshed.server_id, "connected with mTLS");
+    Ok(Either::Right(io))
 }
 
 // === impl PoolBody ===

@@ -38,6 +38,10 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The inbound policy does not allow this client.
+    #[error("{0}")]
+    Unauthorized(String),
+
     /// The request can't be forwarded as written.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -45,6 +49,26 @@ pub enum Error {
     /// No endpoint of a discovered service could take the request.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+
+    /// Mutual TLS with the endpoint's proxy failed (or it is not who discovery said).
+    #[error("mTLS to {addr} failed: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: linkerd_tls::Error,
+    },
+
+    /// The proxy has no certificate yet, so it can't reach a meshed endpoint.
+    #[error("no certificate yet for this proxy's identity (waited {0:?}); meshed endpoints are unreachable until the Identity service issues one")]
+    NoCertificate(std::time::Duration),
+
+    /// Sending the opaque-transport header failed.
+    #[error("failed to send the transport header to {addr}: {source}")]
+    TransportHeader {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// An explicit-proxy target name did not resolve.
     #[error("failed to resolve {name}: {reason}")]
@@ -57,11 +81,14 @@ impl Error {
         use linkerd_proxy_transport::Error as T;
         match self {
             Error::Connect(T::ConnectTimeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Connect(_) | Error::Handshake { .. } | Error::Upstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Error::Connect(_)
+            | Error::Handshake { .. }
+            | Error::Upstream { .. }
+            | Error::Tls { .. }
+            | Error::TransportHeader { .. } => StatusCode::BAD_GATEWAY,
+            Error::NoCertificate(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Loop { .. } => StatusCode::BAD_GATEWAY,
-            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Forbidden { .. } | Error::Unauthorized(_) => StatusCode::FORBIDDEN,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Resolve { .. } => StatusCode::BAD_GATEWAY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

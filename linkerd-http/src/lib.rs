@@ -20,7 +20,9 @@ mod server;
 mod upgrade;
 
 pub use self::body::ProxyBody;
-pub use self::client::{Client, ClientConfig, Endpoint, PoolBody, Version};
+pub use self::client::{
+    connect_endpoint, Client, ClientConfig, ClientIo, Endpoint, Meshed, PoolBody, Version,
+};
 pub use self::error::Error;
 pub use self::forward::{forward, try_forward};
 pub use self::headers::{strip_hop_by_hop, wants_upgrade, L5D_PROXY_ERROR};

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use linkerd_metrics::{Counter, EncodeLabels, Family, Histogram, LabelWriter, Registry};
-use linkerd_proxy_transport::Direction;
+use linkerd_proxy_transport::{Direction, TlsLabel};
 use parking_lot::RwLock;
 use std::{
     collections::{BTreeMap, HashMap},
@@ -38,6 +38,8 @@ pub struct RouteLabels {
     pub target_addr: SocketAddr,
     /// The endpoint's discovery labels, rendered as `dst_<name>`.
     pub dst: Option<Arc<BTreeMap<String, String>>>,
+    /// The connection's TLS status (inbound: the client's identity; outbound: the server's).
+    pub tls: TlsLabel,
 }
 
 /// One route's metric handles: look up once per target, then record per request lock-free
@@ -307,6 +309,7 @@ impl EncodeLabels for RouteLabels {
             .label("target_addr", self.target_addr)
             .label("target_ip", self.target_addr.ip())
             .label("target_port", self.target_addr.port());
+        self.tls.encode(w);
         for (k, v) in self.dst.iter().flat_map(|d| d.iter()) {
             w.label(&format!("dst_{k}"), v);
         }
@@ -353,6 +356,7 @@ mod tests {
             authority: Some("web:80".into()),
             target_addr: "10.0.0.1:80".parse().unwrap(),
             dst: None,
+            tls: TlsLabel::NoIdentity(linkerd_proxy_transport::NoTlsReason::Disabled),
         })
     }
 
@@ -391,7 +395,7 @@ mod tests {
         route.request().error(StatusCode::BAD_GATEWAY);
 
         let text = reg.encode();
-        let l = "direction=\"outbound\",authority=\"web:80\",target_addr=\"10.0.0.1:80\",target_ip=\"10.0.0.1\",target_port=\"80\"";
+        let l = "direction=\"outbound\",authority=\"web:80\",target_addr=\"10.0.0.1:80\",target_ip=\"10.0.0.1\",target_port=\"80\",tls=\"no_identity\",no_tls_reason=\"disabled\"";
         for line in [
             format!("request_total{{{l}}} 4\n"),
             format!("response_total{{{l},status_code=\"200\",classification=\"success\"}} 1\n"),

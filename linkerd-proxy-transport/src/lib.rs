@@ -19,5 +19,5 @@ pub use self::connect::connect;
 pub use self::error::{errno_name, Error};
 pub use self::listen::{accept, bind, Accepted};
 pub use self::metered::Metered;
-pub use self::metrics::{Direction, Peer, TcpConnMetrics, TcpMetrics};
+pub use self::metrics::{Direction, NoTlsReason, Peer, TcpConnMetrics, TcpMetrics, TlsLabel};
 pub use self::orig_dst::{NoOrigDst, OrigDst, SoOriginalDst};

@@ -27,6 +27,12 @@ impl<T> Metered<T> {
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
+
+    /// Counts bytes that were read from the connection before it was wrapped (e.g. while
+    /// deciding whether it is TLS).
+    pub fn record_read(&self, n: usize) {
+        self.metrics.read_bytes.add(n as u64);
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for Metered<T> {
@@ -98,7 +104,7 @@ impl<T: AsyncWrite> AsyncWrite for Metered<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Direction, Peer, TcpMetrics};
+    use crate::{Direction, Peer, TcpMetrics, TlsLabel};
     use linkerd_metrics::Registry;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -108,13 +114,24 @@ mod tests {
         let tcp = TcpMetrics::register(&mut reg);
         let target = "10.1.2.3:80".parse().unwrap();
         let (a, mut b) = tokio::io::duplex(64);
-        let mut io = Metered::new(a, tcp.open(Direction::Outbound, Peer::Dst, target));
+        let mut io = Metered::new(
+            a,
+            tcp.open(
+                Direction::Outbound,
+                Peer::Dst,
+                target,
+                TlsLabel::Tls {
+                    client_id: None,
+                    server_id: Some("web.ns.serviceaccount.identity.linkerd.cluster.local".into()),
+                },
+            ),
+        );
         io.write_all(b"hello").await.unwrap();
         b.write_all(b"abc").await.unwrap();
         let mut buf = [0u8; 3];
         io.read_exact(&mut buf).await.unwrap();
         let text = reg.encode();
-        let l = "direction=\"outbound\",peer=\"dst\",target_addr=\"10.1.2.3:80\",target_ip=\"10.1.2.3\",target_port=\"80\"";
+        let l = "direction=\"outbound\",peer=\"dst\",target_addr=\"10.1.2.3:80\",target_ip=\"10.1.2.3\",target_port=\"80\",tls=\"true\",server_id=\"web.ns.serviceaccount.identity.linkerd.cluster.local\"";
         assert!(
             text.contains(&format!("tcp_write_bytes_total{{{l}}} 5\n")),
             "{text}"
@@ -157,7 +174,15 @@ mod tests {
         let mut reg = Registry::default();
         let tcp = TcpMetrics::register(&mut reg);
         let target = "10.1.2.3:80".parse().unwrap();
-        let mut io = Metered::new(Reset, tcp.open(Direction::Inbound, Peer::Src, target));
+        let mut io = Metered::new(
+            Reset,
+            tcp.open(
+                Direction::Inbound,
+                Peer::Src,
+                target,
+                TlsLabel::NoIdentity(crate::NoTlsReason::NotProvidedByRemote),
+            ),
+        );
         let mut buf = [0u8; 1];
         assert!(io.read(&mut buf).await.is_err());
         drop(io);

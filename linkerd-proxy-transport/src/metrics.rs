@@ -17,6 +17,35 @@ pub enum Peer {
     Dst,
 }
 
+/// A connection's TLS status, as Linkerd labels it (`tls`, `client_id`/`server_id`,
+/// `no_tls_reason`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TlsLabel {
+    /// Mutual TLS the proxy terminated (with the client's identity, if it sent one) or
+    /// originated (with the server's identity).
+    Tls {
+        client_id: Option<Arc<str>>,
+        server_id: Option<Arc<str>>,
+    },
+    /// Plaintext, and why.
+    NoIdentity(NoTlsReason),
+    /// TLS that is not the proxy's (the app's own), passed through untouched.
+    Opaque,
+}
+
+/// Why a connection is not mTLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoTlsReason {
+    /// The proxy has no identity configured.
+    Disabled,
+    /// Between the proxy and its own pod's app.
+    Loopback,
+    /// The client did not start TLS to this proxy.
+    NotProvidedByRemote,
+    /// Discovery gave no identity for the target.
+    NotProvidedByServiceDiscovery,
+}
+
 /// The TCP metric families of the process.
 #[derive(Clone)]
 pub struct TcpMetrics {
@@ -42,6 +71,7 @@ struct TcpLabels {
     direction: Direction,
     peer: Peer,
     target_addr: SocketAddr,
+    tls: TlsLabel,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -91,11 +121,13 @@ impl TcpMetrics {
         direction: Direction,
         peer: Peer,
         target_addr: SocketAddr,
+        tls: TlsLabel,
     ) -> TcpConnMetrics {
         let labels = TcpLabels {
             direction,
             peer,
             target_addr,
+            tls,
         };
         self.open_total.get(&labels).incr();
         let open = self.open_connections.get(&labels);
@@ -150,6 +182,45 @@ impl EncodeLabels for TcpLabels {
             .label("target_addr", self.target_addr)
             .label("target_ip", self.target_addr.ip())
             .label("target_port", self.target_addr.port());
+        self.tls.encode(w);
+    }
+}
+
+impl EncodeLabels for TlsLabel {
+    fn encode(&self, w: &mut LabelWriter<'_>) {
+        match self {
+            Self::Tls {
+                client_id,
+                server_id,
+            } => {
+                w.label("tls", "true");
+                if let Some(id) = client_id {
+                    w.label("client_id", id);
+                }
+                if let Some(id) = server_id {
+                    w.label("server_id", id);
+                }
+            }
+            Self::NoIdentity(reason) => {
+                w.label("tls", "no_identity")
+                    .label("no_tls_reason", reason.as_str());
+            }
+            Self::Opaque => {
+                w.label("tls", "opaque");
+            }
+        }
+    }
+}
+
+impl NoTlsReason {
+    /// The label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Loopback => "loopback",
+            Self::NotProvidedByRemote => "not_provided_by_remote",
+            Self::NotProvidedByServiceDiscovery => "not_provided_by_service_discovery",
+        }
     }
 }
 
