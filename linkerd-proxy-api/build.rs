@@ -3,7 +3,11 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto");
     let fds = protox::compile(
-        ["destination.proto", "identity.proto", "opaque_transport.proto"],
+        [
+            "destination.proto",
+            "identity.proto",
+            "opaque_transport.proto",
+        ],
         ["../proto"],
     )?;
     tonic_prost_build::configure()

@@ -279,5 +279,8 @@ fn transport_header_fields() {
         }),
     };
     // Field 1 varint 8080, field 3 message holding field 1 (empty message).
-    assert_eq!(h.encode_to_vec(), vec![0x08, 0x90, 0x3f, 0x1a, 0x02, 0x0a, 0x00]);
+    assert_eq!(
+        h.encode_to_vec(),
+        vec![0x08, 0x90, 0x3f, 0x1a, 0x02, 0x0a, 0x00]
+    );
 }
