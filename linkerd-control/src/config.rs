@@ -1,4 +1,5 @@
-//! The mesh file: services, their ports and their endpoints.
+//! The mesh file: services, their ports and their endpoints, and the identities that may ask
+//! for certificates.
 
 use serde::Deserialize;
 use std::{collections::BTreeMap, net::SocketAddr};
@@ -9,6 +10,29 @@ use std::{collections::BTreeMap, net::SocketAddr};
 pub struct MeshConfig {
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// Who may ask the Identity service for a certificate, and with which token.
+    #[serde(default)]
+    pub identities: Vec<IdentityConfig>,
+}
+
+/// An identity proxies may claim, e.g. `web.default.serviceaccount.identity.linkerd.cluster.local`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The identity, exactly as it must appear in the certificate's DNS SAN.
+    pub name: String,
+    /// The proxy proves it holds the identity by sending this (its token file's content).
+    pub token: String,
+}
+
+// Tokens are secrets: keep them out of logs and error messages.
+impl std::fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// One service port: `name:port` is what proxies look up.
@@ -41,6 +65,10 @@ pub struct EndpointConfig {
     pub identity: Option<String>,
     #[serde(default)]
     pub protocol_hint: Option<ProtocolHint>,
+    /// The port where the endpoint's proxy accepts opaque transport (mTLS with a header naming
+    /// the real target port), sent as `protocol_hint.opaque_transport.inbound_port`.
+    #[serde(default)]
+    pub opaque_transport_port: Option<u16>,
 }
 
 /// What the endpoint's proxy accepts.
@@ -60,6 +88,10 @@ pub enum ConfigError {
     Duplicate { name: String, port: u16 },
     #[error("service {name:?}: {reason}")]
     Invalid { name: String, reason: &'static str },
+    #[error("identity {name:?} is listed twice")]
+    DuplicateIdentity { name: String },
+    #[error("identity {name:?}: {reason}")]
+    InvalidIdentity { name: String, reason: &'static str },
 }
 
 fn default_weight() -> u32 {
@@ -95,8 +127,42 @@ impl MeshConfig {
                     port: s.port,
                 });
             }
+            if s.endpoints
+                .iter()
+                .any(|e| e.opaque_transport_port == Some(0))
+            {
+                return Err(ConfigError::Invalid {
+                    name: s.name.clone(),
+                    reason: "opaque_transport_port 0",
+                });
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for i in &config.identities {
+            if let Err(reason) = check_identity_name(&i.name) {
+                return Err(ConfigError::InvalidIdentity {
+                    name: i.name.clone(),
+                    reason,
+                });
+            }
+            if i.token.trim().is_empty() {
+                return Err(ConfigError::InvalidIdentity {
+                    name: i.name.clone(),
+                    reason: "empty token",
+                });
+            }
+            if !seen.insert(i.name.as_str()) {
+                return Err(ConfigError::DuplicateIdentity {
+                    name: i.name.clone(),
+                });
+            }
         }
         Ok(config)
+    }
+
+    /// The identity named exactly `name`.
+    pub fn identity(&self, name: &str) -> Option<&IdentityConfig> {
+        self.identities.iter().find(|i| i.name == name)
     }
 
     /// The service answering `name:port` (names compared without a trailing dot, any case).
@@ -123,6 +189,29 @@ impl MeshConfig {
     }
 }
 
+/// Checks that `name` is a DNS-like identity: lowercase labels of `a-z`, `0-9` and `-`, with no
+/// trailing dot, as it must appear verbatim in a certificate's DNS SAN.
+pub fn check_identity_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be 1 to 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("labels must be 1 to 63 characters (no empty labels or trailing dot)");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err("labels may hold only lowercase letters, digits and '-'");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("labels must not start or end with '-'");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,17 +227,37 @@ services:
         identity: web.default.serviceaccount.identity.linkerd.cluster.local
         protocol_hint: h2
       - addr: 127.0.0.1:9002
+        opaque_transport_port: 4143
+";
+
+    const IDENTITIES: &str = "
+identities:
+  - name: web.default.serviceaccount.identity.linkerd.cluster.local
+    token: s3cret
+  - name: db.default.serviceaccount.identity.linkerd.cluster.local
+    token: other
 ";
 
     #[test]
     fn parses_the_documented_format() {
-        let c = MeshConfig::parse(GOOD).unwrap();
+        let c = MeshConfig::parse(&format!("{GOOD}{IDENTITIES}")).unwrap();
         let s = c.service("WEB.default.svc.cluster.local.", 8080).unwrap();
         assert_eq!(s.endpoints.len(), 2);
         assert_eq!(s.endpoints[0].weight, 3);
         assert_eq!(s.endpoints[0].labels["pod"], "web-1");
         assert_eq!(s.endpoints[0].protocol_hint, Some(ProtocolHint::H2));
         assert_eq!(s.endpoints[1].weight, 1, "default weight");
+        assert_eq!(s.endpoints[0].opaque_transport_port, None);
+        assert_eq!(s.endpoints[1].opaque_transport_port, Some(4143));
+        let web = c
+            .identity("web.default.serviceaccount.identity.linkerd.cluster.local")
+            .unwrap();
+        assert_eq!(web.token, "s3cret");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "tokens stay out of Debug"
+        );
+        assert!(c.identity("nope.identity.linkerd.cluster.local").is_none());
         assert!(c.service("web.default.svc.cluster.local", 8081).is_none());
         assert!(c.endpoint("127.0.0.1:9002".parse().unwrap()).is_some());
         assert_eq!(MeshConfig::parse("").unwrap(), MeshConfig::default());
@@ -171,5 +280,37 @@ services:
             Err(ConfigError::Duplicate { .. })
         ));
         assert!(MeshConfig::parse("services:\n  - name: a:80\n    port: 80\n").is_err());
+    }
+
+    #[test]
+    fn identities_are_validated() {
+        let with = |name: &str, token: &str| {
+            format!("identities:\n  - name: {name:?}\n    token: {token:?}\n")
+        };
+        assert!(MeshConfig::parse(&with("a.b-c.d0", "t")).is_ok());
+        for bad in [
+            "Web.default.identity",
+            "web..identity",
+            "web.identity.",
+            "-web.identity",
+            "web_1.identity",
+            "web:80",
+            "",
+        ] {
+            let e = MeshConfig::parse(&with(bad, "t")).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::InvalidIdentity { .. }),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(matches!(
+            MeshConfig::parse(&with("a.b", " \n")),
+            Err(ConfigError::InvalidIdentity { .. })
+        ));
+        let dup = format!("{}  - name: a.b\n    token: u\n", with("a.b", "t"));
+        let e = MeshConfig::parse(&dup).unwrap_err();
+        assert!(matches!(e, ConfigError::DuplicateIdentity { .. }), "{e}");
+        let zero = GOOD.replace("opaque_transport_port: 4143", "opaque_transport_port: 0");
+        assert!(MeshConfig::parse(&zero).is_err());
     }
 }

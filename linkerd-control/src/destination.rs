@@ -62,15 +62,28 @@ fn weighted_addr(e: &EndpointConfig) -> api::WeightedAddr {
             )),
             server_name: None,
         }),
-        protocol_hint: e.protocol_hint.map(|h| api::ProtocolHint {
-            protocol: Some(match h {
-                ProtocolHint::H2 => protocol_hint::Protocol::H2(protocol_hint::H2 {}),
-                ProtocolHint::Opaque => protocol_hint::Protocol::Opaque(protocol_hint::Opaque {}),
-            }),
-            opaque_transport: None,
-        }),
+        protocol_hint: protocol_hint(e),
         ..Default::default()
     }
+}
+
+/// The hint, present when either the protocol or an opaque-transport port is configured: a
+/// proxy needs the port even when it must detect the protocol itself.
+fn protocol_hint(e: &EndpointConfig) -> Option<api::ProtocolHint> {
+    if e.protocol_hint.is_none() && e.opaque_transport_port.is_none() {
+        return None;
+    }
+    Some(api::ProtocolHint {
+        protocol: e.protocol_hint.map(|h| match h {
+            ProtocolHint::H2 => protocol_hint::Protocol::H2(protocol_hint::H2 {}),
+            ProtocolHint::Opaque => protocol_hint::Protocol::Opaque(protocol_hint::Opaque {}),
+        }),
+        opaque_transport: e
+            .opaque_transport_port
+            .map(|port| protocol_hint::OpaqueTransport {
+                inbound_port: u32::from(port),
+            }),
+    })
 }
 
 fn endpoints(config: &MeshConfig, target: &Target) -> EndpointSet {
@@ -300,5 +313,54 @@ mod tests {
             kinds(&diff(&Some(HashMap::new()), &None, &l, false)),
             ["none:false"]
         );
+    }
+
+    fn endpoint(yaml: &str) -> EndpointConfig {
+        let text = format!(
+            "services:\n  - name: web.default.svc.cluster.local\n    port: 80\n    endpoints:\n      - addr: 10.0.0.1:80\n{yaml}"
+        );
+        let config = MeshConfig::parse(&text).unwrap();
+        config.services[0].endpoints[0].clone()
+    }
+
+    #[test]
+    fn opaque_transport_port_is_hinted() {
+        // No hint, no port: no ProtocolHint at all.
+        assert_eq!(weighted_addr(&endpoint("")).protocol_hint, None);
+        // A port alone: a hint with no protocol.
+        let hint = weighted_addr(&endpoint("        opaque_transport_port: 4143\n"))
+            .protocol_hint
+            .unwrap();
+        assert_eq!(hint.protocol, None);
+        assert_eq!(hint.opaque_transport.unwrap().inbound_port, 4143);
+        // Both.
+        let hint = weighted_addr(&endpoint(
+            "        protocol_hint: opaque\n        opaque_transport_port: 4143\n",
+        ))
+        .protocol_hint
+        .unwrap();
+        assert!(matches!(
+            hint.protocol,
+            Some(protocol_hint::Protocol::Opaque(_))
+        ));
+        assert_eq!(hint.opaque_transport.unwrap().inbound_port, 4143);
+        // A hint alone: no opaque transport.
+        let hint = weighted_addr(&endpoint("        protocol_hint: h2\n"))
+            .protocol_hint
+            .unwrap();
+        assert!(matches!(
+            hint.protocol,
+            Some(protocol_hint::Protocol::H2(_))
+        ));
+        assert_eq!(hint.opaque_transport, None);
+    }
+
+    #[test]
+    fn profile_endpoints_carry_the_opaque_transport_port() {
+        let text = "services:\n  - name: web.default.svc.cluster.local\n    port: 80\n    endpoints:\n      - addr: 10.0.0.1:80\n        opaque_transport_port: 4143\n";
+        let config = MeshConfig::parse(text).unwrap();
+        let p = profile(&config, &Target::Addr("10.0.0.1:80".parse().unwrap()));
+        let hint = p.endpoint.unwrap().protocol_hint.unwrap();
+        assert_eq!(hint.opaque_transport.unwrap().inbound_port, 4143);
     }
 }

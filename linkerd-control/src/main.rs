@@ -1,12 +1,13 @@
-//! `linkerd-control --config mesh.yaml --listen 127.0.0.1:8086`: serve the Destination API
-//! from a YAML file, reloading it when it changes.
+//! `linkerd-control --config mesh.yaml --listen 127.0.0.1:8086 [--ca DIR]`: serve the
+//! Destination API (and, with a CA, the Identity API) from a YAML file, reloading it when it
+//! changes. `linkerd-control ca init --dir DIR` creates the CA. See `cli::USAGE`.
 #![forbid(unsafe_code)]
 
-use linkerd_control::{watch_file, DestinationService, Mesh, MeshConfig};
-use linkerd_proxy_api::destination::destination_server::DestinationServer;
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
-
-const USAGE: &str = "usage: linkerd-control --config FILE [--listen ADDR (default 127.0.0.1:8086)]";
+use linkerd_control::{
+    cli::{self, Command},
+    serve, tls, watch_file, Ca, CaError, IdentityService, Mesh, MeshConfig,
+};
+use std::{net::SocketAddr, path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -16,37 +17,72 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut config: Option<PathBuf> = None;
-    let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8086));
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--config", Some(v)) => config = Some(v.into()),
-            ("--listen", Some(v)) => match v.parse() {
-                Ok(a) => listen = a,
-                Err(_) => {
-                    eprintln!("linkerd-control: --listen {v:?}: expected ip:port\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            _ => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
+    match cli::parse_args(std::env::args().skip(1)) {
+        Ok(Command::CaInit {
+            dir,
+            force,
+            root_validity,
+            issuer_validity,
+        }) => ca_init(&dir, force, root_validity, issuer_validity),
+        Ok(Command::Serve {
+            config,
+            listen,
+            ca,
+            cert_lifetime,
+            identity,
+        }) => run(&config, listen, ca.as_deref(), cert_lifetime, &identity),
+        Err(e) => {
+            eprintln!("linkerd-control: {e}\n{}", cli::USAGE);
+            ExitCode::from(2)
         }
     }
-    let Some(path) = config else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
+}
+
+fn ca_init(dir: &Path, force: bool, root: Duration, issuer: Duration) -> ExitCode {
+    match Ca::init_with(dir, force, root, issuer) {
+        Ok(files) => {
+            println!("wrote {}", files.trust_anchors.display());
+            println!("wrote {}", files.issuer_cert.display());
+            println!("wrote {} (mode 0600)", files.issuer_key.display());
+            println!(
+                "the root CA's private key was discarded: to replace the issuer, run \
+                 `ca init --force` again and give proxies the new trust anchors"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ CaError::Exists(_)) => {
+            eprintln!("linkerd-control: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("linkerd-control: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(
+    path: &Path,
+    listen: SocketAddr,
+    ca_dir: Option<&Path>,
+    lifetime: Duration,
+    name: &str,
+) -> ExitCode {
     // The first load must succeed: there is no last good config yet.
-    let initial = match std::fs::read_to_string(&path)
+    let initial = match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|t| MeshConfig::parse(&t).map_err(|e| e.to_string()))
     {
         Ok(c) => c,
         Err(e) => {
             eprintln!("linkerd-control: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let ca = match ca_dir.map(Ca::load).transpose() {
+        Ok(ca) => ca.map(Arc::new),
+        Err(e) => {
+            eprintln!("linkerd-control: --ca: {e}");
             return ExitCode::from(2);
         }
     };
@@ -59,7 +95,24 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         let mesh = Mesh::new(initial);
-        tokio::spawn(watch_file(path, mesh.clone(), Duration::from_millis(200)));
+        tokio::spawn(watch_file(
+            path.to_path_buf(),
+            mesh.clone(),
+            Duration::from_millis(200),
+        ));
+        let (identity, tls) = match ca {
+            None => (None, None),
+            Some(ca) => match tls::server_config(ca.clone(), name) {
+                Ok(tls) => (
+                    Some(IdentityService::new(ca, mesh.clone(), lifetime)),
+                    Some(tls),
+                ),
+                Err(e) => {
+                    eprintln!("linkerd-control: serving certificate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -67,17 +120,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%listen, "serving the Destination API");
-        let res = tonic::transport::Server::builder()
-            .add_service(DestinationServer::new(DestinationService::new(mesh)))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = tokio::signal::ctrl_c().await;
-                },
-            )
-            .await;
-        match res {
+        if identity.is_some() {
+            tracing::info!(%listen, tls_name = name, ?lifetime, "serving the Destination and Identity APIs, plaintext and TLS");
+        } else {
+            tracing::info!(%listen, "serving the Destination API");
+        }
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match serve(listener, mesh, identity, tls, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("linkerd-control: {e}");

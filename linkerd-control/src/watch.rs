@@ -23,6 +23,11 @@ impl Mesh {
         self.tx.send_replace(Arc::new(config));
     }
 
+    /// The config being served now.
+    pub fn current(&self) -> Arc<MeshConfig> {
+        self.tx.borrow().clone()
+    }
+
     /// A receiver of the current config and its changes.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MeshConfig>> {
         self.tx.subscribe()
@@ -38,7 +43,12 @@ pub async fn watch_file(path: PathBuf, mesh: Mesh, interval: Duration) {
             Ok(text) if last.as_deref() != Some(text.as_str()) => {
                 match MeshConfig::parse(&text) {
                     Ok(config) => {
-                        tracing::info!(path = %path.display(), services = config.services.len(), "config loaded");
+                        tracing::info!(
+                            path = %path.display(),
+                            services = config.services.len(),
+                            identities = config.identities.len(),
+                            "config loaded"
+                        );
                         mesh.set(config);
                     }
                     Err(error) => {
