@@ -57,9 +57,17 @@ fn discovery() {
             "LINKERD2_PROXY_DESTINATION_CONTEXT",
             "{\"ns\":\"emojivoto\"}",
         ),
+        (
+            "LINKERD2_PROXY_DESTINATION_SVC_NAME",
+            "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local",
+        ),
     ]))
     .unwrap();
     let d = c.discovery.unwrap();
+    assert_eq!(
+        d.name.as_ref().map(|n| n.as_str()),
+        Some("linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local")
+    );
     assert_eq!(
         d.addr,
         "linkerd-dst-headless.linkerd.svc.cluster.local.:8086"
@@ -282,5 +290,120 @@ fn durations() {
         "18446744073709551616s",
     ] {
         assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_remote_control_plane_needs_tls() {
+    let remote = "linkerd-dst-headless.linkerd.svc.cluster.local.:8086";
+    let e = Config::from_env(&env(&[("LINKERD2_PROXY_DESTINATION_SVC_ADDR", remote)])).unwrap_err();
+    assert_eq!(e.name, "LINKERD2_PROXY_DESTINATION_SVC_ADDR");
+    for local in [
+        "127.0.0.1:8086",
+        "[::1]:8086",
+        "localhost:8086",
+        "localhost.:8086",
+    ] {
+        let c = Config::from_env(&env(&[("LINKERD2_PROXY_DESTINATION_SVC_ADDR", local)])).unwrap();
+        assert!(c.discovery.unwrap().name.is_none(), "{local}");
+    }
+}
+
+fn trust_anchors() -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[test]
+fn identity_is_all_or_nothing() {
+    assert!(Config::from_env(&env(&[])).unwrap().identity.is_none());
+    let anchors = trust_anchors();
+    let full = [
+        ("LINKERD2_PROXY_IDENTITY_SVC_ADDR", "127.0.0.1:8080"),
+        ("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", anchors.as_str()),
+        (
+            "LINKERD2_PROXY_IDENTITY_SERVER_ID",
+            "web.default.serviceaccount.identity.linkerd.cluster.local",
+        ),
+        ("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", "/var/run/token"),
+    ];
+    let c = Config::from_env(&env(&full)).unwrap();
+    let id = c.identity.unwrap();
+    assert_eq!(
+        id.id.as_str(),
+        "web.default.serviceaccount.identity.linkerd.cluster.local"
+    );
+    assert_eq!(id.server_name, id.id);
+    assert_eq!(id.min_refresh, Duration::from_secs(10));
+    assert_eq!(id.max_refresh, Duration::from_secs(24 * 3600));
+    assert!(id.control.name.is_none());
+    assert!(id.dir.is_none());
+
+    // Any one missing is an error that names it.
+    for skip in 0..full.len() {
+        let partial: Vec<_> = full
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, kv)| *kv)
+            .collect();
+        let e = Config::from_env(&env(&partial)).unwrap_err();
+        assert_eq!(e.name, full[skip].0);
+    }
+
+    let mut bad = full.to_vec();
+    bad[1] = ("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", "not pem");
+    assert_eq!(
+        Config::from_env(&env(&bad)).unwrap_err().name,
+        "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS"
+    );
+    let mut remote = full.to_vec();
+    remote[0] = ("LINKERD2_PROXY_IDENTITY_SVC_ADDR", "10.0.0.1:8080");
+    assert_eq!(
+        Config::from_env(&env(&remote)).unwrap_err().name,
+        "LINKERD2_PROXY_IDENTITY_SVC_ADDR"
+    );
+    remote.push((
+        "LINKERD2_PROXY_IDENTITY_SVC_NAME",
+        "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local",
+    ));
+    remote.push(("LINKERD2_PROXY_IDENTITY_MIN_REFRESH", "1s"));
+    let id = Config::from_env(&env(&remote)).unwrap().identity.unwrap();
+    assert!(id.control.name.is_some());
+    assert_eq!(id.min_refresh, Duration::from_secs(1));
+}
+
+#[test]
+fn inbound_policy() {
+    use crate::policy::DefaultPolicy;
+    let c = Config::from_env(&env(&[])).unwrap();
+    assert_eq!(c.policy.default, DefaultPolicy::AllUnauthenticated);
+    assert_eq!(c.policy.cluster_networks.len(), 5);
+    assert!(!c.policy.require_identity.contains(8080));
+    let c = Config::from_env(&env(&[
+        (
+            "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
+            "cluster-authenticated",
+        ),
+        ("LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS", "10.0.0.0/8"),
+        (
+            "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY",
+            "8080,9000-9010",
+        ),
+        ("LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_TLS", "443"),
+    ]))
+    .unwrap();
+    assert_eq!(c.policy.default, DefaultPolicy::ClusterAuthenticated);
+    assert_eq!(c.policy.cluster_networks.len(), 1);
+    assert!(c.policy.require_identity.contains(9005));
+    assert!(c.policy.require_tls.contains(443));
+    for (k, v) in [
+        ("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", "allow-all"),
+        ("LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS", "10.0.0.0/40"),
+        ("LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_TLS", "https"),
+    ] {
+        assert_eq!(Config::from_env(&env(&[(k, v)])).unwrap_err().name, k);
     }
 }
