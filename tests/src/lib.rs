@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod ca;
 pub mod client;
 pub mod control;
 
