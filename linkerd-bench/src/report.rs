@@ -32,7 +32,7 @@ pub struct Report {
 /// The topology each proxied topology is compared with (same network path, no proxy).
 pub fn baseline(topology: &str) -> &'static str {
     match topology {
-        "proxy-pair" => "direct-veth",
+        "proxy-pair" | "proxy-pair-mtls" => "direct-veth",
         _ => "direct",
     }
 }

@@ -124,7 +124,7 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
         match linkerd_netns::unavailable() {
             Some(why) => skipped.push(format!("proxy-pair, direct-veth: {why}")),
             None => {
-                for topo in topology::pair(&env)? {
+                for topo in topology::pair(&env, &tmp)? {
                     for s in &scenarios {
                         cells.push(cell(&env, &profile, cli.repeat, &topo, *s));
                     }

@@ -384,13 +384,26 @@ pub fn haproxy(
     }))
 }
 
+/// The identities of the two proxies of the pair.
+const ID_A: &str = "client.bench.serviceaccount.identity.linkerd.cluster.local";
+const ID_B: &str = "server.bench.serviceaccount.identity.linkerd.cluster.local";
+
 /// The meshed path in two pods: client -> (iptables) proxy A outbound -> veth -> (iptables)
 /// proxy B inbound -> backend; and `direct-veth`, the same pods and veth without the proxies
 /// (backend ports exempted from redirection, client running as the exempted uid).
-pub fn pair(env: &Env) -> Result<Vec<Topology>, String> {
+///
+/// When `linkerd-control` was built beside the bench, both proxies get identities from a CA
+/// (a `linkerd-control` in each pod, sharing one CA directory and mesh file), and
+/// `proxy-pair-mtls` targets backend ports that discovery says are behind proxy B: proxy A
+/// reaches them with mTLS, which proxy B terminates. `proxy-pair` stays plaintext (its ports
+/// are not in discovery), so the two differ only by mTLS.
+pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
     const MESHED: [u16; 3] = [8080, 9000, 9001];
+    const MTLS: [u16; 3] = [28080, 29000, 29001];
     const DIRECT: [u16; 3] = [18080, 19000, 19001];
     const NOBODY: u32 = 65534;
+    let control_bin = env.self_bin.with_file_name("linkerd-control");
+    let mtls = control_bin.exists();
     let pods = PodPair::create("bench");
     let server = pods.server.clone();
     let client = pods.client.clone();
@@ -415,7 +428,7 @@ pub fn pair(env: &Env) -> Result<Vec<Topology>, String> {
         env.body_size.to_string(),
     ]);
     for (flag, i) in [("--http", 0), ("--echo", 1), ("--sink", 2)] {
-        for ports in [MESHED, DIRECT] {
+        for ports in [MESHED, DIRECT, MTLS] {
             backend_args.extend([flag.to_string(), listen(ports[i])]);
         }
     }
@@ -426,9 +439,22 @@ pub fn pair(env: &Env) -> Result<Vec<Topology>, String> {
             .spawn()
             .map_err(|e| format!("backend: {e}"))?,
     );
-    let proxy_b = proxy_cmd(env, Some(&server))
-        .spawn()
-        .map_err(|e| format!("proxy B: {e}"))?;
+    let identity = match mtls {
+        true => Some(mesh_identity(
+            &control_bin,
+            tmp,
+            ip.into(),
+            &MTLS,
+            &mut procs,
+            [&client, &server],
+        )?),
+        false => None,
+    };
+    let mut proxy_b = proxy_cmd(env, Some(&server));
+    if let Some(dir) = &identity {
+        proxy_b.envs(identity_env(dir, "server", ID_B));
+    }
+    let proxy_b = proxy_b.spawn().map_err(|e| format!("proxy B: {e}"))?;
     let pid_b = proxy_b.id();
     procs.children.push(proxy_b);
     let mut skip = vec![4190, 4191];
@@ -437,9 +463,13 @@ pub fn pair(env: &Env) -> Result<Vec<Topology>, String> {
     pods.redirect_inbound(4143, &skip);
 
     // Client pod: proxy A (root, exempt from redirection) and outbound redirection.
-    let proxy_a = proxy_cmd(env, Some(&client))
-        .spawn()
-        .map_err(|e| format!("proxy A: {e}"))?;
+    let mut proxy_a = proxy_cmd(env, Some(&client));
+    if let Some(dir) = &identity {
+        proxy_a
+            .envs(identity_env(dir, "client", ID_A))
+            .env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086");
+    }
+    let proxy_a = proxy_a.spawn().map_err(|e| format!("proxy A: {e}"))?;
     let pid_a = proxy_a.id();
     procs.children.push(proxy_a);
     pods.redirect_outbound(0, 4140);
@@ -460,7 +490,7 @@ pub fn pair(env: &Env) -> Result<Vec<Topology>, String> {
         sink: SocketAddr::from((ip, ports[2])),
     };
     let procs = Rc::new(procs);
-    Ok(vec![
+    let mut topologies = vec![
         Topology {
             name: "direct-veth",
             ns: Some(client.clone()),
@@ -484,12 +514,121 @@ pub fn pair(env: &Env) -> Result<Vec<Topology>, String> {
             via_proxy: None,
             pids: vec![pid_a, pid_b],
             conns: ConnCounter::ProxyMetrics {
+                ns: Some(client.clone()),
+                admin,
+            },
+            _procs: procs.clone(),
+        },
+    ];
+    if mtls {
+        topologies.push(Topology {
+            name: "proxy-pair-mtls",
+            ns: Some(client.clone()),
+            load_uid: Some(NOBODY),
+            targets: addrs(MTLS),
+            h2_target: None,
+            via_proxy: None,
+            pids: vec![pid_a, pid_b],
+            conns: ConnCounter::ProxyMetrics {
                 ns: Some(client),
                 admin,
             },
             _procs: procs,
-        },
-    ])
+        });
+    }
+    Ok(topologies)
+}
+
+/// A CA (`linkerd-control ca init`), a mesh file naming the `mtls` backend ports of the server
+/// pod as endpoints behind proxy B, token files, and a `linkerd-control` on 127.0.0.1:8086 in
+/// each pod; returns the directory.
+fn mesh_identity(
+    control_bin: &std::path::Path,
+    tmp: &std::path::Path,
+    server_ip: std::net::IpAddr,
+    mtls: &[u16; 3],
+    procs: &mut Procs,
+    pods: [&String; 2],
+) -> Result<std::path::PathBuf, String> {
+    let dir = tmp.join("mesh");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = Command::new(control_bin)
+        .args(["ca", "init", "--dir"])
+        .arg(dir.join("ca"))
+        .output()
+        .map_err(|e| format!("linkerd-control ca init: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("linkerd-control ca init: {out:?}"));
+    }
+    let mut yaml = String::from("services:\n");
+    for (i, port) in mtls.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - name: mtls{i}.bench.svc.cluster.local\n    port: {port}\n    endpoints:\n      - addr: {}\n        identity: {ID_B}\n",
+            SocketAddr::from((server_ip, *port))
+        ));
+    }
+    yaml.push_str("identities:\n");
+    for (name, id) in [("client", ID_A), ("server", ID_B)] {
+        yaml.push_str(&format!("  - name: {id}\n    token: bench-{name}\n"));
+        std::fs::write(dir.join(format!("{name}.token")), format!("bench-{name}"))
+            .map_err(|e| e.to_string())?;
+    }
+    std::fs::write(dir.join("mesh.yaml"), yaml).map_err(|e| e.to_string())?;
+    let control = control_bin.to_str().unwrap_or_default();
+    let mesh = dir.join("mesh.yaml");
+    let ca = dir.join("ca");
+    for ns in pods {
+        let args = [
+            control,
+            "--config",
+            mesh.to_str().unwrap_or_default(),
+            "--listen",
+            "127.0.0.1:8086",
+            "--ca",
+            ca.to_str().unwrap_or_default(),
+        ];
+        procs.children.push(
+            PodPair::exec(ns, &args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("linkerd-control: {e}"))?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listening = || {
+            PodPair::exec(ns, &["bash", "-c", "echo > /dev/tcp/127.0.0.1/8086"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        while !listening() {
+            if Instant::now() > deadline {
+                return Err(format!("linkerd-control in {ns} did not start"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(dir)
+}
+
+/// A pair proxy's identity variables.
+fn identity_env(dir: &std::path::Path, name: &str, id: &str) -> Vec<(String, String)> {
+    let anchors = std::fs::read_to_string(dir.join("ca/trust-anchors.pem")).unwrap_or_default();
+    let token = dir.join(format!("{name}.token"));
+    vec![
+        (
+            "LINKERD2_PROXY_IDENTITY_SVC_ADDR".into(),
+            "127.0.0.1:8086".into(),
+        ),
+        ("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".into(), anchors),
+        ("LINKERD2_PROXY_IDENTITY_SERVER_ID".into(), id.into()),
+        (
+            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE".into(),
+            token.to_string_lossy().into_owned(),
+        ),
+    ]
 }
 
 impl Topology {

@@ -57,6 +57,13 @@ fn smoke() {
             has("proxy-pair") && has("direct-veth"),
             "the namespace topologies must run here:\n{stdout}"
         );
+        let control = std::path::Path::new(env!("CARGO_BIN_EXE_linkerd-bench"))
+            .with_file_name("linkerd-control");
+        assert_eq!(
+            has("proxy-pair-mtls"),
+            control.exists(),
+            "the mTLS pair runs exactly when linkerd-control is built:\n{stdout}"
+        );
     }
     let haproxy = Command::new("haproxy")
         .arg("-v")

@@ -300,7 +300,7 @@ async fn traffic_continues_while_certificates_rotate() {
             failed.push((i, status, body));
         }
         i += 1;
-        let pause = if i % 10 == 0 { 1200 } else { 50 };
+        let pause = if i.is_multiple_of(10) { 1200 } else { 50 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     assert!(failed.is_empty(), "{} ok, failures: {failed:?}", ok);
@@ -451,7 +451,8 @@ async fn every_policy_mode_allows_and_denies_the_right_clients() {
     };
     let local = "127.0.0.0/8";
     let elsewhere = "10.0.0.0/8";
-    let cases: Vec<(&str, Vec<(&str, &str)>, Outcome)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Outcome);
+    let cases: Vec<Case> = vec![
         ("all-unauthenticated", vec![], o(200, 200, 200)),
         ("all-authenticated", vec![], o(403, 403, 200)),
         (
