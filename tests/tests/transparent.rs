@@ -359,3 +359,177 @@ fn short_names_are_canonicalised_and_discovered() {
         "{metrics}"
     );
 }
+
+/// mTLS on the transparent path: both proxies get certificates from a CA (a `linkerd-control`
+/// in each pod, sharing the CA and the mesh file, which names the server pod's ports as
+/// endpoints behind the server proxy's identity). The client proxy dials the server pod's app
+/// port with mTLS; iptables sends it to the server proxy's inbound port, which terminates it
+/// because the SNI is its identity, and sees the client proxy's identity.
+#[test]
+fn transparent_mtls_between_two_pods() {
+    if skipped("transparent_mtls_between_two_pods") {
+        return;
+    }
+    let proxy = linkerd_tests::proxy_bin();
+    let proxy = proxy.to_str().unwrap();
+    let control = linkerd_tests::workspace_bin("linkerd-control");
+    let control = control.to_str().unwrap();
+    let app = env!("CARGO_BIN_EXE_test-app");
+    let id = linkerd_tests::ca::id;
+
+    let pods = PodPair::create("tm");
+    let server_ip = pods.server_ip;
+    let dir = std::env::temp_dir().join(format!("l5d-tm-{}", std::process::id()));
+    let _cleanup = RemoveDir(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca");
+    let out = std::process::Command::new(control)
+        .args(["ca", "init", "--dir", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut mesh = String::from("services:\n");
+    for (name, port) in [("web", 8080), ("db", 9000)] {
+        mesh.push_str(&format!(
+            "  - name: {name}.ns.svc.cluster.local\n    port: {port}\n    endpoints:\n      - addr: {server_ip}:{port}\n        identity: {}\n",
+            id("server")
+        ));
+    }
+    mesh.push_str("identities:\n");
+    for name in ["client", "server"] {
+        mesh.push_str(&format!("  - name: {}\n    token: t-{name}\n", id(name)));
+        std::fs::write(dir.join(name), format!("t-{name}")).unwrap();
+    }
+    let mesh_file = dir.join("mesh.yaml");
+    std::fs::write(&mesh_file, mesh).unwrap();
+    let anchors = std::fs::read_to_string(ca.join("trust-anchors.pem")).unwrap();
+    let identity_env = |name: &str| {
+        vec![
+            (
+                "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+                "127.0.0.1:8086".to_string(),
+            ),
+            ("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", anchors.clone()),
+            ("LINKERD2_PROXY_IDENTITY_SERVER_ID", id(name)),
+            (
+                "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
+                dir.join(name).to_str().unwrap().to_string(),
+            ),
+        ]
+    };
+
+    let mut procs = Procs(Vec::new());
+    for ns in [&pods.server, &pods.client] {
+        procs.spawn(
+            ns,
+            &[
+                control,
+                "--config",
+                mesh_file.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:8086",
+                "--ca",
+                ca.to_str().unwrap(),
+            ],
+            &[],
+        );
+    }
+    // Give both control planes a moment, so the proxies' first Certify succeeds.
+    std::thread::sleep(Duration::from_millis(300));
+    procs.spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]);
+    procs.spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]);
+    let server_env = identity_env("server");
+    let server_env: Vec<(&str, &str)> = server_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    procs.spawn(&pods.server, &[proxy], &server_env);
+    pods.redirect_inbound(4143, &[4190, 4191]);
+    let mut client_env = identity_env("client");
+    client_env.push((
+        "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+        "127.0.0.1:8086".into(),
+    ));
+    let client_env: Vec<(&str, &str)> = client_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    procs.spawn(&pods.client, &[proxy], &client_env);
+    pods.redirect_outbound(PROXY_UID, 4140);
+    wait_ready(&pods.server);
+    wait_ready(&pods.client);
+
+    let (ok, body) = curl(
+        &pods.client,
+        true,
+        &[&format!("http://{server_ip}:8080/headers")],
+    );
+    assert!(ok, "curl through the proxies failed: {body}");
+    assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
+    let out = PodPair::exec(
+        &pods.client,
+        &[
+            "setpriv",
+            "--reuid",
+            NOBODY,
+            "--regid",
+            NOBODY,
+            "--clear-groups",
+            app,
+            "tcp-client",
+            &format!("{server_ip}:9000"),
+            "\u{1}mtls",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "\u{1}mtlsbye");
+
+    let (_, client_metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
+    let (_, server_metrics) = curl(&pods.server, false, &["http://127.0.0.1:4191/metrics"]);
+    let server_id = format!("server_id=\"{}\"", id("server"));
+    let client_id = format!("client_id=\"{}\"", id("client"));
+    for port in [8080, 9000] {
+        let dst = format!("target_addr=\"{server_ip}:{port}\"");
+        assert_eq!(
+            metric(
+                &client_metrics,
+                "tcp_open_total",
+                &["peer=\"dst\"", "tls=\"true\"", &server_id, &dst]
+            ),
+            Some(1.0),
+            "{client_metrics}"
+        );
+        assert_eq!(
+            metric(
+                &server_metrics,
+                "tcp_open_total",
+                &[
+                    "direction=\"inbound\"",
+                    "peer=\"src\"",
+                    "tls=\"true\"",
+                    &client_id,
+                    &dst
+                ]
+            ),
+            Some(1.0),
+            "{server_metrics}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &server_metrics,
+            "response_total",
+            &[
+                "direction=\"inbound\"",
+                "tls=\"true\"",
+                &client_id,
+                "status_code=\"200\""
+            ]
+        ),
+        Some(1.0),
+        "{server_metrics}"
+    );
+}
+
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
