@@ -89,9 +89,15 @@ async fn two_proxies_mesh_with_mtls() {
     let app = backend::http().await;
     let server = start(&ctl.proxy_env("server"), None);
     ctl.write_mesh(&web_service(app.addr, "server", server.inbound_addr));
+    // The client proxy reaches the control plane over TLS, verifying its identity.
+    let control_id = linkerd_control::tls::DEFAULT_IDENTITY;
     let client_env = with(
         ctl.proxy_env("client"),
-        &[("LINKERD2_PROXY_DESTINATION_SVC_ADDR", &ctl.addr.to_string())],
+        &[
+            ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", &ctl.addr.to_string()),
+            ("LINKERD2_PROXY_DESTINATION_SVC_NAME", control_id),
+            ("LINKERD2_PROXY_IDENTITY_SVC_NAME", control_id),
+        ],
     );
     let client = start(&client_env, None);
     ready(server.admin_addr).await;
@@ -107,9 +113,20 @@ async fn two_proxies_mesh_with_mtls() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(last, (200, "hello".into()));
-    for _ in 0..5 {
+    for _ in 0..4 {
         assert_eq!(get_web(client.outbound_addr, "/").await.0, 200);
     }
+    // HTTP/2 from the app is carried as HTTP/2 over the meshed connection.
+    let mut h2 = client::http2::<Full<Bytes>>(client.outbound_addr).await;
+    let req = Request::get(format!("http://{WEB}:8080/headers"))
+        .body(Full::default())
+        .unwrap();
+    let (status, body) = client::text(h2.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.lines().next().unwrap().ends_with("/headers HTTP/2.0"),
+        "{body}"
+    );
 
     // The server proxy saw the client proxy's identity; the client proxy verified the server's.
     let m = scrape(server.admin_addr).await;
