@@ -70,8 +70,25 @@ async fn serve_one(listener: TcpListener, server: TlsConfigs) -> Result<Option<I
     Ok(id)
 }
 
-async fn listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.unwrap()
+/// A server for one connection with `server`'s configs, and a socket connected to it.
+async fn serve_and_connect(
+    server: TlsConfigs,
+) -> (
+    tokio::task::JoinHandle<Result<Option<Id>, String>>,
+    TcpStream,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let srv = tokio::spawn(serve_one(l, server));
+    (srv, TcpStream::connect(addr).await.unwrap())
+}
+
+/// Writes `hello`, reads until the server closes.
+async fn hello<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &mut I) -> Vec<u8> {
+    tls.write_all(b"hello").await.unwrap();
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).await.unwrap();
+    buf
 }
 
 #[tokio::test]
@@ -79,18 +96,12 @@ async fn both_sides_prove_their_identity() {
     let ca = Ca::new();
     let server = TlsConfigs::new(ca.creds(SERVER, ca.anchors())).unwrap();
     let client = TlsConfigs::new(ca.creds(CLIENT, ca.anchors())).unwrap();
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let srv = tokio::spawn(serve_one(l, server));
+    let (srv, socket) = serve_and_connect(server).await;
 
-    let socket = TcpStream::connect(addr).await.unwrap();
     let mut tls = connect(socket, &client, &Id::parse(SERVER).unwrap(), false, T)
         .await
         .unwrap();
-    tls.write_all(b"hello").await.unwrap();
-    let mut buf = Vec::new();
-    tls.read_to_end(&mut buf).await.unwrap();
-    assert_eq!(buf, b"hello");
+    assert_eq!(hello(&mut tls).await, b"hello");
     assert_eq!(
         srv.await.unwrap().unwrap(),
         Some(Id::parse(CLIENT).unwrap())
@@ -102,10 +113,7 @@ async fn the_client_refuses_a_server_with_another_identity() {
     let ca = Ca::new();
     let server = TlsConfigs::new(ca.creds(SERVER, ca.anchors())).unwrap();
     let client = TlsConfigs::new(ca.creds(CLIENT, ca.anchors())).unwrap();
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let srv = tokio::spawn(serve_one(l, server));
-    let socket = TcpStream::connect(addr).await.unwrap();
+    let (srv, socket) = serve_and_connect(server).await;
     let other = Id::parse("db.ns.serviceaccount.identity.linkerd.cluster.local").unwrap();
     let err = connect(socket, &client, &other, false, T)
         .await
@@ -135,10 +143,7 @@ async fn the_server_refuses_a_client_certificate_from_another_ca() {
         )
         .unwrap();
 
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let srv = tokio::spawn(serve_one(l, server));
-    let socket = TcpStream::connect(addr).await.unwrap();
+    let (srv, socket) = serve_and_connect(server).await;
     let name = rustls::pki_types::ServerName::try_from(SERVER).unwrap();
     // TLS 1.3: the client may finish its side before the server's alert arrives; the alert
     // then fails the first read.
@@ -163,16 +168,11 @@ async fn a_client_without_a_certificate_has_no_identity() {
     let id = Id::parse(CLIENT).unwrap();
     let key = LocalKey::generate(&id).unwrap();
     let client = TlsConfigs::new(Credentials::new(id, ca.anchors(), &key)).unwrap();
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let srv = tokio::spawn(serve_one(l, server));
-    let socket = TcpStream::connect(addr).await.unwrap();
+    let (srv, socket) = serve_and_connect(server).await;
     let mut tls = connect(socket, &client, &Id::parse(SERVER).unwrap(), false, T)
         .await
         .unwrap();
-    tls.write_all(b"hello").await.unwrap();
-    let mut buf = Vec::new();
-    tls.read_to_end(&mut buf).await.unwrap();
+    hello(&mut tls).await;
     assert_eq!(srv.await.unwrap().unwrap(), None);
 }
 
@@ -190,17 +190,12 @@ async fn a_renewed_certificate_is_used_by_the_next_handshake() {
         if round == 1 {
             ca.certify(&server_creds, &key);
         }
-        let l = listener().await;
-        let addr = l.local_addr().unwrap();
-        let srv = tokio::spawn(serve_one(l, server.clone()));
+        let (srv, socket) = serve_and_connect(server.clone()).await;
         // A new client each round, so the handshake is a full one rather than a resumption.
         let client = TlsConfigs::new(ca.creds(CLIENT, ca.anchors())).unwrap();
-        let socket = TcpStream::connect(addr).await.unwrap();
         let mut tls = connect(socket, &client, &id, false, T).await.unwrap();
         let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-        tls.write_all(b"hello").await.unwrap();
-        let mut buf = Vec::new();
-        tls.read_to_end(&mut buf).await.unwrap();
+        hello(&mut tls).await;
         srv.await.unwrap().unwrap();
         seen.push(cert);
     }
@@ -215,10 +210,7 @@ async fn opaque_transport_requires_the_servers_alpn() {
     let ca = Ca::new();
     let server = TlsConfigs::new(ca.creds(SERVER, ca.anchors())).unwrap();
     let client = TlsConfigs::new(ca.creds(CLIENT, ca.anchors())).unwrap();
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let srv = tokio::spawn(serve_one(l, server));
-    let socket = TcpStream::connect(addr).await.unwrap();
+    let (srv, socket) = serve_and_connect(server).await;
     let mut tls = connect(socket, &client, &Id::parse(SERVER).unwrap(), true, T)
         .await
         .unwrap();
@@ -226,8 +218,6 @@ async fn opaque_transport_requires_the_servers_alpn() {
         tls.get_ref().1.alpn_protocol(),
         Some(linkerd_tls::TRANSPORT_ALPN)
     );
-    tls.write_all(b"hello").await.unwrap();
-    let mut buf = Vec::new();
-    tls.read_to_end(&mut buf).await.unwrap();
+    hello(&mut tls).await;
     srv.await.unwrap().unwrap();
 }

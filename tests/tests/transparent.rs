@@ -76,6 +76,32 @@ fn curl(ns: &str, as_nobody: bool, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The test app's TCP client, as `nobody` (so it is redirected): sends `msg`, half-closes,
+/// returns what came back and its stderr.
+fn tcp_client(ns: &str, app: &str, addr: &str, msg: &str) -> (String, String) {
+    let out = PodPair::exec(
+        ns,
+        &[
+            "setpriv",
+            "--reuid",
+            NOBODY,
+            "--regid",
+            NOBODY,
+            "--clear-groups",
+            app,
+            "tcp-client",
+            addr,
+            msg,
+        ],
+    )
+    .output()
+    .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn wait_ready(ns: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -159,29 +185,13 @@ fn transparent_path_through_two_proxies() {
     assert!(body.contains(&format!("host: {server_ip}:8080")), "{body}");
 
     // Opaque TCP, with half-close, through both proxies.
-    let out = PodPair::exec(
+    let (out, err) = tcp_client(
         &pods.client,
-        &[
-            "setpriv",
-            "--reuid",
-            NOBODY,
-            "--regid",
-            NOBODY,
-            "--clear-groups",
-            app,
-            "tcp-client",
-            &format!("{server_ip}:9000"),
-            "\u{1}opaque",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "\u{1}opaquebye",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        app,
+        &format!("{server_ip}:9000"),
+        "\u{1}opaque",
     );
+    assert_eq!(out, "\u{1}opaquebye", "{err}");
 
     // A connect timeout is a 504 with the reason.
     let (_, head) = curl(
@@ -460,24 +470,8 @@ fn transparent_mtls_between_two_pods() {
     );
     assert!(ok, "curl through the proxies failed: {body}");
     assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
-    let out = PodPair::exec(
-        &pods.client,
-        &[
-            "setpriv",
-            "--reuid",
-            NOBODY,
-            "--regid",
-            NOBODY,
-            "--clear-groups",
-            app,
-            "tcp-client",
-            &format!("{server_ip}:9000"),
-            "\u{1}mtls",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "\u{1}mtlsbye");
+    let (out, err) = tcp_client(&pods.client, app, &format!("{server_ip}:9000"), "\u{1}mtls");
+    assert_eq!(out, "\u{1}mtlsbye", "{err}");
 
     let (_, client_metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
     let (_, server_metrics) = curl(&pods.server, false, &["http://127.0.0.1:4191/metrics"]);
