@@ -48,6 +48,8 @@ pub(crate) struct EndpointMeta {
     pub labels: Arc<BTreeMap<String, String>>,
     /// How to reach the endpoint's proxy with mTLS, when discovery named its identity.
     pub meshed: Option<Meshed>,
+    /// The endpoint's proxy takes HTTP/2: HTTP/1 requests are carried as HTTP/2.
+    pub h2: bool,
     route: OnceLock<RouteMetrics>,
     pools: [OnceLock<Endpoint<Incoming>>; 2],
 }
@@ -231,6 +233,7 @@ async fn follow(
                         let meta = EndpointMeta {
                             labels: e.labels.clone(),
                             meshed: meshed(e),
+                            h2: e.hint == linkerd_destination::ProtocolHint::H2,
                             route: OnceLock::new(),
                             pools: [OnceLock::new(), OnceLock::new()],
                         };

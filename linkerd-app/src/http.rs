@@ -9,13 +9,19 @@ use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use linkerd_detect::Protocol;
 use linkerd_http::{
-    connect_endpoint, forward, spawn_tunnel, try_forward, Client, Endpoint, Error, HttpMetrics,
-    Meshed, ProxyBody, RouteLabels, RouteMetrics, ServerConfig, Version,
+    connect_endpoint, forward, orig_proto, spawn_tunnel, strip_hop_by_hop, try_forward,
+    wants_upgrade, Client, Endpoint, Error, HttpMetrics, Meshed, ProxyBody, RouteLabels,
+    RouteMetrics, ServerConfig, Version,
 };
 use linkerd_metrics::Counter;
 use linkerd_proxy_transport::{Direction, TcpMetrics, TlsLabel};
 use parking_lot::Mutex;
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -39,8 +45,13 @@ pub(crate) struct HttpStack {
 #[derive(Clone)]
 pub(crate) enum Route {
     /// Every request goes to this address (the original destination, or the local app), over
-    /// mTLS when discovery named the endpoint's identity.
-    Target(SocketAddr, Option<Meshed>),
+    /// mTLS when discovery named the endpoint's identity; with `h2`, the endpoint's proxy takes
+    /// HTTP/2, so HTTP/1 requests are carried as HTTP/2 (`l5d-orig-proto`).
+    Target {
+        addr: SocketAddr,
+        meshed: Option<Meshed>,
+        h2: bool,
+    },
     /// The original destination is a discovered service (its profile named it): requests
     /// are balanced over its endpoints unless their authority names another service.
     Service(Arc<Service>),
@@ -70,6 +81,11 @@ struct Conn {
     info: ConnInfo,
     /// The pool for a fixed target, looked up once per connection.
     endpoint: Option<Endpoint<Incoming>>,
+    /// The fixed target's HTTP/2 pool when HTTP/1 requests are upgraded to it (outbound), or
+    /// its HTTP/1 pool for requests a peer proxy upgraded (inbound); made on first use.
+    other_version: OnceLock<Endpoint<Incoming>>,
+    /// Whether the fixed target's proxy takes HTTP/1 as HTTP/2.
+    target_h2: bool,
     /// The metrics of the last route used, so a connection looks them up once per authority.
     last_route: Mutex<Option<RouteMetrics>>,
     /// The last authority looked up and the service it named (or not), so a connection looks
@@ -99,12 +115,13 @@ pub(crate) async fn serve<I>(
         Version::Http1
     };
     let endpoint = match route {
-        Route::Target(addr, ref meshed) => {
-            Some(stack.client.endpoint(addr, version, meshed.clone()))
-        }
+        Route::Target {
+            addr, ref meshed, ..
+        } => Some(stack.client.endpoint(addr, version, meshed.clone())),
         Route::Service(_) | Route::Explicit => None,
     };
     let explicit = matches!(route, Route::Explicit);
+    let target_h2 = matches!(route, Route::Target { h2: true, .. });
     let default_service = match route {
         Route::Service(svc) => Some(svc),
         _ => None,
@@ -115,6 +132,8 @@ pub(crate) async fn serve<I>(
         version,
         info,
         endpoint,
+        other_version: OnceLock::new(),
+        target_h2,
         last_route: Mutex::new(None),
         last_service: Mutex::new(None),
         explicit,
@@ -164,7 +183,40 @@ impl Conn {
             rec.error(error.status());
             return error.to_response();
         }
+        // A peer proxy's upgraded HTTP/1 request goes to the app as HTTP/1.
+        if self.stack.direction == Direction::Inbound && self.version == Version::Http2 {
+            match orig_proto::downgrade_request(&mut req) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let h1 = self.other_version(endpoint, Version::Http1);
+                    let mut rsp = forward(h1, req, rec).await;
+                    orig_proto::upgrade_response(&mut rsp);
+                    return rsp;
+                }
+                Err(error) => {
+                    rec.error(error.status());
+                    return error.to_response();
+                }
+            }
+        }
+        if self.target_h2 && upgradable(&req) {
+            let h2 = self.other_version(endpoint, Version::Http2);
+            return match upgraded(h2, req, rec).await {
+                Ok(rsp) => rsp,
+                Err(e) => e.to_response(),
+            };
+        }
         forward(endpoint, req, rec).await
+    }
+
+    /// The fixed target's pool in `version`, looked up once.
+    fn other_version(
+        &self,
+        endpoint: &Endpoint<Incoming>,
+        version: Version,
+    ) -> &Endpoint<Incoming> {
+        self.other_version
+            .get_or_init(|| endpoint.with_version(version))
     }
 
     /// Explicit-proxy mode: resolve the named target, refuse the proxy's own ports, then
@@ -283,6 +335,9 @@ impl Conn {
         let res = if req.method() == Method::CONNECT {
             self.tunnel(ep.addr, ep.meta.meshed.as_ref(), &mut req, rec)
                 .await
+        } else if ep.meta.h2 && self.version == Version::Http1 && upgradable(&req) {
+            let pool = ep.meta.pool(&self.stack.client, ep.addr, Version::Http2);
+            upgraded(pool, req, rec).await
         } else {
             let pool = ep.meta.pool(&self.stack.client, ep.addr, self.version);
             try_forward(pool, req, rec).await
@@ -326,6 +381,34 @@ impl Conn {
         *last = Some(r.clone());
         r
     }
+}
+
+/// Whether an HTTP/1 request may be carried as HTTP/2: not `CONNECT` and not a protocol
+/// upgrade (WebSocket), which need an HTTP/1.1 connection of their own.
+fn upgradable<B>(req: &Request<B>) -> bool {
+    req.version() != http::Version::HTTP_2
+        && req.method() != Method::CONNECT
+        && !wants_upgrade(req.headers())
+}
+
+/// Sends an HTTP/1 request as HTTP/2 with `l5d-orig-proto`, and gives the response back in
+/// the request's version.
+async fn upgraded(
+    h2: &Endpoint<Incoming>,
+    mut req: Request<Incoming>,
+    rec: linkerd_http::ResponseRecorder,
+) -> Result<Response<ProxyBody>, Error> {
+    strip_hop_by_hop(req.headers_mut(), false);
+    let orig = match orig_proto::upgrade_request(&mut req) {
+        Ok(v) => v,
+        Err(e) => {
+            rec.error(e.status());
+            return Err(e);
+        }
+    };
+    let mut rsp = try_forward(h2, req, rec).await?;
+    orig_proto::downgrade_response(&mut rsp, orig);
+    Ok(rsp)
 }
 
 /// The request's authority: the URI's, or the `Host` header.

@@ -278,7 +278,11 @@ async fn serve_app<I>(
     // 5. and 6. Forward to the app.
     if http {
         let info = ConnInfo { tls: label, authz };
-        let route = Route::Target(target, None);
+        let route = Route::Target {
+            addr: target,
+            meshed: None,
+            h2: false,
+        };
         return http::serve(stack.http.clone(), io, protocol, route, info, shutdown).await;
     }
     if let Some(authz) = authz {

@@ -184,35 +184,41 @@ impl App {
         };
 
         let authz = policy::AuthzMetrics::register(&mut registry);
+        let pool_metrics = linkerd_http::PoolMetrics::register(&mut registry);
         let policy = Arc::new(config.policy.clone());
-        let stack = |direction,
-                     cfg: &config::ProxyConfig,
-                     discovery: Option<Arc<discover::Discovery>>| {
-            Arc::new(ProxyStack {
-                tls: tls.clone(),
-                server_name: config.identity.as_ref().map(|i| i.server_name.clone()),
-                policy: policy.clone(),
-                authz: authz.clone(),
-                detect: DetectParams {
-                    timeout: cfg.detect_timeout,
-                    capacity: 1024,
-                },
-                opaque_ports: config.opaque_ports.clone(),
-                connect_timeout: cfg.client.connect_timeout,
-                tcp: tcp.clone(),
-                http: Arc::new(http::HttpStack {
-                    direction,
-                    client: Client::new(cfg.client.clone(), direction, tcp.clone(), tls.clone()),
-                    tls_enabled: tls.is_some(),
-                    metrics: http_metrics.clone(),
-                    tcp: tcp.clone(),
-                    own: own.clone(),
-                    server: config.server.clone(),
+        let stack =
+            |direction, cfg: &config::ProxyConfig, discovery: Option<Arc<discover::Discovery>>| {
+                Arc::new(ProxyStack {
+                    tls: tls.clone(),
+                    server_name: config.identity.as_ref().map(|i| i.server_name.clone()),
+                    policy: policy.clone(),
+                    authz: authz.clone(),
+                    detect: DetectParams {
+                        timeout: cfg.detect_timeout,
+                        capacity: 1024,
+                    },
+                    opaque_ports: config.opaque_ports.clone(),
                     connect_timeout: cfg.client.connect_timeout,
-                    discovery,
-                }),
-            })
-        };
+                    tcp: tcp.clone(),
+                    http: Arc::new(http::HttpStack {
+                        direction,
+                        client: Client::new(
+                            cfg.client.clone(),
+                            direction,
+                            tcp.clone(),
+                            pool_metrics.clone(),
+                            tls.clone(),
+                        ),
+                        tls_enabled: tls.is_some(),
+                        metrics: http_metrics.clone(),
+                        tcp: tcp.clone(),
+                        own: own.clone(),
+                        server: config.server.clone(),
+                        connect_timeout: cfg.client.connect_timeout,
+                        discovery,
+                    }),
+                })
+            };
         let inbound_stack = stack(Direction::Inbound, &config.inbound, None);
         let outbound_stack = stack(Direction::Outbound, &config.outbound, discovery.clone());
 

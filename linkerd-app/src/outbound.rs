@@ -21,6 +21,7 @@ use crate::{
     http::{self, ConnInfo, HttpStack, Route},
     tcp, ProxyStack,
 };
+use linkerd_destination::ProtocolHint;
 use linkerd_detect::{detect, PrefixedIo, Protocol};
 use linkerd_proxy_transport::{Accepted, Direction, Metered, NoTlsReason, Peer, TlsLabel};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
     );
 
     // 2. What the control plane knows of the original destination.
-    let (service, meshed, opaque_profile) = match (orig_dst, &stack.http.discovery) {
+    let (service, meshed, h2, opaque_profile) = match (orig_dst, &stack.http.discovery) {
         (Some(dst), Some(discovery)) if !stack.http.own.contains(dst) => {
             match discovery.profile(dst).await {
                 Some(p) => {
@@ -51,12 +52,16 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
                         .as_ref()
                         .and_then(|name| discovery.service(&format!("{name}:{}", dst.port())));
                     let meshed = p.endpoint.as_ref().and_then(discover::meshed);
-                    (svc, meshed, p.opaque)
+                    let h2 = p
+                        .endpoint
+                        .as_ref()
+                        .is_some_and(|e| e.hint == ProtocolHint::H2);
+                    (svc, meshed, h2, p.opaque)
                 }
-                None => (None, None, false),
+                None => (None, None, false, false),
             }
         }
-        _ => (None, None, false),
+        _ => (None, None, false, false),
     };
 
     // 3. Detect.
@@ -93,7 +98,12 @@ pub(crate) async fn serve(stack: Arc<ProxyStack>, conn: Accepted, shutdown: Canc
     };
     match (protocol, orig_dst, service) {
         (Protocol::Http1 | Protocol::Http2, Some(dst), svc) => {
-            let route = svc.map_or(Route::Target(dst, meshed), Route::Service);
+            let target = Route::Target {
+                addr: dst,
+                meshed,
+                h2,
+            };
+            let route = svc.map_or(target, Route::Service);
             http::serve(http.clone(), io, protocol, route, info, shutdown).await
         }
         (Protocol::Http1 | Protocol::Http2, None, _) => {

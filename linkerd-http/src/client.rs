@@ -14,6 +14,7 @@ use hyper::{
     Request, Response,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use linkerd_metrics::{Counter, EncodeLabels, Family, Gauge, LabelWriter, Registry};
 use linkerd_proxy_transport::{
     connect, Direction, Metered, NoTlsReason, Peer, TcpMetrics, TlsLabel,
 };
@@ -62,6 +63,83 @@ pub struct Meshed {
     pub opaque_port: Option<u16>,
 }
 
+/// Pool metrics, per (direction, endpoint, version, server identity):
+/// `http_pool_connections_open`, `http_pool_connections_opened_total` and
+/// `http_pool_requests_in_flight` (HTTP/2 streams, or HTTP/1 exchanges).
+#[derive(Clone)]
+pub struct PoolMetrics {
+    open: Arc<Family<PoolLabels, Gauge>>,
+    opened: Arc<Family<PoolLabels, Counter>>,
+    in_flight: Arc<Family<PoolLabels, Gauge>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolLabels {
+    direction: Direction,
+    addr: SocketAddr,
+    version: Version,
+    server_id: Option<Id>,
+}
+
+/// One pool's metric handles, looked up when the pool is made.
+struct PoolHandles {
+    open: Gauge,
+    opened: Counter,
+    in_flight: Gauge,
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decr();
+    }
+}
+
+impl PoolMetrics {
+    /// Creates and registers the families.
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self {
+            open: Arc::new(Family::new(
+                "http_pool_connections_open",
+                "Connections the HTTP client pool holds open, per endpoint.",
+            )),
+            opened: Arc::new(Family::new(
+                "http_pool_connections_opened_total",
+                "Connections the HTTP client pool has opened, per endpoint.",
+            )),
+            in_flight: Arc::new(Family::new(
+                "http_pool_requests_in_flight",
+                "Requests (HTTP/2 streams, or HTTP/1 exchanges) in flight on the pool's connections.",
+            )),
+        };
+        reg.register(m.open.clone());
+        reg.register(m.opened.clone());
+        reg.register(m.in_flight.clone());
+        m
+    }
+}
+
+impl EncodeLabels for PoolLabels {
+    fn encode(&self, w: &mut LabelWriter<'_>) {
+        let direction = match self.direction {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        };
+        let version = match self.version {
+            Version::Http1 => "1",
+            Version::Http2 => "2",
+        };
+        w.label("direction", direction)
+            .label("target_addr", self.addr)
+            .label("http_version", version);
+        if let Some(id) = &self.server_id {
+            w.label("server_id", id);
+        }
+    }
+}
+
 /// A connection to an endpoint: plain TCP, or mTLS with its proxy.
 pub type ClientIo = Either<Metered<TcpStream>, ClientTls<Metered<TcpStream>>>;
 
@@ -80,6 +158,7 @@ struct Shared<B> {
     config: ClientConfig,
     direction: Direction,
     tcp: TcpMetrics,
+    metrics: PoolMetrics,
     /// Present when the proxy has an identity: meshed endpoints are dialed with mTLS.
     tls: Option<TlsConfigs>,
     endpoints: RwLock<HashMap<EndpointKey, Arc<EndpointPool<B>>>>,
@@ -91,6 +170,7 @@ struct EndpointPool<B> {
     addr: SocketAddr,
     version: Version,
     meshed: Option<Meshed>,
+    metrics: PoolHandles,
     /// Idle HTTP/1 connections, oldest first.
     idle: Mutex<VecDeque<Idle<B>>>,
     /// The shared HTTP/2 connection, if one is up.
@@ -116,7 +196,11 @@ struct Idle<B> {
 pub struct PoolBody<B> {
     inner: Incoming,
     release: Option<Release<B>>,
+    _in_flight: InFlight,
 }
+
+/// A response body and, for HTTP/1, how to return its connection to the pool.
+type Sent<B> = (Incoming, Option<Release<B>>);
 
 struct Release<B> {
     tx: http1::SendRequest<B>,
@@ -147,12 +231,14 @@ where
         config: ClientConfig,
         direction: Direction,
         tcp: TcpMetrics,
+        metrics: PoolMetrics,
         tls: Option<TlsConfigs>,
     ) -> Self {
         let shared = Arc::new(Shared {
             config,
             direction,
             tcp,
+            metrics,
             tls,
             endpoints: RwLock::new(HashMap::new()),
         });
@@ -185,10 +271,22 @@ where
                 .write()
                 .entry(key)
                 .or_insert_with(|| {
+                    let labels = PoolLabels {
+                        direction: self.shared.direction,
+                        addr,
+                        version,
+                        server_id: meshed.as_ref().map(|m| m.server_id.clone()),
+                    };
+                    let m = &self.shared.metrics;
                     Arc::new(EndpointPool {
                         addr,
                         version,
                         meshed,
+                        metrics: PoolHandles {
+                            open: m.open.get(&labels),
+                            opened: m.opened.get(&labels),
+                            in_flight: m.in_flight.get(&labels),
+                        },
                         idle: Mutex::new(VecDeque::new()),
                         h2: RwLock::new(None),
                         h2_dial: tokio::sync::Mutex::new(()),
@@ -249,18 +347,36 @@ where
         self.pool.addr
     }
 
+    /// The same target's pool in `version` (same transport).
+    pub fn with_version(&self, version: Version) -> Self {
+        Client {
+            shared: self.shared.clone(),
+        }
+        .endpoint(self.pool.addr, version, self.pool.meshed.clone())
+    }
+
     /// Sends `req` on a pooled connection, dialing one when none is free.
     ///
     /// A request that a stale pooled connection could not take (closed by the peer while idle)
     /// is retried once on a new connection; it was never sent, so this is safe.
     pub async fn send(&self, req: Request<B>) -> Result<Response<PoolBody<B>>, Error> {
-        match self.pool.version {
+        let gauge = &self.pool.metrics.in_flight;
+        gauge.incr();
+        let in_flight = InFlight(gauge.clone());
+        let rsp = match self.pool.version {
             Version::Http1 => self.send_h1(req).await,
             Version::Http2 => self.send_h2(req).await,
-        }
+        };
+        rsp.map(|r| {
+            r.map(|(inner, release)| PoolBody {
+                inner,
+                release,
+                _in_flight: in_flight,
+            })
+        })
     }
 
-    async fn send_h1(&self, mut req: Request<B>) -> Result<Response<PoolBody<B>>, Error> {
+    async fn send_h1(&self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
         let addr = self.pool.addr;
         let connect = req.method() == http::Method::CONNECT;
         loop {
@@ -275,7 +391,7 @@ where
                         pool: self.pool.clone(),
                         config: self.shared.clone(),
                     });
-                    return Ok(rsp.map(|inner| PoolBody { inner, release }));
+                    return Ok(rsp.map(|inner| (inner, release)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => {
@@ -347,10 +463,12 @@ where
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
+        let open = self.opened();
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
                 tracing::debug!(%addr, %error, "HTTP/1 client connection failed");
             }
+            open.decr();
         });
         tx.ready()
             .await
@@ -358,18 +476,13 @@ where
         Ok(tx)
     }
 
-    async fn send_h2(&self, mut req: Request<B>) -> Result<Response<PoolBody<B>>, Error> {
+    async fn send_h2(&self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
         let addr = self.pool.addr;
         let mut retried = false;
         loop {
             let mut tx = self.h2_sender().await?;
             match tx.try_send_request(req).await {
-                Ok(rsp) => {
-                    return Ok(rsp.map(|inner| PoolBody {
-                        inner,
-                        release: None,
-                    }))
-                }
+                Ok(rsp) => return Ok(rsp.map(|inner| (inner, None))),
                 Err(mut e) => match e.take_message() {
                     Some(r) if !retried && tx.is_closed() => {
                         tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection closed; redialing");
@@ -415,13 +528,23 @@ where
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
+        let open = self.opened();
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%addr, %error, "HTTP/2 client connection failed");
             }
+            open.decr();
         });
         *self.pool.h2.write() = Some(tx.clone());
         Ok(tx)
+    }
+
+    /// Counts a newly opened connection; returns the gauge to decrement when it closes.
+    fn opened(&self) -> Gauge {
+        let m = &self.pool.metrics;
+        m.opened.incr();
+        m.open.incr();
+        m.open.clone()
     }
 
     async fn dial(&self) -> Result<ClientIo, Error> {

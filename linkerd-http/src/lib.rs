@@ -16,12 +16,14 @@ mod error;
 mod forward;
 mod headers;
 mod metrics;
+pub mod orig_proto;
 mod server;
 mod upgrade;
 
 pub use self::body::ProxyBody;
 pub use self::client::{
-    connect_endpoint, Client, ClientConfig, ClientIo, Endpoint, Meshed, PoolBody, Version,
+    connect_endpoint, Client, ClientConfig, ClientIo, Endpoint, Meshed, PoolBody, PoolMetrics,
+    Version,
 };
 pub use self::error::Error;
 pub use self::forward::{forward, try_forward};

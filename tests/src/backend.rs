@@ -128,7 +128,11 @@ async fn route(mut req: Request<Incoming>) -> Response<Body> {
                 Ok::<_, hyper::Error>(Frame::data(Bytes::from("hello"))),
                 Ok(Frame::trailers(trailers)),
             ];
-            Response::new(StreamBody::new(stream::iter(frames)).boxed())
+            let mut rsp = Response::new(StreamBody::new(stream::iter(frames)).boxed());
+            // HTTP/1 servers send only the trailer fields they declare.
+            rsp.headers_mut()
+                .insert("trailer", "x-trailer".parse().unwrap());
+            rsp
         }
         "/chunks" => {
             let frames = (0..3)
