@@ -134,6 +134,51 @@ impl Config {
             false => Ok(None),
         };
 
+        let cores = match env.contains_key("LINKERD2_PROXY_CORES") {
+            true => Some(vars.parse("LINKERD2_PROXY_CORES", "", parse_positive)?),
+            false => None,
+        };
+        let workers = cores.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let u32_in = |name: &str, default: &str, lo: u32, hi: u32, expected: &'static str| {
+            vars.parse(name, default, move |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| (lo..=hi).contains(n))
+                    .ok_or(expected)
+            })
+        };
+        let h2 = linkerd_http::H2Settings {
+            initial_stream_window_size: u32_in(
+                "LINKERD2_PROXY_HTTP2_INITIAL_STREAM_WINDOW_SIZE",
+                "1048576",
+                1,
+                (1 << 31) - 1,
+                "a window size in bytes, 1 to 2147483647",
+            )?,
+            initial_connection_window_size: u32_in(
+                "LINKERD2_PROXY_HTTP2_INITIAL_CONNECTION_WINDOW_SIZE",
+                "4194304",
+                1,
+                (1 << 31) - 1,
+                "a window size in bytes, 1 to 2147483647",
+            )?,
+            max_frame_size: u32_in(
+                "LINKERD2_PROXY_HTTP2_MAX_FRAME_SIZE",
+                "16384",
+                16_384,
+                16_777_215,
+                "a frame size in bytes, 16384 to 16777215",
+            )?,
+            max_header_list_size: u32_in(
+                "LINKERD2_PROXY_HTTP2_MAX_HEADER_LIST_SIZE",
+                "409600",
+                1024,
+                u32::MAX,
+                "a size in bytes of at least 1024",
+            )?,
+        };
         let client = |dir: &str, connect_timeout: &str| -> Result<_, ConfigError> {
             Ok(linkerd_http::ClientConfig {
                 connect_timeout: duration(
@@ -157,6 +202,15 @@ impl Config {
                     &format!("{PREFIX}{dir}_HTTP2_KEEP_ALIVE_TIMEOUT"),
                     "3s",
                 )?,
+                h2_max_connections: count(
+                    &format!("{PREFIX}{dir}_HTTP2_MAX_CONNECTIONS_PER_ENDPOINT"),
+                    &workers.to_string(),
+                )?,
+                h2_streams_per_connection: count(
+                    &format!("{PREFIX}{dir}_HTTP2_STREAMS_PER_CONNECTION"),
+                    "8",
+                )?,
+                h2,
             })
         };
 
@@ -189,10 +243,7 @@ impl Config {
                 DEFAULT_OPAQUE_PORTS,
                 PortSet::parse,
             )?,
-            cores: match env.contains_key("LINKERD2_PROXY_CORES") {
-                true => Some(vars.parse("LINKERD2_PROXY_CORES", "", parse_positive)?),
-                false => None,
-            },
+            cores,
             shutdown_grace_period: duration("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "2m")?,
             shutdown_endpoint_enabled: vars.parse(
                 "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
@@ -235,6 +286,7 @@ impl Config {
                             .and_then(|n| u32::try_from(n).map_err(|_| "a positive 32-bit integer"))
                     },
                 )?,
+                h2,
             },
             identity: identity(&vars)?,
             policy: crate::policy::Policy {

@@ -24,6 +24,7 @@ use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
     pin::Pin,
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
     sync::{Arc, Weak},
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -44,6 +45,34 @@ pub struct ClientConfig {
     pub h2_keep_alive_interval: Option<Duration>,
     /// How long a PING may go unanswered before the connection is closed.
     pub h2_keep_alive_timeout: Duration,
+    /// At most this many HTTP/2 connections per endpoint (so streams can be spread over the
+    /// worker threads instead of all being served by one).
+    pub h2_max_connections: usize,
+    /// When every HTTP/2 connection of an endpoint carries this many streams, another one is
+    /// dialed (up to `h2_max_connections`); requests meanwhile use the least loaded one.
+    pub h2_streams_per_connection: usize,
+    /// HTTP/2 settings for the connections this client opens.
+    pub h2: H2Settings,
+}
+
+/// HTTP/2 settings shared by the proxy's clients and servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct H2Settings {
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_frame_size: u32,
+    pub max_header_list_size: u32,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        Self {
+            initial_stream_window_size: 1024 * 1024,
+            initial_connection_window_size: 4 * 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_header_list_size: 400 * 1024,
+        }
+    }
 }
 
 /// The HTTP version spoken to a target.
@@ -173,10 +202,38 @@ struct EndpointPool<B> {
     metrics: PoolHandles,
     /// Idle HTTP/1 connections, oldest first.
     idle: Mutex<VecDeque<Idle<B>>>,
-    /// The shared HTTP/2 connection, if one is up.
-    h2: RwLock<Option<http2::SendRequest<B>>>,
+    /// The HTTP/2 connections, shared by every request to the endpoint.
+    h2: RwLock<Vec<Arc<H2Conn<B>>>>,
     /// Held by the one task dialing an HTTP/2 connection.
-    h2_dial: tokio::sync::Mutex<()>,
+    h2_dial: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// One multiplexed HTTP/2 connection of an endpoint's pool.
+struct H2Conn<B> {
+    tx: http2::SendRequest<B>,
+    /// Streams open on it: a request until its response body ends.
+    streams: Arc<AtomicUsize>,
+    /// When it last had a stream opened (ms since `epoch()`), for the idle timeout.
+    last_used_ms: AtomicU64,
+}
+
+/// Counts an open stream until dropped.
+struct Stream(Arc<AtomicUsize>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A process-wide origin for cheap timestamps.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What the idle pool has for a request.
@@ -197,10 +254,12 @@ pub struct PoolBody<B> {
     inner: Incoming,
     release: Option<Release<B>>,
     _in_flight: InFlight,
+    _stream: Option<Stream>,
 }
 
-/// A response body and, for HTTP/1, how to return its connection to the pool.
-type Sent<B> = (Incoming, Option<Release<B>>);
+/// A response body; for HTTP/1, how to return its connection to the pool; for HTTP/2, its
+/// stream's place in the connection's count.
+type Sent<B> = (Incoming, Option<Release<B>>, Option<Stream>);
 
 struct Release<B> {
     tx: http1::SendRequest<B>,
@@ -288,8 +347,8 @@ where
                             in_flight: m.in_flight.get(&labels),
                         },
                         idle: Mutex::new(VecDeque::new()),
-                        h2: RwLock::new(None),
-                        h2_dial: tokio::sync::Mutex::new(()),
+                        h2: RwLock::new(Vec::new()),
+                        h2_dial: Arc::new(tokio::sync::Mutex::new(())),
                     })
                 })
                 .clone(),
@@ -316,12 +375,17 @@ async fn sweep_idle<B>(shared: Weak<Shared<B>>) {
         shared.endpoints.write().retain(|_, pool| {
             let mut idle = pool.idle.lock();
             idle.retain(|i| i.since.elapsed() < timeout && !i.tx.is_closed());
+            // HTTP/2: closed connections go, and so do idle ones (their last sender is dropped,
+            // so hyper closes them).
             let mut h2 = pool.h2.write();
-            if h2.as_ref().is_some_and(|tx| tx.is_closed()) {
-                *h2 = None;
-            }
+            let idle_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            h2.retain(|c| {
+                let busy = c.streams.load(Ordering::Relaxed) > 0
+                    || now_ms().saturating_sub(c.last_used_ms.load(Ordering::Relaxed)) < idle_ms;
+                !c.tx.is_closed() && busy
+            });
             // Keep pools that still hold connections or are held by a service.
-            !idle.is_empty() || h2.is_some() || Arc::strong_count(pool) > 1
+            !idle.is_empty() || !h2.is_empty() || Arc::strong_count(pool) > 1
         });
     }
 }
@@ -368,10 +432,11 @@ where
             Version::Http2 => self.send_h2(req).await,
         };
         rsp.map(|r| {
-            r.map(|(inner, release)| PoolBody {
+            r.map(|(inner, release, stream)| PoolBody {
                 inner,
                 release,
                 _in_flight: in_flight,
+                _stream: stream,
             })
         })
     }
@@ -391,7 +456,7 @@ where
                         pool: self.pool.clone(),
                         config: self.shared.clone(),
                     });
-                    return Ok(rsp.map(|inner| (inner, release)));
+                    return Ok(rsp.map(|inner| (inner, release, None)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => {
@@ -480,13 +545,17 @@ where
         let addr = self.pool.addr;
         let mut retried = false;
         loop {
-            let mut tx = self.h2_sender().await?;
+            let conn = self.h2_conn().await?;
+            conn.streams.fetch_add(1, Ordering::Relaxed);
+            let stream = Stream(conn.streams.clone());
+            conn.last_used_ms.store(now_ms(), Ordering::Relaxed);
+            let mut tx = conn.tx.clone();
             match tx.try_send_request(req).await {
-                Ok(rsp) => return Ok(rsp.map(|inner| (inner, None))),
+                Ok(rsp) => return Ok(rsp.map(|inner| (inner, None, Some(stream)))),
                 Err(mut e) => match e.take_message() {
                     Some(r) if !retried && tx.is_closed() => {
                         tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection closed; redialing");
-                        self.pool.h2.write().take();
+                        self.pool.h2.write().retain(|c| !c.tx.is_closed());
                         retried = true;
                         req = r;
                     }
@@ -501,23 +570,63 @@ where
         }
     }
 
-    /// The shared HTTP/2 connection; only one task dials it while the others wait.
-    async fn h2_sender(&self) -> Result<http2::SendRequest<B>, Error> {
-        let live = |slot: &Option<http2::SendRequest<B>>| {
-            slot.as_ref().filter(|tx| !tx.is_closed()).cloned()
-        };
-        if let Some(tx) = live(&self.pool.h2.read()) {
-            return Ok(tx);
+    /// The least loaded live HTTP/2 connection, and whether all are busy enough (and fewer
+    /// than the maximum) that another should be dialed.
+    fn h2_pick(&self) -> (Option<Arc<H2Conn<B>>>, bool) {
+        let cfg = &self.shared.config;
+        let conns = self.pool.h2.read();
+        let best = conns
+            .iter()
+            .filter(|c| !c.tx.is_closed())
+            .min_by_key(|c| c.streams.load(Ordering::Relaxed))
+            .cloned();
+        let spread = best.as_ref().is_some_and(|c| {
+            c.streams.load(Ordering::Relaxed) >= cfg.h2_streams_per_connection
+                && conns.len() < cfg.h2_max_connections
+        });
+        (best, spread)
+    }
+
+    /// A connection for one stream. With none up, one task dials while the others wait for
+    /// it; when all are busy, another is dialed in the background while this request uses the
+    /// least loaded one.
+    async fn h2_conn(&self) -> Result<Arc<H2Conn<B>>, Error> {
+        match self.h2_pick() {
+            (Some(conn), false) => Ok(conn),
+            (Some(conn), true) => {
+                if let Ok(dialing) = self.pool.h2_dial.clone().try_lock_owned() {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = this.dial_h2().await {
+                            tracing::debug!(%error, "failed to open another HTTP/2 connection");
+                        }
+                        drop(dialing);
+                    });
+                }
+                Ok(conn)
+            }
+            (None, _) => {
+                let _dialing = self.pool.h2_dial.lock().await;
+                if let (Some(conn), _) = self.h2_pick() {
+                    return Ok(conn);
+                }
+                self.dial_h2().await
+            }
         }
-        let _dialing = self.pool.h2_dial.lock().await;
-        if let Some(tx) = live(&self.pool.h2.read()) {
-            return Ok(tx);
-        }
+    }
+
+    /// Dials an HTTP/2 connection and adds it to the pool.
+    async fn dial_h2(&self) -> Result<Arc<H2Conn<B>>, Error> {
         let addr = self.pool.addr;
         let io = self.dial().await?;
         let cfg = &self.shared.config;
         let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
+        builder
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(cfg.h2.initial_stream_window_size)
+            .initial_connection_window_size(cfg.h2.initial_connection_window_size)
+            .max_frame_size(cfg.h2.max_frame_size)
+            .max_header_list_size(cfg.h2.max_header_list_size);
         if let Some(interval) = cfg.h2_keep_alive_interval {
             builder
                 .keep_alive_interval(interval)
@@ -535,8 +644,16 @@ where
             }
             open.decr();
         });
-        *self.pool.h2.write() = Some(tx.clone());
-        Ok(tx)
+        let conn = Arc::new(H2Conn {
+            tx,
+            streams: Arc::new(AtomicUsize::new(0)),
+            last_used_ms: AtomicU64::new(now_ms()),
+        });
+        let mut conns = self.pool.h2.write();
+        conns.retain(|c| !c.tx.is_closed());
+        conns.push(conn.clone());
+        tracing::debug!(%addr, connections = conns.len(), "HTTP/2 connection added");
+        Ok(conn)
     }
 
     /// Counts a newly opened connection; returns the gauge to decrement when it closes.

@@ -22,8 +22,8 @@ mod upgrade;
 
 pub use self::body::ProxyBody;
 pub use self::client::{
-    connect_endpoint, Client, ClientConfig, ClientIo, Endpoint, Meshed, PoolBody, PoolMetrics,
-    Version,
+    connect_endpoint, Client, ClientConfig, ClientIo, Endpoint, H2Settings, Meshed, PoolBody,
+    PoolMetrics, Version,
 };
 pub use self::error::Error;
 pub use self::forward::{forward, try_forward};

@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub h2_keep_alive_timeout: Duration,
     /// The most concurrent streams a client may open on one HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
+    /// Window, frame and header-list sizes.
+    pub h2: crate::H2Settings,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +31,7 @@ impl Default for ServerConfig {
             h2_keep_alive_interval: Some(Duration::from_secs(10)),
             h2_keep_alive_timeout: Duration::from_secs(20),
             h2_max_concurrent_streams: 1000,
+            h2: crate::H2Settings::default(),
         }
     }
 }
@@ -54,6 +57,10 @@ where
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(config.h2_max_concurrent_streams)
+            .initial_stream_window_size(config.h2.initial_stream_window_size)
+            .initial_connection_window_size(config.h2.initial_connection_window_size)
+            .max_frame_size(config.h2.max_frame_size)
+            .max_header_list_size(config.h2.max_header_list_size)
             .keep_alive_interval(config.h2_keep_alive_interval)
             .keep_alive_timeout(config.h2_keep_alive_timeout);
         let conn = b.serve_connection(io, svc);

@@ -56,11 +56,20 @@ impl Mesh {
 
     /// A client proxy with discovery; `orig_dst` makes it transparent.
     async fn client(&self, orig_dst: Option<SocketAddr>) -> linkerd_app::Proxy {
+        self.client_with(orig_dst, &[]).await
+    }
+
+    async fn client_with(
+        &self,
+        orig_dst: Option<SocketAddr>,
+        extra: &[(&str, &str)],
+    ) -> linkerd_app::Proxy {
         let mut env = self.ctl.proxy_env("client");
         env.push((
             "LINKERD2_PROXY_DESTINATION_SVC_ADDR".into(),
             self.ctl.addr.to_string(),
         ));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let p = start(&env, orig_dst);
         ready(p.admin_addr).await;
         p
@@ -231,7 +240,16 @@ async fn absolute_form_round_trips_and_websocket_uses_http1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_app_connections_share_a_few_proxy_connections() {
     let mesh = Mesh::start().await;
-    let client = mesh.client(None).await;
+    // No spreading here: this is about not dialing one connection per request.
+    let client = mesh
+        .client_with(
+            None,
+            &[(
+                "LINKERD2_PROXY_OUTBOUND_HTTP2_MAX_CONNECTIONS_PER_ENDPOINT",
+                "1",
+            )],
+        )
+        .await;
 
     // Concurrent first requests: one connection is dialed, the others wait for it.
     let mut tasks = Vec::new();
@@ -333,4 +351,79 @@ async fn the_client_proxy_recovers_when_the_server_proxy_restarts() {
     let m = scrape(client.admin_addr).await;
     assert_eq!(h2_opened(&m), 2.0, "one connection before, one after: {m}");
     drop((app, ctl));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_endpoints_get_a_few_connections_and_idle_ones_close() {
+    let mesh = Mesh::start().await;
+    let client = mesh
+        .client_with(
+            None,
+            &[
+                (
+                    "LINKERD2_PROXY_OUTBOUND_HTTP2_MAX_CONNECTIONS_PER_ENDPOINT",
+                    "3",
+                ),
+                ("LINKERD2_PROXY_OUTBOUND_HTTP2_STREAMS_PER_CONNECTION", "4"),
+                (
+                    "LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT",
+                    "1s",
+                ),
+            ],
+        )
+        .await;
+    assert!(raw(
+        client.outbound_addr,
+        &format!(
+            "GET http://{WEB}:8080/ HTTP/1.1\r\nhost: {WEB}:8080\r\nconnection: close\r\n\r\n"
+        )
+    )
+    .await
+    .starts_with("HTTP/1.1 200"));
+
+    // 40 slow requests at once: more than 4 streams per connection, so more connections are
+    // dialed, but never more than 3.
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let outbound = client.outbound_addr;
+        tasks.push(tokio::spawn(async move {
+            raw(
+                outbound,
+                &format!("GET http://{WEB}:8080/slow/300 HTTP/1.1\r\nhost: {WEB}:8080\r\nconnection: close\r\n\r\n"),
+            )
+            .await
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().starts_with("HTTP/1.1 200"));
+    }
+    let m = scrape(client.admin_addr).await;
+    let opened = h2_opened(&m);
+    assert!((2.0..=3.0).contains(&opened), "{opened} connections: {m}");
+    assert_eq!(
+        metric(
+            &m,
+            "http_pool_requests_in_flight",
+            &["direction=\"outbound\"", "http_version=\"2\""]
+        ),
+        Some(0.0),
+        "{m}"
+    );
+
+    // Idle for longer than the idle timeout: the connections close.
+    let mut open = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = scrape(client.admin_addr).await;
+        open = metric(
+            &m,
+            "http_pool_connections_open",
+            &["direction=\"outbound\"", "http_version=\"2\""],
+        );
+        if open == Some(0.0) {
+            break;
+        }
+    }
+    assert_eq!(open, Some(0.0));
 }

@@ -407,3 +407,56 @@ fn inbound_policy() {
         assert_eq!(Config::from_env(&env(&[(k, v)])).unwrap_err().name, k);
     }
 }
+
+#[test]
+fn http2_settings_and_pool_spreading() {
+    let c = Config::from_env(&env(&[("LINKERD2_PROXY_CORES", "3")])).unwrap();
+    assert_eq!(c.outbound.client.h2_max_connections, 3, "the worker count");
+    assert_eq!(c.outbound.client.h2_streams_per_connection, 8);
+    assert_eq!(c.server.h2, linkerd_http::H2Settings::default());
+    assert_eq!(c.outbound.client.h2, linkerd_http::H2Settings::default());
+    let c = Config::from_env(&env(&[
+        (
+            "LINKERD2_PROXY_OUTBOUND_HTTP2_MAX_CONNECTIONS_PER_ENDPOINT",
+            "2",
+        ),
+        (
+            "LINKERD2_PROXY_OUTBOUND_HTTP2_STREAMS_PER_CONNECTION",
+            "100",
+        ),
+        ("LINKERD2_PROXY_HTTP2_INITIAL_STREAM_WINDOW_SIZE", "65535"),
+        (
+            "LINKERD2_PROXY_HTTP2_INITIAL_CONNECTION_WINDOW_SIZE",
+            "1048576",
+        ),
+        ("LINKERD2_PROXY_HTTP2_MAX_FRAME_SIZE", "32768"),
+        ("LINKERD2_PROXY_HTTP2_MAX_HEADER_LIST_SIZE", "8192"),
+    ]))
+    .unwrap();
+    assert_eq!(c.outbound.client.h2_max_connections, 2);
+    assert_eq!(c.outbound.client.h2_streams_per_connection, 100);
+    let h2 = c.server.h2;
+    assert_eq!(
+        (
+            h2.initial_stream_window_size,
+            h2.initial_connection_window_size,
+            h2.max_frame_size,
+            h2.max_header_list_size
+        ),
+        (65535, 1048576, 32768, 8192)
+    );
+    assert_eq!(c.inbound.client.h2, h2);
+    for (k, v) in [
+        ("LINKERD2_PROXY_HTTP2_MAX_FRAME_SIZE", "1024"),
+        (
+            "LINKERD2_PROXY_HTTP2_INITIAL_STREAM_WINDOW_SIZE",
+            "2147483648",
+        ),
+        (
+            "LINKERD2_PROXY_OUTBOUND_HTTP2_MAX_CONNECTIONS_PER_ENDPOINT",
+            "0",
+        ),
+    ] {
+        assert_eq!(Config::from_env(&env(&[(k, v)])).unwrap_err().name, k);
+    }
+}
