@@ -53,6 +53,10 @@ struct Cli {
     /// Only these topologies (comma-separated: direct, proxy, haproxy, pair, balance).
     #[arg(long, value_delimiter = ',')]
     topologies: Vec<String>,
+    /// Also measure `http1-keepalive-max` through `proxy-pair-h2` with each of these worker
+    /// counts per proxy (e.g. `1,2,4`), proxies not pinned, to see throughput scale.
+    #[arg(long, value_delimiter = ',')]
+    scan_workers: Vec<usize>,
 }
 
 #[derive(Subcommand, Debug)]

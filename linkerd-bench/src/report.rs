@@ -21,18 +21,48 @@ pub struct Cell {
     pub first_error: Option<String>,
 }
 
+/// One worker count of the throughput scan.
+#[derive(Debug, Serialize)]
+pub struct ScanPoint {
+    pub workers: usize,
+    pub rps: f64,
+    pub p99_us: f64,
+    pub cpu_s_per_1k_req: f64,
+    pub errors: u64,
+}
+
+/// The worker scan as lines: throughput per worker count and its ratio to the first.
+pub fn scan_summary(points: &[ScanPoint]) -> Option<String> {
+    let first = points.first()?;
+    let mut out = String::from("worker scan (http1-keepalive-max through proxy-pair-h2):");
+    for p in points {
+        out.push_str(&format!(
+            "\n  {} worker(s): {:.0} rps ({:.2}x {} worker), p99 {:.0}us, {:.4} CPU-s/1k, {} errors",
+            p.workers,
+            p.rps,
+            p.rps / first.rps.max(1.0),
+            first.workers,
+            p.p99_us,
+            p.cpu_s_per_1k_req,
+            p.errors
+        ));
+    }
+    Some(out)
+}
+
 /// The whole run, as written to `--out`.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub machine: serde_json::Value,
     pub results: Vec<Cell>,
+    pub worker_scan: Vec<ScanPoint>,
     pub skipped: Vec<String>,
 }
 
 /// The topology each proxied topology is compared with (same network path, no proxy).
 pub fn baseline(topology: &str) -> &'static str {
     match topology {
-        "proxy-pair" | "proxy-pair-mtls" => "direct-veth",
+        "proxy-pair" | "proxy-pair-mtls" | "proxy-pair-h2" => "direct-veth",
         _ => "direct",
     }
 }

@@ -132,9 +132,19 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
             }
         }
     }
+    let mut scan = Vec::new();
+    if !cli.scan_workers.is_empty() {
+        match linkerd_netns::unavailable() {
+            Some(why) => skipped.push(format!("worker scan: {why}")),
+            None => scan = worker_scan(&env, &profile, cli, &tmp)?,
+        }
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 
     println!("{}", report::table(&cells));
+    if let Some(s) = report::scan_summary(&scan) {
+        println!("{s}");
+    }
     if let Some(summary) = report::balance_summary(&cells) {
         println!("{summary}");
     }
@@ -165,6 +175,7 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     let report = Report {
         machine: machine(&env, &profile, cli),
         results: cells,
+        worker_scan: scan,
         skipped,
     };
     if let Some(dir) = cli.out.parent() {
@@ -177,6 +188,37 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
 }
 
 /// Runs one scenario against one topology `repeat` times and keeps the medians.
+/// `http1-keepalive-max` through `proxy-pair-h2` with each worker count of `--scan-workers`
+/// (proxies not pinned to one CPU, so extra workers can run).
+fn worker_scan(
+    env: &Env,
+    profile: &Profile,
+    cli: &Cli,
+    tmp: &std::path::Path,
+) -> Result<Vec<report::ScanPoint>, String> {
+    let mut points = Vec::new();
+    for &workers in &cli.scan_workers {
+        let env = Env {
+            proxy_threads: workers.max(1),
+            proxy_cpus: None,
+            ..env.clone()
+        };
+        let topologies = topology::pair(&env, tmp)?;
+        let Some(topo) = topologies.iter().find(|t| t.name == "proxy-pair-h2") else {
+            return Err("the worker scan needs proxy-pair-h2 (build linkerd-control)".into());
+        };
+        let c = cell(&env, profile, cli.repeat, topo, Scenario::Http1KeepaliveMax);
+        points.push(report::ScanPoint {
+            workers,
+            rps: c.rps,
+            p99_us: c.latency_us.p99,
+            cpu_s_per_1k_req: c.cpu_s_per_1k_req,
+            errors: c.errors,
+        });
+    }
+    Ok(points)
+}
+
 fn cell(env: &Env, profile: &Profile, repeat: usize, topo: &Topology, s: Scenario) -> Cell {
     let runs: Vec<Run> = (0..repeat.max(1))
         .map(|_| run_once(env, profile, topo, s))

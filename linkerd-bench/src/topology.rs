@@ -396,10 +396,12 @@ const ID_B: &str = "server.bench.serviceaccount.identity.linkerd.cluster.local";
 /// (a `linkerd-control` in each pod, sharing one CA directory and mesh file), and
 /// `proxy-pair-mtls` targets backend ports that discovery says are behind proxy B: proxy A
 /// reaches them with mTLS, which proxy B terminates. `proxy-pair` stays plaintext (its ports
-/// are not in discovery), so the two differ only by mTLS.
+/// are not in discovery), so the two differ only by mTLS. `proxy-pair-h2` is `proxy-pair-mtls`
+/// with the endpoints hinted `h2`: HTTP/1 travels between the proxies as multiplexed HTTP/2.
 pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
     const MESHED: [u16; 3] = [8080, 9000, 9001];
     const MTLS: [u16; 3] = [28080, 29000, 29001];
+    const H2: [u16; 3] = [38080, 39000, 39001];
     const DIRECT: [u16; 3] = [18080, 19000, 19001];
     const NOBODY: u32 = 65534;
     let control_bin = env.self_bin.with_file_name("linkerd-control");
@@ -428,7 +430,7 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
         env.body_size.to_string(),
     ]);
     for (flag, i) in [("--http", 0), ("--echo", 1), ("--sink", 2)] {
-        for ports in [MESHED, DIRECT, MTLS] {
+        for ports in [MESHED, DIRECT, MTLS, H2] {
             backend_args.extend([flag.to_string(), listen(ports[i])]);
         }
     }
@@ -445,6 +447,7 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
             tmp,
             ip.into(),
             &MTLS,
+            &H2,
             &mut procs,
             [&client, &server],
         )?),
@@ -521,20 +524,22 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
         },
     ];
     if mtls {
-        topologies.push(Topology {
-            name: "proxy-pair-mtls",
-            ns: Some(client.clone()),
-            load_uid: Some(NOBODY),
-            targets: addrs(MTLS),
-            h2_target: None,
-            via_proxy: None,
-            pids: vec![pid_a, pid_b],
-            conns: ConnCounter::ProxyMetrics {
-                ns: Some(client),
-                admin,
-            },
-            _procs: procs,
-        });
+        for (name, ports) in [("proxy-pair-mtls", MTLS), ("proxy-pair-h2", H2)] {
+            topologies.push(Topology {
+                name,
+                ns: Some(client.clone()),
+                load_uid: Some(NOBODY),
+                targets: addrs(ports),
+                h2_target: None,
+                via_proxy: None,
+                pids: vec![pid_a, pid_b],
+                conns: ConnCounter::ProxyMetrics {
+                    ns: Some(client.clone()),
+                    admin,
+                },
+                _procs: procs.clone(),
+            });
+        }
     }
     Ok(topologies)
 }
@@ -547,6 +552,7 @@ fn mesh_identity(
     tmp: &std::path::Path,
     server_ip: std::net::IpAddr,
     mtls: &[u16; 3],
+    h2: &[u16; 3],
     procs: &mut Procs,
     pods: [&String; 2],
 ) -> Result<std::path::PathBuf, String> {
@@ -565,6 +571,13 @@ fn mesh_identity(
     for (i, port) in mtls.iter().enumerate() {
         yaml.push_str(&format!(
             "  - name: mtls{i}.bench.svc.cluster.local\n    port: {port}\n    endpoints:\n      - addr: {}\n        identity: {ID_B}\n",
+            SocketAddr::from((server_ip, *port))
+        ));
+    }
+    // The same, hinted h2: HTTP/1 is carried over multiplexed HTTP/2 between the proxies.
+    for (i, port) in h2.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - name: h2{i}.bench.svc.cluster.local\n    port: {port}\n    endpoints:\n      - addr: {}\n        identity: {ID_B}\n        protocol_hint: h2\n",
             SocketAddr::from((server_ip, *port))
         ));
     }

@@ -60,7 +60,7 @@ fn smoke() {
         let control = std::path::Path::new(env!("CARGO_BIN_EXE_linkerd-bench"))
             .with_file_name("linkerd-control");
         assert_eq!(
-            has("proxy-pair-mtls"),
+            has("proxy-pair-mtls") && has("proxy-pair-h2"),
             control.exists(),
             "the mTLS pair runs exactly when linkerd-control is built:\n{stdout}"
         );
