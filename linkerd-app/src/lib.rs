@@ -226,7 +226,9 @@ impl App {
         let tracker = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
 
-        tokio::spawn(accept_loop(
+        // The accept loops are tracked too, so `drained` returns only once the listeners are
+        // closed (their ports can be bound again).
+        tracker.spawn(accept_loop(
             "outbound",
             outbound,
             orig_dst.clone(),
@@ -234,7 +236,7 @@ impl App {
             tracker.clone(),
             move |conn, drain| outbound::serve(outbound_stack.clone(), conn, drain),
         ));
-        tokio::spawn(accept_loop(
+        tracker.spawn(accept_loop(
             "inbound",
             inbound,
             orig_dst,

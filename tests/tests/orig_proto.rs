@@ -332,7 +332,28 @@ async fn the_client_proxy_recovers_when_the_server_proxy_restarts() {
         "LINKERD2_PROXY_INBOUND_LISTEN_ADDR".into(),
         inbound.to_string(),
     ));
-    let server = start(&env, None);
+    // The old listener is closed once drained; retry briefly in case another socket took the
+    // port as its ephemeral source port meanwhile.
+    let config = {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        linkerd_tests::config(&env)
+    };
+    let mut server = None;
+    for _ in 0..20 {
+        let app =
+            linkerd_app::App::new(config.clone()).with_orig_dst(linkerd_proxy_transport::NoOrigDst);
+        match app.spawn() {
+            Ok(p) => {
+                server = Some(p);
+                break;
+            }
+            Err(e) => {
+                eprintln!("rebinding {inbound}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let server = server.expect("the server proxy restarts on its address");
     ready(server.admin_addr).await;
 
     // The pooled HTTP/2 connection died with the old proxy: the client proxy redials.
