@@ -493,26 +493,32 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
         sink: SocketAddr::from((ip, ports[2])),
     };
     let procs = Rc::new(procs);
-    let mut topologies = vec![
-        Topology {
-            name: "direct-veth",
-            ns: Some(client.clone()),
-            load_uid: None,
-            targets: addrs(DIRECT),
-            h2_target: None,
-            via_proxy: None,
-            pids: Vec::new(),
-            conns: ConnCounter::Backend {
-                ns: Some(server.clone()),
-                stats: loopback(DIRECT[0]),
-            },
-            _procs: procs.clone(),
+    let mut topologies = vec![Topology {
+        name: "direct-veth",
+        ns: Some(client.clone()),
+        load_uid: None,
+        targets: addrs(DIRECT),
+        h2_target: None,
+        via_proxy: None,
+        pids: Vec::new(),
+        conns: ConnCounter::Backend {
+            ns: Some(server.clone()),
+            stats: loopback(DIRECT[0]),
         },
-        Topology {
-            name: "proxy-pair",
+        _procs: procs.clone(),
+    }];
+    // The proxied topologies differ only in their backend ports (and so in what discovery
+    // says of them).
+    let mut proxied = vec![("proxy-pair", MESHED)];
+    if mtls {
+        proxied.extend([("proxy-pair-mtls", MTLS), ("proxy-pair-h2", H2)]);
+    }
+    for (name, ports) in proxied {
+        topologies.push(Topology {
+            name,
             ns: Some(client.clone()),
             load_uid: Some(NOBODY),
-            targets: addrs(MESHED),
+            targets: addrs(ports),
             h2_target: None,
             via_proxy: None,
             pids: vec![pid_a, pid_b],
@@ -521,25 +527,7 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
                 admin,
             },
             _procs: procs.clone(),
-        },
-    ];
-    if mtls {
-        for (name, ports) in [("proxy-pair-mtls", MTLS), ("proxy-pair-h2", H2)] {
-            topologies.push(Topology {
-                name,
-                ns: Some(client.clone()),
-                load_uid: Some(NOBODY),
-                targets: addrs(ports),
-                h2_target: None,
-                via_proxy: None,
-                pids: vec![pid_a, pid_b],
-                conns: ConnCounter::ProxyMetrics {
-                    ns: Some(client.clone()),
-                    admin,
-                },
-                _procs: procs.clone(),
-            });
-        }
+        });
     }
     Ok(topologies)
 }
