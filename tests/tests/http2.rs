@@ -12,7 +12,14 @@ use tonic_health::pb::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_with_trailers_on_one_multiplexed_connection() {
     let app = backend::http().await;
-    let proxy = proxy(&[], Some(app.addr));
+    // One upstream connection at most (by default a busy endpoint gets up to one per worker).
+    let proxy = proxy(
+        &[(
+            "LINKERD2_PROXY_OUTBOUND_HTTP2_MAX_CONNECTIONS_PER_ENDPOINT",
+            "1",
+        )],
+        Some(app.addr),
+    );
     let tx = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
 
     // Concurrent streams on one client connection.
