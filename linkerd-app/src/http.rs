@@ -172,7 +172,9 @@ impl Conn {
             return self.balanced(&svc, req).await;
         }
         let Some(endpoint) = &self.endpoint else {
-            return self.explicit(req).await;
+            // Boxed, like the other rare paths (tunnels, DNS): their large states would
+            // otherwise be part of every request's future.
+            return Box::pin(self.explicit(req)).await;
         };
         let rec = self.route(&req, endpoint.addr()).request();
         if self.stack.own.contains(endpoint.addr()) {
@@ -247,7 +249,7 @@ impl Conn {
         }
 
         if req.method() == Method::CONNECT {
-            return match self.tunnel(addr, None, &mut req, route.request()).await {
+            return match Box::pin(self.tunnel(addr, None, &mut req, route.request())).await {
                 Ok(rsp) => rsp,
                 Err(e) => fail(e, None),
             };
@@ -306,7 +308,7 @@ impl Conn {
                 return svc.clone();
             }
         }
-        let svc = discovery.service_for(authority).await;
+        let svc = Box::pin(discovery.service_for(authority)).await;
         *self.last_service.lock() = Some((authority.to_string(), svc.clone()));
         svc
     }
@@ -333,8 +335,7 @@ impl Conn {
             )
             .request();
         let res = if req.method() == Method::CONNECT {
-            self.tunnel(ep.addr, ep.meta.meshed.as_ref(), &mut req, rec)
-                .await
+            Box::pin(self.tunnel(ep.addr, ep.meta.meshed.as_ref(), &mut req, rec)).await
         } else if ep.meta.h2 && self.version == Version::Http1 && upgradable(&req) {
             let pool = ep.meta.pool(&self.stack.client, ep.addr, Version::Http2);
             upgraded(pool, req, rec).await

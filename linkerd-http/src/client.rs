@@ -480,10 +480,10 @@ where
     async fn connection_h1(&self) -> Result<(http1::SendRequest<B>, bool), Error> {
         match self.checkout_h1() {
             Checkout::Ready(tx) => Ok((tx, true)),
-            Checkout::None => Ok((self.dial_h1().await?, false)),
+            // Boxed: see `h2_conn`.
+            Checkout::None => Ok((Box::pin(self.dial_h1()).await?, false)),
             Checkout::Pending(mut tx) => {
-                let dial = self.dial_h1();
-                tokio::pin!(dial);
+                let mut dial = Box::pin(self.dial_h1());
                 tokio::select! {
                     biased;
                     res = tx.ready() => match res {
@@ -610,7 +610,9 @@ where
                 if let (Some(conn), _) = self.h2_pick() {
                     return Ok(conn);
                 }
-                self.dial_h2().await
+                // Boxed: dialing (TCP, TLS, handshake) is rare, and its large state would
+                // otherwise be part of every request's future.
+                Box::pin(self.dial_h2()).await
             }
         }
     }
