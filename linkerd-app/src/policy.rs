@@ -6,7 +6,7 @@
 use crate::config::PortSet;
 use ipnet::IpNet;
 use linkerd_identity::Id;
-use linkerd_metrics::{Counter, EncodeLabels, Family, LabelWriter, Registry};
+use linkerd_metrics::{Counter, EncodeLabels, Family, LabelWriter, NoLabels, Registry};
 use linkerd_proxy_transport::TlsLabel;
 use std::{net::IpAddr, str::FromStr, sync::Arc};
 
@@ -265,13 +265,6 @@ impl AuthzMetrics {
             (true, true) => self.http_audit.get(labels),
         }
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct NoLabels;
-
-impl EncodeLabels for NoLabels {
-    fn encode(&self, _: &mut LabelWriter<'_>) {}
 }
 
 impl EncodeLabels for AuthzLabels {

@@ -152,15 +152,11 @@ impl PoolMetrics {
 
 impl EncodeLabels for PoolLabels {
     fn encode(&self, w: &mut LabelWriter<'_>) {
-        let direction = match self.direction {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        };
         let version = match self.version {
             Version::Http1 => "1",
             Version::Http2 => "2",
         };
-        w.label("direction", direction)
+        w.label("direction", self.direction.as_str())
             .label("target_addr", self.addr)
             .label("http_version", version);
         if let Some(id) = &self.server_id {

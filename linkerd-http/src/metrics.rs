@@ -300,11 +300,7 @@ impl<B: Body<Data = Bytes>> Body for RecordBody<B> {
 
 impl EncodeLabels for RouteLabels {
     fn encode(&self, w: &mut LabelWriter<'_>) {
-        let direction = match self.direction {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        };
-        w.label("direction", direction)
+        w.label("direction", self.direction.as_str())
             .label("authority", self.authority.as_deref().unwrap_or(""))
             .label("target_addr", self.target_addr)
             .label("target_ip", self.target_addr.ip())

@@ -16,14 +16,12 @@ const ABSOLUTE_FORM: &str = "; absolute-form";
 pub fn upgrade_request<B>(req: &mut Request<B>) -> Result<Version, Error> {
     let orig = req.version();
     let absolute = req.uri().scheme().is_some() && req.uri().authority().is_some();
-    let proto = match orig {
-        Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
-    };
-    let value = match absolute {
-        true => format!("{proto}{ABSOLUTE_FORM}"),
-        false => proto.to_string(),
-    };
+    let value = HeaderValue::from_static(match (orig, absolute) {
+        (Version::HTTP_10, false) => "HTTP/1.0",
+        (Version::HTTP_10, true) => "HTTP/1.0; absolute-form",
+        (_, false) => "HTTP/1.1",
+        (_, true) => "HTTP/1.1; absolute-form",
+    });
     if !absolute {
         // HTTP/2 needs :scheme and :authority: from the Host header.
         let host = req
@@ -43,10 +41,7 @@ pub fn upgrade_request<B>(req: &mut Request<B>) -> Result<Version, Error> {
     }
     // :authority carries the host; a Host header beside it is redundant in HTTP/2.
     req.headers_mut().remove(header::HOST);
-    req.headers_mut().insert(
-        L5D_ORIG_PROTO,
-        HeaderValue::from_str(&value).expect("a fixed ASCII value"),
-    );
+    req.headers_mut().insert(L5D_ORIG_PROTO, value);
     *req.version_mut() = Version::HTTP_2;
     Ok(orig)
 }

@@ -1,7 +1,7 @@
 //! Getting and renewing the certificate from the Identity API.
 
 use crate::{Credentials, Error};
-use linkerd_metrics::{Counter, EncodeLabels, Family, Gauge, LabelWriter, Registry};
+use linkerd_metrics::{Counter, Family, Gauge, NoLabels, Registry};
 use linkerd_proxy_api::identity::{identity_client::IdentityClient, CertifyRequest};
 use std::{
     path::PathBuf,
@@ -29,13 +29,6 @@ pub struct IdentityMetrics {
     expiration: Gauge,
     refresh: Counter,
     failures: Counter,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct NoLabels;
-
-impl EncodeLabels for NoLabels {
-    fn encode(&self, _: &mut LabelWriter<'_>) {}
 }
 
 impl IdentityMetrics {

@@ -10,6 +10,14 @@ pub trait EncodeLabels: Clone + Eq + Hash + Send + Sync + 'static {
     fn encode(&self, w: &mut LabelWriter<'_>);
 }
 
+/// The empty label set, for a family with a single, unlabelled metric.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NoLabels;
+
+impl EncodeLabels for NoLabels {
+    fn encode(&self, _: &mut LabelWriter<'_>) {}
+}
+
 /// All metrics of one name, keyed by label set.
 ///
 /// [`Family::get`] takes a lock and is meant to be called once per target; the returned

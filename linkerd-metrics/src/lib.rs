@@ -14,5 +14,5 @@ mod family;
 mod metric;
 
 pub use self::encode::{LabelWriter, Registry};
-pub use self::family::{EncodeLabels, Family};
+pub use self::family::{EncodeLabels, Family, NoLabels};
 pub use self::metric::{Counter, Gauge, Histogram, Metric};

@@ -10,6 +10,16 @@ pub enum Direction {
     Outbound,
 }
 
+impl Direction {
+    /// The `direction` label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
 /// Which side of the proxy a connection faces: the accepted one (`src`) or the dialed one (`dst`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Peer {
@@ -169,15 +179,11 @@ impl Drop for TcpConnMetrics {
 
 impl EncodeLabels for TcpLabels {
     fn encode(&self, w: &mut LabelWriter<'_>) {
-        let direction = match self.direction {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        };
         let peer = match self.peer {
             Peer::Src => "src",
             Peer::Dst => "dst",
         };
-        w.label("direction", direction)
+        w.label("direction", self.direction.as_str())
             .label("peer", peer)
             .label("target_addr", self.target_addr)
             .label("target_ip", self.target_addr.ip())

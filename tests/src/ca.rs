@@ -165,6 +165,23 @@ impl Drop for CaControl {
     }
 }
 
+/// Starts an in-process proxy with owned `env` pairs (as [`CaControl::proxy_env`] returns).
+pub fn start_proxy(env: &[(String, String)], orig_dst: Option<SocketAddr>) -> linkerd_app::Proxy {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    crate::proxy(&env, orig_dst)
+}
+
+/// Waits (10 s at most) until the proxy's `/ready` says 200, i.e. it has a certificate.
+pub async fn ready(admin: SocketAddr) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while crate::client::get(admin, "/ready").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the proxy gets a certificate");
+}
+
 /// Connects to `addr` with TLS for `server` (an identity or any DNS name) using `config`.
 pub async fn tls_connect(
     addr: SocketAddr,

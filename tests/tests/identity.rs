@@ -9,36 +9,17 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use linkerd_tests::{
     backend,
-    ca::{id, tls_connect, CaControl},
-    client, metric, metric_sum, proxy, scrape,
+    ca::{id, ready, start_proxy as start, tls_connect, CaControl},
+    client, metric, metric_sum, scrape,
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const WEB: &str = "web.ns.svc.cluster.local";
 
-fn start(env: &[(String, String)], orig_dst: Option<SocketAddr>) -> linkerd_app::Proxy {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    proxy(&env, orig_dst)
-}
-
 fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     env
-}
-
-/// Waits until the proxy's `/ready` says 200 (it has a certificate).
-async fn ready(admin: SocketAddr) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if client::get(admin, "/ready").await.0 == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the proxy gets a certificate");
 }
 
 /// The mesh file's services: `web` on 8080 is `app`, behind the proxy named `server` whose

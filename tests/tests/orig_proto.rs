@@ -7,8 +7,8 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use linkerd_tests::{
     backend,
-    ca::{id, CaControl},
-    client, metric, metric_sum, proxy, scrape,
+    ca::{id, ready, start_proxy as start, CaControl},
+    client, metric, metric_sum, scrape,
 };
 use std::{net::SocketAddr, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,21 +19,6 @@ struct Mesh {
     ctl: CaControl,
     app: backend::Http,
     server: linkerd_app::Proxy,
-}
-
-fn start(env: &[(String, String)], orig_dst: Option<SocketAddr>) -> linkerd_app::Proxy {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    proxy(&env, orig_dst)
-}
-
-async fn ready(admin: SocketAddr) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while client::get(admin, "/ready").await.0 != 200 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("ready");
 }
 
 impl Mesh {
