@@ -30,17 +30,28 @@ pub fn choose(
         (0..cumulative.len()).find(|i| weight(*i) > 0 && eligible(*i))
     };
     let a = pick(rng)?;
-    // Two distinct candidates, when the draws allow it.
-    let mut b = pick(rng)?;
-    for _ in 0..8 {
-        if b != a {
-            break;
+    // The second candidate is drawn from the others' weights, so the two differ whenever
+    // another eligible endpoint exists (a redraw-until-different loop can, rarely, give up and
+    // leave a loaded endpoint unchallenged in a two-endpoint set).
+    let (wa, start_a) = (weight(a), cumulative[a] - weight(a));
+    let mut b = None;
+    if total > wa {
+        for _ in 0..4 {
+            let mut r = RngExt::random_range(rng, 0..total - wa);
+            if r >= start_a {
+                r += wa;
+            }
+            let i = cumulative.partition_point(|c| *c <= r);
+            if eligible(i) {
+                b = Some(i);
+                break;
+            }
         }
-        b = pick(rng)?;
+        b = b.or_else(|| (0..cumulative.len()).find(|i| *i != a && weight(*i) > 0 && eligible(*i)));
     }
-    if a == b {
+    let Some(b) = b else {
         return Some(a);
-    }
+    };
     let cost = |i: usize| load(i) / weight(i) as f64;
     Some(if cost(b) < cost(a) { b } else { a })
 }
@@ -89,6 +100,24 @@ mod tests {
         let c = cumulative(&[0, 5]);
         for _ in 0..100 {
             assert_eq!(choose(&c, |_| 1.0, |_| true, &mut rng), Some(1));
+        }
+    }
+
+    #[test]
+    fn two_endpoints_are_always_compared() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for weights in [[1, 1], [1, 100], [100, 1]] {
+            let c = cumulative(&weights);
+            for _ in 0..10_000 {
+                assert_eq!(choose(&c, |i| [1.0, 1e9][i], |_| true, &mut rng), Some(0));
+            }
+        }
+        // The other one is skipped when it is not eligible.
+        let c = cumulative(&[1, 1, 1]);
+        for _ in 0..1000 {
+            let loads = [1e9, 1.0, 1.0];
+            let picked = choose(&c, |i| loads[i], |i| i != 2, &mut rng);
+            assert_eq!(picked, Some(1));
         }
     }
 
