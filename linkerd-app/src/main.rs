@@ -16,10 +16,17 @@ fn main() -> ExitCode {
     };
     let log = linkerd_app::init_logging(&config.log_filter, config.log_format);
 
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(cores) = config.cores {
-        rt.worker_threads(cores);
-    }
+    // One core: a current-thread runtime, as linkerd2-proxy does. Every task runs on this
+    // thread, so nothing pays for work-stealing wake-ups between idle workers.
+    let mut rt = match config.cores {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(cores) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.worker_threads(cores);
+            rt
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match rt.enable_all().thread_name("proxy").build() {
         Ok(rt) => rt,
         Err(error) => {
