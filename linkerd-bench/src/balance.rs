@@ -35,7 +35,7 @@ fn yaml(endpoints: &[SocketAddr]) -> String {
 }
 
 fn backend(env: &Env, addrs: &[SocketAddr], delay_ms: u64) -> Result<std::process::Child, String> {
-    let mut cmd = topology::pinned(&env.load_cpus, &env.self_bin);
+    let mut cmd = topology::pinned(env.backend_cpus(), &env.self_bin);
     cmd.arg("backend").args([
         "--delay-ms",
         &delay_ms.to_string(),
@@ -97,7 +97,7 @@ pub fn run(env: &Env, profile: &Profile, repeat: usize, tmp: &Path) -> Result<Ve
         topology::loopback(topology::free_port()),
         topology::loopback(topology::free_port()),
     );
-    let proxy = topology::proxy_cmd(env, None)
+    let proxy = topology::proxy_cmd(env, None, &env.proxy_cpus)
         .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", outbound.to_string())
         .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", inbound.to_string())
         .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())

@@ -9,11 +9,13 @@
 
 mod backend;
 mod balance;
+mod cgroup;
 mod load;
 mod procfs;
 mod report;
 mod run;
 mod topology;
+mod wakeup;
 
 use clap::{Parser, Subcommand};
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
@@ -32,7 +34,8 @@ struct Cli {
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/latest.json")]
     out: PathBuf,
-    /// CPU pinning, e.g. `proxy=0,load=1` (default on 2+ cores: exactly that).
+    /// CPU pinning: `proxy=0,load=1` (the default on 2+ cores), optionally `,server=LIST` for
+    /// the backends and the pair's proxy B, or `pods` (client pod on CPU 0, server pod on 1).
     #[arg(long)]
     cpus: Option<String>,
     /// Run each cell this many times and report the median.
@@ -57,6 +60,11 @@ struct Cli {
     /// counts per proxy (e.g. `1,2,4`), proxies not pinned, to see throughput scale.
     #[arg(long, value_delimiter = ',')]
     scan_workers: Vec<usize>,
+    /// Run the worker scan again with each proxy worker thread limited to this fraction of a
+    /// CPU (its own cgroup v1 `cpu` quota), emulating one core per worker where the machine
+    /// has too few for load, backends and 2 x N workers (e.g. `0.25` with `1,2` on 2 cores).
+    #[arg(long)]
+    scan_worker_cpu: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +102,12 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         round_robin: Vec<SocketAddr>,
     },
+    /// (internal) Echo single bytes (wake-up calibration).
+    #[command(hide = true)]
+    WakeupEcho { addr: SocketAddr },
+    /// (internal) Time single-byte round trips and print them as JSON (wake-up calibration).
+    #[command(hide = true)]
+    WakeupPing { addr: SocketAddr, count: usize },
     /// (internal) GET a path from an address and print the body.
     #[command(hide = true)]
     Fetch { addr: SocketAddr, path: String },
@@ -146,6 +160,23 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string(&res).unwrap_or_default());
             ExitCode::SUCCESS
         }
+        Some(Cmd::WakeupEcho { addr }) => match wakeup::echo(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wakeup-echo {addr}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Cmd::WakeupPing { addr, count }) => match wakeup::ping(addr, count) {
+            Ok(us) => {
+                println!("{}", serde_json::to_string(&us).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wakeup-ping {addr}: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Cmd::Fetch { addr, path }) => match topology::http_get(addr, &path) {
             Ok(body) => {
                 print!("{body}");

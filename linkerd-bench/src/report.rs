@@ -25,27 +25,44 @@ pub struct Cell {
 #[derive(Debug, Serialize)]
 pub struct ScanPoint {
     pub workers: usize,
+    /// The CPU budget of each proxy worker thread, when capped.
+    pub worker_cpu: Option<f64>,
     pub rps: f64,
     pub p99_us: f64,
     pub cpu_s_per_1k_req: f64,
     pub errors: u64,
 }
 
-/// The worker scan as lines: throughput per worker count and its ratio to the first.
+/// The worker scan as lines: throughput per worker count and its ratio to the first of the
+/// same mode (unpinned, or capped workers).
 pub fn scan_summary(points: &[ScanPoint]) -> Option<String> {
-    let first = points.first()?;
+    points.first()?;
     let mut out = String::from("worker scan (http1-keepalive-max through proxy-pair-h2):");
+    let mut modes: Vec<Option<f64>> = Vec::new();
     for p in points {
-        out.push_str(&format!(
-            "\n  {} worker(s): {:.0} rps ({:.2}x {} worker), p99 {:.0}us, {:.4} CPU-s/1k, {} errors",
-            p.workers,
-            p.rps,
-            p.rps / first.rps.max(1.0),
-            first.workers,
-            p.p99_us,
-            p.cpu_s_per_1k_req,
-            p.errors
-        ));
+        if !modes.contains(&p.worker_cpu) {
+            modes.push(p.worker_cpu);
+        }
+    }
+    for mode in modes {
+        let same: Vec<&ScanPoint> = points.iter().filter(|p| p.worker_cpu == mode).collect();
+        let first = same[0];
+        out.push_str(&match mode {
+            None => "\n  proxies unpinned:".to_string(),
+            Some(cpu) => format!("\n  each proxy worker thread held to {cpu} CPU:"),
+        });
+        for p in same {
+            out.push_str(&format!(
+                "\n    {} worker(s): {:.0} rps ({:.2}x {} worker), p99 {:.0}us, {:.4} CPU-s/1k, {} errors",
+                p.workers,
+                p.rps,
+                p.rps / first.rps.max(1.0),
+                first.workers,
+                p.p99_us,
+                p.cpu_s_per_1k_req,
+                p.errors
+            ));
+        }
     }
     Some(out)
 }
@@ -56,6 +73,8 @@ pub struct Report {
     pub machine: serde_json::Value,
     pub results: Vec<Cell>,
     pub worker_scan: Vec<ScanPoint>,
+    /// The machine's idle wake-up round trip, same CPU and across CPUs.
+    pub wakeup: Vec<crate::wakeup::Wakeup>,
     pub skipped: Vec<String>,
 }
 

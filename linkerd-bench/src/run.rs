@@ -64,12 +64,13 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
             proxy_bin.display()
         ));
     }
-    let (proxy_cpus, load_cpus) = cpus(cli)?;
+    let (proxy_cpus, load_cpus, server_cpus) = cpus(cli)?;
     let env = Env {
         proxy_bin,
         self_bin,
         proxy_cpus,
         load_cpus,
+        server_cpus,
         proxy_threads: cli.proxy_threads,
         body_size: cli.body_size,
     };
@@ -82,10 +83,11 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
 
     eprintln!(
-        "linkerd-bench: profile {}, {} per cell, {} repeat(s), proxy {} (cpus {:?}), load cpus {:?}",
-        profile.name, humantime(profile.duration), cli.repeat, env.proxy_bin.display(), env.proxy_cpus, env.load_cpus
+        "linkerd-bench: profile {}, {} per cell, {} repeat(s), proxy {} (cpus {:?}), load cpus {:?}, server cpus {:?}",
+        profile.name, humantime(profile.duration), cli.repeat, env.proxy_bin.display(), env.proxy_cpus, env.load_cpus, env.server_cpus
     );
     let started = Instant::now();
+    let wakeup = crate::wakeup::measure(&env.self_bin, if cli.smoke { 100 } else { 2000 });
     let mut cells = Vec::new();
     let mut skipped = Vec::new();
 
@@ -141,6 +143,9 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 
+    if let Some(w) = &wakeup {
+        println!("{}", crate::wakeup::summary(w));
+    }
     println!("{}", report::table(&cells));
     if let Some(s) = report::scan_summary(&scan) {
         println!("{s}");
@@ -176,6 +181,7 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
         machine: machine(&env, &profile, cli),
         results: cells,
         worker_scan: scan,
+        wakeup: wakeup.unwrap_or_default(),
         skipped,
     };
     if let Some(dir) = cli.out.parent() {
@@ -187,38 +193,64 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     Ok(ok)
 }
 
-/// Runs one scenario against one topology `repeat` times and keeps the medians.
 /// `http1-keepalive-max` through `proxy-pair-h2` with each worker count of `--scan-workers`
-/// (proxies not pinned to one CPU, so extra workers can run).
+/// (proxies not pinned to one CPU, so extra workers can run); with `--scan-worker-cpu`, again
+/// with every proxy worker thread held to that CPU budget.
 fn worker_scan(
     env: &Env,
     profile: &Profile,
     cli: &Cli,
     tmp: &std::path::Path,
 ) -> Result<Vec<report::ScanPoint>, String> {
+    let mut modes = vec![None];
+    if let Some(cpu) = cli.scan_worker_cpu {
+        match crate::cgroup::unavailable() {
+            Some(why) => eprintln!("linkerd-bench: capped worker scan skipped: {why}"),
+            None => modes.push(Some(cpu)),
+        }
+    }
     let mut points = Vec::new();
-    for &workers in &cli.scan_workers {
-        let env = Env {
-            proxy_threads: workers.max(1),
-            proxy_cpus: None,
-            ..env.clone()
-        };
-        let topologies = topology::pair(&env, tmp)?;
-        let Some(topo) = topologies.iter().find(|t| t.name == "proxy-pair-h2") else {
-            return Err("the worker scan needs proxy-pair-h2 (build linkerd-control)".into());
-        };
-        let c = cell(&env, profile, cli.repeat, topo, Scenario::Http1KeepaliveMax);
-        points.push(report::ScanPoint {
-            workers,
-            rps: c.rps,
-            p99_us: c.latency_us.p99,
-            cpu_s_per_1k_req: c.cpu_s_per_1k_req,
-            errors: c.errors,
-        });
+    for worker_cpu in modes {
+        for &workers in &cli.scan_workers {
+            let env = Env {
+                proxy_threads: workers.max(1),
+                proxy_cpus: None,
+                server_cpus: None,
+                ..env.clone()
+            };
+            let topologies = topology::pair(&env, tmp)?;
+            let Some(topo) = topologies.iter().find(|t| t.name == "proxy-pair-h2") else {
+                return Err("the worker scan needs proxy-pair-h2 (build linkerd-control)".into());
+            };
+            // Every thread of each proxy gets its own budget: its workers (with one worker,
+            // the main thread runs the runtime) and the idle main thread.
+            let caps = match worker_cpu {
+                Some(cpu) => {
+                    let caps = crate::cgroup::ThreadCaps::apply(&topo.pids, cpu)?;
+                    eprintln!(
+                        "linkerd-bench: {workers} worker(s): {} proxy threads held to {cpu} CPU each",
+                        caps.threads()
+                    );
+                    Some(caps)
+                }
+                None => None,
+            };
+            let c = cell(&env, profile, cli.repeat, topo, Scenario::Http1KeepaliveMax);
+            drop(caps);
+            points.push(report::ScanPoint {
+                workers,
+                worker_cpu,
+                rps: c.rps,
+                p99_us: c.latency_us.p99,
+                cpu_s_per_1k_req: c.cpu_s_per_1k_req,
+                errors: c.errors,
+            });
+        }
     }
     Ok(points)
 }
 
+/// Runs one scenario against one topology `repeat` times and keeps the medians.
 fn cell(env: &Env, profile: &Profile, repeat: usize, topo: &Topology, s: Scenario) -> Cell {
     let runs: Vec<Run> = (0..repeat.max(1))
         .map(|_| run_once(env, profile, topo, s))
@@ -415,34 +447,42 @@ pub(crate) fn run_load(
     }
 }
 
-/// Parses `--cpus proxy=0,load=1`; on 2+ cores without the flag, pins proxies to CPU 0 and the
-/// load generator and backends to the rest.
-fn cpus(cli: &Cli) -> Result<(Option<String>, Option<String>), String> {
+/// CPU lists for (proxies, load generator, server side).
+type Cpus = (Option<String>, Option<String>, Option<String>);
+
+/// Parses `--cpus proxy=0,load=1[,server=1]` or `--cpus pods` (the client pod, load generator
+/// and proxy A, on CPU 0; the server pod, backends and proxy B, on CPU 1: one CPU per node).
+/// On 2+ cores without the flag, pins proxies to CPU 0 and the load generator and backends to
+/// the rest.
+fn cpus(cli: &Cli) -> Result<Cpus, String> {
     let has_taskset = Command::new("taskset")
         .arg("-V")
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    match &cli.cpus {
+    let one = |c: &str| Some(c.to_string());
+    match cli.cpus.as_deref() {
+        Some("pods") => Ok((one("0"), one("0"), one("1"))),
         Some(spec) => {
-            let (mut proxy, mut load) = (None, None);
+            let (mut proxy, mut load, mut server) = (None, None, None);
             for part in spec.split(',') {
                 match part.split_once('=') {
                     Some(("proxy", v)) => proxy = Some(v.replace('+', ",")),
                     Some(("load", v)) => load = Some(v.replace('+', ",")),
-                    _ => return Err(format!("--cpus {spec:?}: expected proxy=LIST,load=LIST (LIST like 0 or 2-3 or 0+2)")),
+                    Some(("server", v)) => server = Some(v.replace('+', ",")),
+                    _ => return Err(format!("--cpus {spec:?}: expected `pods` or proxy=LIST,load=LIST[,server=LIST] (LIST like 0 or 2-3 or 0+2)")),
                 }
             }
-            Ok((proxy, load))
+            Ok((proxy, load, server))
         }
         None => {
             let n = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
             if n >= 2 && has_taskset {
-                Ok((Some("0".into()), Some(format!("1-{}", n - 1))))
+                Ok((one("0"), Some(format!("1-{}", n - 1)), None))
             } else {
-                Ok((None, None))
+                Ok((None, None, None))
             }
         }
     }
@@ -475,7 +515,9 @@ fn machine(env: &Env, profile: &Profile, cli: &Cli) -> serde_json::Value {
         "repeat": cli.repeat,
         "proxy_threads": env.proxy_threads,
         "proxy_cpus": env.proxy_cpus,
+        "scan_worker_cpu": cli.scan_worker_cpu,
         "load_cpus": env.load_cpus,
+        "server_cpus": env.server_cpus,
         "body_size": env.body_size,
     })
 }

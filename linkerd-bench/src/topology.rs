@@ -20,8 +20,10 @@ pub struct Env {
     pub self_bin: PathBuf,
     /// CPU list for proxies (and haproxy), for `taskset -c`.
     pub proxy_cpus: Option<String>,
-    /// CPU list for the load generator and the backends.
+    /// CPU list for the load generator (and the backends, unless `server_cpus` is set).
     pub load_cpus: Option<String>,
+    /// CPU list for the server side: the backends and, in the pair, proxy B (its pod).
+    pub server_cpus: Option<String>,
     /// Worker threads for each proxy and for haproxy.
     pub proxy_threads: usize,
     pub body_size: usize,
@@ -212,7 +214,7 @@ pub fn local_backend(env: &Env) -> Result<(Child, Addrs), String> {
         echo: loopback(free_port()),
         sink: loopback(free_port()),
     };
-    let child = pinned(&env.load_cpus, &env.self_bin)
+    let child = pinned(env.backend_cpus(), &env.self_bin)
         .args([
             "backend",
             "--http",
@@ -253,10 +255,21 @@ pub fn direct(backend: Addrs) -> Topology {
     }
 }
 
-pub(crate) fn proxy_cmd(env: &Env, ns: Option<&str>) -> Command {
+impl Env {
+    /// Where the backends run.
+    pub fn backend_cpus(&self) -> &Option<String> {
+        match &self.server_cpus {
+            Some(_) => &self.server_cpus,
+            None => &self.load_cpus,
+        }
+    }
+}
+
+/// A proxy command (in namespace `ns`, pinned to `cpus`) with the bench's base environment.
+pub(crate) fn proxy_cmd(env: &Env, ns: Option<&str>, cpus: &Option<String>) -> Command {
     let bin = env.proxy_bin.to_str().unwrap_or_default();
     let mut args: Vec<&str> = Vec::new();
-    if let Some(c) = &env.proxy_cpus {
+    if let Some(c) = cpus {
         args.extend(["taskset", "-c", c]);
     }
     args.push(bin);
@@ -287,7 +300,7 @@ pub fn proxy(env: &Env, backend: Addrs) -> Result<Topology, String> {
         loopback(free_port()),
         loopback(free_port()),
     );
-    let child = proxy_cmd(env, None)
+    let child = proxy_cmd(env, None, &env.proxy_cpus)
         .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", outbound.to_string())
         .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", inbound.to_string())
         .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
@@ -420,7 +433,7 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
     let self_bin = env.self_bin.to_str().unwrap_or_default().to_string();
     let listen = |p: u16| format!("0.0.0.0:{p}");
     let mut backend_args: Vec<String> = Vec::new();
-    if let Some(c) = &env.load_cpus {
+    if let Some(c) = env.backend_cpus() {
         backend_args.extend(["taskset".into(), "-c".into(), c.clone()]);
     }
     backend_args.extend([
@@ -453,7 +466,12 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
         )?),
         false => None,
     };
-    let mut proxy_b = proxy_cmd(env, Some(&server));
+    let server_cpus = env
+        .server_cpus
+        .as_ref()
+        .or(env.proxy_cpus.as_ref())
+        .cloned();
+    let mut proxy_b = proxy_cmd(env, Some(&server), &server_cpus);
     if let Some(dir) = &identity {
         proxy_b.envs(identity_env(dir, "server", ID_B));
     }
@@ -466,7 +484,7 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
     pods.redirect_inbound(4143, &skip);
 
     // Client pod: proxy A (root, exempt from redirection) and outbound redirection.
-    let mut proxy_a = proxy_cmd(env, Some(&client));
+    let mut proxy_a = proxy_cmd(env, Some(&client), &env.proxy_cpus);
     if let Some(dir) = &identity {
         proxy_a
             .envs(identity_env(dir, "client", ID_A))
