@@ -13,7 +13,7 @@ use hyper::{
     client::conn::{http1, http2},
     Request, Response,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use linkerd_metrics::{Counter, EncodeLabels, Family, Gauge, LabelWriter, Registry};
 use linkerd_proxy_transport::{
     connect, Direction, Metered, NoTlsReason, Peer, TcpMetrics, TlsLabel,
@@ -618,7 +618,10 @@ where
         let addr = self.pool.addr;
         let io = self.dial().await?;
         let cfg = &self.shared.config;
-        let mut builder = http2::Builder::new(TokioExecutor::new());
+        // The connection driver and each request's response future run in the connection's
+        // task (see `conn_tasks`).
+        let (exec, tasks) = crate::conn_tasks::conn_executor();
+        let mut builder = http2::Builder::new(exec);
         builder
             .timer(TokioTimer::new())
             .initial_stream_window_size(cfg.h2.initial_stream_window_size)
@@ -637,7 +640,7 @@ where
             .map_err(|source| Error::Handshake { addr, source })?;
         let open = self.opened();
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
+            if let Err(error) = tasks.drive(conn).await {
                 tracing::debug!(%addr, %error, "HTTP/2 client connection failed");
             }
             open.decr();

@@ -12,6 +12,7 @@
 
 mod body;
 mod client;
+mod conn_tasks;
 mod error;
 mod forward;
 mod headers;

@@ -2,7 +2,7 @@
 
 use crate::ProxyBody;
 use hyper::{body::Incoming, service::Service, Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{future::Future, time::Duration};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -54,7 +54,9 @@ where
     let io = TokioIo::new(io);
     tokio::pin!(shutdown);
     if http2 {
-        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // Streams run in this connection's task (see `conn_tasks`).
+        let (exec, tasks) = crate::conn_tasks::conn_executor();
+        let mut b = hyper::server::conn::http2::Builder::new(exec);
         b.timer(TokioTimer::new())
             .max_concurrent_streams(config.h2_max_concurrent_streams)
             .initial_stream_window_size(config.h2.initial_stream_window_size)
@@ -63,11 +65,10 @@ where
             .max_header_list_size(config.h2.max_header_list_size)
             .keep_alive_interval(config.h2_keep_alive_interval)
             .keep_alive_timeout(config.h2_keep_alive_timeout);
-        let conn = b.serve_connection(io, svc);
-        tokio::pin!(conn);
+        let mut conn = tasks.drive(b.serve_connection(io, svc));
         tokio::select! {
-            res = conn.as_mut() => return res,
-            () = &mut shutdown => conn.as_mut().graceful_shutdown(),
+            res = &mut conn => return res,
+            () = &mut shutdown => conn.conn().graceful_shutdown(),
         }
         conn.await
     } else {
