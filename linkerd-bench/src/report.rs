@@ -37,7 +37,10 @@ pub struct ScanPoint {
 /// same mode (unpinned, or capped workers).
 pub fn scan_summary(points: &[ScanPoint]) -> Option<String> {
     points.first()?;
-    let mut out = String::from("worker scan (http1-keepalive-max through proxy-pair-h2):");
+    let mut out = format!(
+        "worker scan (http1-keepalive-max, {} connections, through proxy-pair-h2):",
+        crate::run::SCAN_CONNS
+    );
     let mut modes: Vec<Option<f64>> = Vec::new();
     for p in points {
         if !modes.contains(&p.worker_cpu) {

@@ -12,6 +12,7 @@ use std::{
 };
 
 /// How long and how hard each cell runs.
+#[derive(Clone)]
 pub(crate) struct Profile {
     pub name: &'static str,
     pub duration: Duration,
@@ -193,6 +194,9 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// Concurrent connections of the worker scan.
+pub(crate) const SCAN_CONNS: usize = 64;
+
 /// `http1-keepalive-max` through `proxy-pair-h2` with each worker count of `--scan-workers`
 /// (proxies not pinned to one CPU, so extra workers can run); with `--scan-worker-cpu`, again
 /// with every proxy worker thread held to that CPU budget.
@@ -209,6 +213,11 @@ fn worker_scan(
             None => modes.push(Some(cpu)),
         }
     }
+    // Enough connections that the proxies, not the round trips, limit the rate.
+    let profile = &Profile {
+        conns: SCAN_CONNS,
+        ..profile.clone()
+    };
     let mut points = Vec::new();
     for worker_cpu in modes {
         for &workers in &cli.scan_workers {
