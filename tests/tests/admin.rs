@@ -185,6 +185,41 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_http2_streams() {
+    // Streams run inside their connection's task (server side, and the client side towards
+    // the app): a GOAWAY drain must still let each finish.
+    let app = backend::http().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "10s")],
+        Some(app.addr),
+    );
+    let tx = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let mut tx = tx.clone();
+            tokio::spawn(async move {
+                let req = Request::get("http://web.test/slow/500")
+                    .body(Full::default())
+                    .unwrap();
+                let rsp = tx.send_request(req).await.expect("the stream completes");
+                client::text(rsp).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    proxy.shutdown();
+    let started = std::time::Instant::now();
+    assert!(proxy.drained().await, "drained within the grace period");
+    for stream in in_flight {
+        assert_eq!(stream.await.unwrap(), (200, "slow".into()));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drain does not wait for the whole grace period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_period_bounds_the_drain() {
     let echo = backend::tcp_echo().await;
     let proxy = proxy(
