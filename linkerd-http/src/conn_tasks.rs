@@ -8,7 +8,7 @@
 //! connection. Throughput across cores comes from several connections per endpoint, which the
 //! client pool opens when load warrants.
 
-use futures_util::{stream::FuturesUnordered, StreamExt};
+use futures_util::{stream::FuturesUnordered, FutureExt, StreamExt};
 use std::{
     future::Future,
     pin::Pin,
@@ -60,9 +60,15 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
+        // A panicking stream ends alone, as a spawned task would, not with its connection.
+        let task: Task = Box::pin(std::panic::AssertUnwindSafe(fut).catch_unwind().map(|r| {
+            if r.is_err() {
+                tracing::error!("an HTTP/2 stream's task panicked; the connection goes on");
+            }
+        }));
         // After the connection's future completed, its stragglers run as tasks of their own.
-        if let Err(mpsc::error::SendError(fut)) = self.tx.send(Box::pin(fut)) {
-            tokio::spawn(fut);
+        if let Err(mpsc::error::SendError(task)) = self.tx.send(task) {
+            tokio::spawn(task);
         }
     }
 }
@@ -153,5 +159,28 @@ mod tests {
             tokio::task::yield_now().await;
         }
         panic!("stragglers did not run: {}", done.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_ends_alone() {
+        let (exec, tasks) = conn_executor();
+        let done = Arc::new(AtomicUsize::new(0));
+        let conn = {
+            let done = done.clone();
+            async move {
+                exec.execute(async { panic!("a stream bug") });
+                let d = done.clone();
+                exec.execute(async move {
+                    tokio::task::yield_now().await;
+                    d.fetch_add(1, Ordering::SeqCst);
+                });
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                "closed"
+            }
+        };
+        assert_eq!(tasks.drive(conn).await, "closed");
+        assert_eq!(done.load(Ordering::SeqCst), 1, "the other stream finished");
     }
 }
