@@ -7,18 +7,27 @@ use rand::{Rng, RngExt};
 /// with the lower `load(i) / weight(i)`. `eligible` filters out endpoints that are not ready.
 ///
 /// Returns `None` when no eligible endpoint is found.
-pub fn choose(
+pub fn choose<R: Rng>(
     cumulative: &[u64],
     load: impl Fn(usize) -> f64,
     eligible: impl Fn(usize) -> bool,
-    rng: &mut impl Rng,
+    rng: &mut R,
 ) -> Option<usize> {
     let total = *cumulative.last()?;
     if total == 0 {
         return None;
     }
+    let n = cumulative.len();
     let weight = |i: usize| cumulative[i] - if i == 0 { 0 } else { cumulative[i - 1] };
-    let pick = |rng: &mut _| -> Option<usize> {
+    // The fallback scan starts at a random endpoint, so a mostly ineligible set does not pile
+    // its load on the first eligible endpoints.
+    let scan = |rng: &mut R, skip: Option<usize>| -> Option<usize> {
+        let start = RngExt::random_range(rng, 0..n);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|i| Some(*i) != skip && weight(*i) > 0 && eligible(*i))
+    };
+    let pick = |rng: &mut R| -> Option<usize> {
         // A few weighted draws; then, if the set is mostly ineligible, a scan.
         for _ in 0..4 {
             let r = RngExt::random_range(rng, 0..total);
@@ -27,7 +36,7 @@ pub fn choose(
                 return Some(i);
             }
         }
-        (0..cumulative.len()).find(|i| weight(*i) > 0 && eligible(*i))
+        scan(rng, None)
     };
     let a = pick(rng)?;
     // The second candidate is drawn from the others' weights, so the two differ whenever
@@ -47,7 +56,9 @@ pub fn choose(
                 break;
             }
         }
-        b = b.or_else(|| (0..cumulative.len()).find(|i| *i != a && weight(*i) > 0 && eligible(*i)));
+        if b.is_none() {
+            b = scan(rng, Some(a));
+        }
     }
     let Some(b) = b else {
         return Some(a);
@@ -119,6 +130,22 @@ mod tests {
             let picked = choose(&c, |i| loads[i], |i| i != 2, &mut rng);
             assert_eq!(picked, Some(1));
         }
+    }
+
+    #[test]
+    fn a_mostly_ineligible_set_spreads_its_picks() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        // 1 endpoint in 10 eligible: the draws mostly miss and the scan decides.
+        let c = cumulative(&[1; 100]);
+        let mut hits = [0u32; 100];
+        for _ in 0..10_000 {
+            hits[choose(&c, |_| 1.0, |i| i % 10 == 0, &mut rng).unwrap()] += 1;
+        }
+        let eligible: Vec<u32> = hits.iter().step_by(10).copied().collect();
+        assert!(
+            eligible.iter().all(|h| (500..1600).contains(h)),
+            "{eligible:?}"
+        );
     }
 
     #[test]

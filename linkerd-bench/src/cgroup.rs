@@ -9,8 +9,10 @@
 use std::path::{Path, PathBuf};
 
 const ROOT: &str = "/sys/fs/cgroup/cpu";
-/// The CFS period: short, so a throttled worker waits at most a few milliseconds.
+/// The CFS period: short, so a throttled worker waits at most a few milliseconds (longer only
+/// where the budget would be under the kernel's 1 ms minimum quota).
 const PERIOD_US: u64 = 10_000;
+const MIN_QUOTA_US: u64 = 1_000;
 
 /// Why per-thread budgets can't be set here, if they can't.
 pub fn unavailable() -> Option<String> {
@@ -35,18 +37,27 @@ impl ThreadCaps {
         if !(cpu > 0.0 && cpu <= 1.0) {
             return Err(format!("a worker CPU budget must be in (0, 1], not {cpu}"));
         }
-        // The kernel's minimum quota is 1 ms.
-        let quota = ((cpu * PERIOD_US as f64) as u64).max(1_000);
+        let period = PERIOD_US.max((MIN_QUOTA_US as f64 / cpu).ceil() as u64);
+        let quota = ((cpu * period as f64) as u64).max(MIN_QUOTA_US);
         let mut caps = ThreadCaps { dirs: Vec::new() };
         for pid in pids {
-            let tids = threads(*pid)?;
-            for tid in tids {
+            for tid in threads(*pid)? {
                 let dir = Path::new(ROOT).join(format!("linkerd-bench-{pid}-{tid}"));
-                std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                // One left by a run that was killed is reused.
+                if let Err(e) = std::fs::create_dir(&dir) {
+                    if e.kind() != std::io::ErrorKind::AlreadyExists {
+                        return Err(format!("{}: {e}", dir.display()));
+                    }
+                }
                 caps.dirs.push(dir.clone());
-                write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+                write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
                 write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                write(&dir.join("tasks"), &tid.to_string())?;
+                // A thread that exited since the listing (an idle blocking thread) is skipped.
+                if let Err(e) = std::fs::write(dir.join("tasks"), tid.to_string()) {
+                    if std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
+                        return Err(format!("{}: {e}", dir.join("tasks").display()));
+                    }
+                }
             }
         }
         Ok(caps)
@@ -61,13 +72,19 @@ impl ThreadCaps {
 impl Drop for ThreadCaps {
     fn drop(&mut self) {
         for dir in &self.dirs {
-            // Threads still alive go back to the root; a cgroup with tasks can't be removed.
-            if let Ok(tasks) = std::fs::read_to_string(dir.join("tasks")) {
-                for tid in tasks.lines() {
-                    let _ = std::fs::write(Path::new(ROOT).join("tasks"), tid);
+            // Threads still alive go back to the root (where the bench's processes start); a
+            // cgroup with tasks can't be removed. Read twice: a capped thread may have started
+            // another meanwhile.
+            for _ in 0..2 {
+                if let Ok(tasks) = std::fs::read_to_string(dir.join("tasks")) {
+                    for tid in tasks.lines() {
+                        let _ = std::fs::write(Path::new(ROOT).join("tasks"), tid);
+                    }
                 }
             }
-            let _ = std::fs::remove_dir(dir);
+            if let Err(e) = std::fs::remove_dir(dir) {
+                eprintln!("linkerd-bench: {}: {e}", dir.display());
+            }
         }
     }
 }
@@ -104,7 +121,11 @@ mod tests {
             .spawn()
             .expect("sh");
         let pid = busy.id();
-        let caps = ThreadCaps::apply(&[pid], 0.2).expect("caps");
+        let caps = ThreadCaps::apply(&[pid], 0.2);
+        if caps.is_err() {
+            let _ = busy.kill();
+        }
+        let caps = caps.expect("caps");
         assert_eq!(caps.threads(), 1);
         let dirs = caps.dirs.clone();
         let before = crate::procfs::cpu_seconds(pid).expect("cpu");

@@ -36,15 +36,23 @@ pub fn measure(self_bin: &std::path::Path, count: usize) -> Option<Vec<Wakeup>> 
     let mut out = Vec::new();
     for (placement, echo_cpu, ping_cpu) in [("same-cpu", "1", "1"), ("cross-cpu", "0", "1")] {
         match once(self_bin, echo_cpu, ping_cpu, count) {
-            Ok(mut us) => {
+            Ok(mut us) if !us.is_empty() => {
                 us.sort_by(|a, b| a.total_cmp(b));
-                let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)];
+                // Nearest rank: the smallest value with at least q of the samples at or below.
+                let at = |q: f64| {
+                    let rank = (us.len() as f64 * q).ceil() as usize;
+                    us[rank.clamp(1, us.len()) - 1]
+                };
                 out.push(Wakeup {
                     placement,
                     p50_us: at(0.5),
                     p99_us: at(0.99),
                     p999_us: at(0.999),
                 });
+            }
+            Ok(_) => {
+                eprintln!("linkerd-bench: wake-up calibration ({placement}): no round trips");
+                return None;
             }
             Err(e) => {
                 eprintln!("linkerd-bench: wake-up calibration ({placement}): {e}");

@@ -60,10 +60,11 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        // A panicking stream ends alone, as a spawned task would, not with its connection.
+        // A panicking future (a stream, the client's connection driver) ends alone, as a
+        // spawned task would, not with the connection's other work.
         let task: Task = Box::pin(std::panic::AssertUnwindSafe(fut).catch_unwind().map(|r| {
             if r.is_err() {
-                tracing::error!("an HTTP/2 stream's task panicked; the connection goes on");
+                tracing::error!("an HTTP/2 connection's helper task panicked");
             }
         }));
         // After the connection's future completed, its stragglers run as tasks of their own.
