@@ -190,7 +190,7 @@ impl Conn {
             match orig_proto::downgrade_request(&mut req) {
                 Ok(false) => {}
                 Ok(true) => {
-                    let h1 = self.other_version(endpoint, Version::Http1);
+                    let h1 = self.other_version(endpoint);
                     let mut rsp = forward(h1, req, rec).await;
                     orig_proto::upgrade_response(&mut rsp);
                     return rsp;
@@ -202,7 +202,7 @@ impl Conn {
             }
         }
         if self.target_h2 && upgradable(&req) {
-            let h2 = self.other_version(endpoint, Version::Http2);
+            let h2 = self.other_version(endpoint);
             return match upgraded(h2, req, rec).await {
                 Ok(rsp) => rsp,
                 Err(e) => e.to_response(),
@@ -211,14 +211,15 @@ impl Conn {
         forward(endpoint, req, rec).await
     }
 
-    /// The fixed target's pool in `version`, looked up once.
-    fn other_version(
-        &self,
-        endpoint: &Endpoint<Incoming>,
-        version: Version,
-    ) -> &Endpoint<Incoming> {
+    /// The fixed target's pool in the other HTTP version than the connection's (HTTP/2 for
+    /// upgraded HTTP/1 requests, HTTP/1 for downgraded ones), looked up once.
+    fn other_version(&self, endpoint: &Endpoint<Incoming>) -> &Endpoint<Incoming> {
+        let other = match self.version {
+            Version::Http1 => Version::Http2,
+            Version::Http2 => Version::Http1,
+        };
         self.other_version
-            .get_or_init(|| endpoint.with_version(version))
+            .get_or_init(|| endpoint.with_version(other))
     }
 
     /// Explicit-proxy mode: resolve the named target, refuse the proxy's own ports, then

@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -84,18 +84,15 @@ fn once(
     count: usize,
 ) -> Result<Vec<f64>, String> {
     let addr = crate::topology::loopback(crate::topology::free_port());
-    let mut echo = Command::new("taskset")
-        .args(["-c", echo_cpu])
-        .arg(self_bin)
+    let pinned = |cpu: &str| crate::topology::pinned(&Some(cpu.to_string()), self_bin);
+    let mut echo = pinned(echo_cpu)
         .args(["wakeup-echo", &addr.to_string()])
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("taskset: {e}"))?;
     let result = (|| {
         crate::topology::wait_listening(addr, "wake-up echo")?;
-        let out = Command::new("taskset")
-            .args(["-c", ping_cpu])
-            .arg(self_bin)
+        let out = pinned(ping_cpu)
             .args(["wakeup-ping", &addr.to_string(), &count.to_string()])
             .output()
             .map_err(|e| format!("taskset: {e}"))?;

@@ -14,7 +14,7 @@ use hyper::{
     Request, Response,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use linkerd_metrics::{Counter, EncodeLabels, Family, Gauge, LabelWriter, Registry};
+use linkerd_metrics::{Counter, EncodeLabels, Family, Gauge, GaugeGuard, LabelWriter, Registry};
 use linkerd_proxy_transport::{
     connect, Direction, Metered, NoTlsReason, Peer, TcpMetrics, TlsLabel,
 };
@@ -115,15 +115,6 @@ struct PoolHandles {
     open: Gauge,
     opened: Counter,
     in_flight: Gauge,
-}
-
-/// Counts a request in flight until dropped.
-struct InFlight(Gauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.decr();
-    }
 }
 
 impl PoolMetrics {
@@ -249,7 +240,7 @@ struct Idle<B> {
 pub struct PoolBody<B> {
     inner: Incoming,
     release: Option<Release<B>>,
-    _in_flight: InFlight,
+    _in_flight: GaugeGuard,
     _stream: Option<Stream>,
 }
 
@@ -368,16 +359,19 @@ async fn sweep_idle<B>(shared: Weak<Shared<B>>) {
             return;
         };
         let timeout = shared.config.idle_timeout;
+        let (now, idle_ms) = (
+            now_ms(),
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        );
         shared.endpoints.write().retain(|_, pool| {
             let mut idle = pool.idle.lock();
             idle.retain(|i| i.since.elapsed() < timeout && !i.tx.is_closed());
             // HTTP/2: closed connections go, and so do idle ones (their last sender is dropped,
             // so hyper closes them).
             let mut h2 = pool.h2.write();
-            let idle_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
             h2.retain(|c| {
                 let busy = c.streams.load(Ordering::Relaxed) > 0
-                    || now_ms().saturating_sub(c.last_used_ms.load(Ordering::Relaxed)) < idle_ms;
+                    || now.saturating_sub(c.last_used_ms.load(Ordering::Relaxed)) < idle_ms;
                 !c.tx.is_closed() && busy
             });
             // Keep pools that still hold connections or are held by a service.
@@ -420,9 +414,7 @@ where
     /// A request that a stale pooled connection could not take (closed by the peer while idle)
     /// is retried once on a new connection; it was never sent, so this is safe.
     pub async fn send(&self, req: Request<B>) -> Result<Response<PoolBody<B>>, Error> {
-        let gauge = &self.pool.metrics.in_flight;
-        gauge.incr();
-        let in_flight = InFlight(gauge.clone());
+        let in_flight = self.pool.metrics.in_flight.guard();
         let rsp = match self.pool.version {
             Version::Http1 => self.send_h1(req).await,
             Version::Http2 => self.send_h2(req).await,
@@ -526,10 +518,10 @@ where
             .map_err(|source| Error::Handshake { addr, source })?;
         let open = self.opened();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(error) = conn.with_upgrades().await {
                 tracing::debug!(%addr, %error, "HTTP/1 client connection failed");
             }
-            open.decr();
         });
         tx.ready()
             .await
@@ -640,10 +632,10 @@ where
             .map_err(|source| Error::Handshake { addr, source })?;
         let open = self.opened();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(error) = tasks.drive(conn).await {
                 tracing::debug!(%addr, %error, "HTTP/2 client connection failed");
             }
-            open.decr();
         });
         let conn = Arc::new(H2Conn {
             tx,
@@ -657,12 +649,11 @@ where
         Ok(conn)
     }
 
-    /// Counts a newly opened connection; returns the gauge to decrement when it closes.
-    fn opened(&self) -> Gauge {
+    /// Counts a newly opened connection; it counts as open while the guard lives.
+    fn opened(&self) -> GaugeGuard {
         let m = &self.pool.metrics;
         m.opened.incr();
-        m.open.incr();
-        m.open.clone()
+        m.open.guard()
     }
 
     async fn dial(&self) -> Result<ClientIo, Error> {

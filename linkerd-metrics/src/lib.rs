@@ -15,4 +15,4 @@ mod metric;
 
 pub use self::encode::{LabelWriter, Registry};
 pub use self::family::{EncodeLabels, Family, NoLabels};
-pub use self::metric::{Counter, Gauge, Histogram, Metric};
+pub use self::metric::{Counter, Gauge, GaugeGuard, Histogram, Metric};

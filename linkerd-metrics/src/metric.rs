@@ -84,6 +84,22 @@ impl Gauge {
     pub fn value(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Adds one until the returned guard is dropped (a request in flight, a connection open).
+    pub fn guard(&self) -> GaugeGuard {
+        self.incr();
+        GaugeGuard(self.clone())
+    }
+}
+
+/// Holds a [`Gauge`] up by one while it lives.
+#[must_use = "the gauge goes back down when the guard is dropped"]
+pub struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decr();
+    }
 }
 
 impl Metric for Gauge {
@@ -185,6 +201,18 @@ fn write_sample(out: &mut String, name: &str, suffix: &str, labels: &str, v: f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gauge_guard_holds_one_until_dropped() {
+        let g = Gauge::default();
+        let a = g.guard();
+        let b = g.guard();
+        assert_eq!(g.value(), 2);
+        drop(a);
+        assert_eq!(g.value(), 1);
+        drop(b);
+        assert_eq!(g.value(), 0);
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

@@ -18,6 +18,15 @@ use std::{
 /// as `nobody`, so its connections are redirected.
 const PROXY_UID: u32 = 0;
 const NOBODY: &str = "65534";
+/// Runs what follows as `nobody`, the app's uid, so iptables redirects its traffic.
+const AS_NOBODY: [&str; 6] = [
+    "setpriv",
+    "--reuid",
+    NOBODY,
+    "--regid",
+    NOBODY,
+    "--clear-groups",
+];
 
 struct Procs(Vec<Child>);
 
@@ -58,14 +67,7 @@ impl Drop for Procs {
 fn curl(ns: &str, as_nobody: bool, args: &[&str]) -> (bool, String) {
     let mut cmd_args: Vec<&str> = Vec::new();
     if as_nobody {
-        cmd_args.extend([
-            "setpriv",
-            "--reuid",
-            NOBODY,
-            "--regid",
-            NOBODY,
-            "--clear-groups",
-        ]);
+        cmd_args.extend(AS_NOBODY);
     }
     cmd_args.extend(["curl", "-s", "-m", "10"]);
     cmd_args.extend_from_slice(args);
@@ -79,23 +81,9 @@ fn curl(ns: &str, as_nobody: bool, args: &[&str]) -> (bool, String) {
 /// The test app's TCP client, as `nobody` (so it is redirected): sends `msg`, half-closes,
 /// returns what came back and its stderr.
 fn tcp_client(ns: &str, app: &str, addr: &str, msg: &str) -> (String, String) {
-    let out = PodPair::exec(
-        ns,
-        &[
-            "setpriv",
-            "--reuid",
-            NOBODY,
-            "--regid",
-            NOBODY,
-            "--clear-groups",
-            app,
-            "tcp-client",
-            addr,
-            msg,
-        ],
-    )
-    .output()
-    .unwrap();
+    let mut args = AS_NOBODY.to_vec();
+    args.extend([app, "tcp-client", addr, msg]);
+    let out = PodPair::exec(ns, &args).output().unwrap();
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
