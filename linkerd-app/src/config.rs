@@ -3,17 +3,22 @@
 //! [`Config::from_env`] is a pure function of a key/value map, so every variable is unit-tested
 //! without touching the process environment.
 
+use crate::PortSet;
 use linkerd_identity::{Id, TrustAnchors};
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 /// Everything the proxy reads from its environment.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The inbound side (the world's connections to the app).
     pub inbound: ProxyConfig,
+    /// The outbound side (the app's connections to the world).
     pub outbound: ProxyConfig,
+    /// `LINKERD2_PROXY_ADMIN_LISTEN_ADDR`.
     pub admin_listen_addr: SocketAddr,
     /// The `tracing` filter, e.g. `warn,linkerd=info`.
     pub log_filter: String,
+    /// `LINKERD2_PROXY_LOG_FORMAT`.
     pub log_format: LogFormat,
     /// Ports whose connections skip protocol detection and are forwarded as opaque TCP.
     pub opaque_ports: PortSet,
@@ -31,7 +36,7 @@ pub struct Config {
     /// The proxy's identity; `None` runs plaintext (meshed traffic is not mTLS).
     pub identity: Option<IdentityConfig>,
     /// Inbound authorization.
-    pub policy: crate::policy::Policy,
+    pub policy: crate::inbound::policy::Policy,
     /// Every `LINKERD2_PROXY_*` variable as given, for the admin `/env.json` endpoint.
     pub env: HashMap<String, String>,
 }
@@ -39,8 +44,11 @@ pub struct Config {
 /// One direction's listener and client settings.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
+    /// The listener.
     pub listen_addr: SocketAddr,
+    /// How long protocol detection (and a ClientHello) may take.
     pub detect_timeout: Duration,
+    /// The client pool's settings.
     pub client: linkerd_http::ClientConfig,
 }
 
@@ -51,6 +59,7 @@ pub struct IdentityConfig {
     pub id: Id,
     /// The name peers use as SNI to reach this proxy (`_SERVER_NAME`, default the identity).
     pub server_name: Id,
+    /// The mesh's root CAs (`_TRUST_ANCHORS`).
     pub trust_anchors: TrustAnchors,
     /// Holds the token proving the identity to the Identity service.
     pub token_file: PathBuf,
@@ -58,7 +67,9 @@ pub struct IdentityConfig {
     pub dir: Option<PathBuf>,
     /// The Identity service.
     pub control: ControlAddr,
+    /// The shortest wait before a renewal (and the retry delay after a failure).
     pub min_refresh: Duration,
+    /// The longest wait before a renewal.
     pub max_refresh: Duration,
 }
 
@@ -93,26 +104,28 @@ pub struct DiscoveryConfig {
     pub profile_initial_timeout: Duration,
     /// Bounds on how long DNS answers (used to canonicalise short names) are cached.
     pub dns_min_ttl: Option<Duration>,
+    /// See `dns_min_ttl`.
     pub dns_max_ttl: Option<Duration>,
 }
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Plain,
+    /// One JSON object per line.
     Json,
 }
-
-/// A set of TCP ports, parsed from `25,587,3306` or ranges like `4000-4100`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PortSet(Vec<(u16, u16)>);
 
 /// A variable whose value could not be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {name}={value:?}: expected {expected}")]
 pub struct ConfigError {
+    /// The variable.
     pub name: String,
+    /// Its value.
     pub value: String,
+    /// What was expected instead.
     pub expected: &'static str,
 }
 
@@ -289,7 +302,7 @@ impl Config {
                 h2,
             },
             identity: identity(&vars)?,
-            policy: crate::policy::Policy {
+            policy: crate::inbound::policy::Policy {
                 default: vars.parse(
                     "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
                     "all-unauthenticated",
@@ -297,8 +310,8 @@ impl Config {
                 )?,
                 cluster_networks: vars.parse(
                     "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS",
-                    crate::policy::DEFAULT_CLUSTER_NETWORKS,
-                    crate::policy::parse_networks,
+                    crate::inbound::policy::DEFAULT_CLUSTER_NETWORKS,
+                    crate::inbound::policy::parse_networks,
                 )?,
                 require_identity: vars.parse(
                     "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY",
@@ -522,36 +535,6 @@ fn parse_log_filter(v: &str) -> Result<String, &'static str> {
     tracing_subscriber::EnvFilter::try_new(v)
         .map(|_| v.to_string())
         .map_err(|_| "a log filter like `warn,linkerd=info`")
-}
-
-// === impl PortSet ===
-
-impl PortSet {
-    /// Parses a comma-separated list of ports and `low-high` ranges; empty means none.
-    pub fn parse(v: &str) -> Result<Self, &'static str> {
-        const EXPECTED: &str = "a comma-separated list of ports (1-65535) or ranges like 4000-4100";
-        let port = |s: &str| match s.trim().parse::<u16>() {
-            Ok(p) if p > 0 => Ok(p),
-            _ => Err(EXPECTED),
-        };
-        let mut ranges = Vec::new();
-        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let range = match item.split_once('-') {
-                Some((lo, hi)) => (port(lo)?, port(hi)?),
-                None => (port(item)?, port(item)?),
-            };
-            if range.0 > range.1 {
-                return Err(EXPECTED);
-            }
-            ranges.push(range);
-        }
-        Ok(Self(ranges))
-    }
-
-    /// Whether `port` is in the set.
-    pub fn contains(&self, port: u16) -> bool {
-        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
-    }
 }
 
 #[cfg(test)]

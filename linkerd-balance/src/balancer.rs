@@ -26,6 +26,7 @@ pub struct BalancerConfig {
     pub queue_capacity: usize,
     /// The first back-off of an endpoint that failed to connect (doubling up to `max_backoff`).
     pub min_backoff: Duration,
+    /// The longest back-off.
     pub max_backoff: Duration,
 }
 
@@ -45,18 +46,37 @@ impl Default for BalancerConfig {
 /// Why no endpoint was chosen.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// The control plane says the name does not exist.
     #[error("{name} does not exist")]
-    NotFound { name: String },
+    NotFound {
+        /// The balanced name.
+        name: String,
+    },
+    /// No endpoint was ready within the fail-fast timeout.
     #[error("no endpoints of {name} became ready within {timeout:?}")]
-    Unavailable { name: String, timeout: Duration },
+    Unavailable {
+        /// The balanced name.
+        name: String,
+        /// The fail-fast timeout.
+        timeout: Duration,
+    },
+    /// The queue of requests waiting for an endpoint is full.
     #[error("{name} already has {capacity} requests waiting for an endpoint")]
-    QueueFull { name: String, capacity: usize },
+    QueueFull {
+        /// The balanced name.
+        name: String,
+        /// The queue's capacity.
+        capacity: usize,
+    },
 }
 
 /// One endpoint: its address, weight, what the caller attached, and its load.
 pub struct Endpoint<T> {
+    /// The endpoint's address.
     pub addr: SocketAddr,
+    /// Its share of requests, relative to the other endpoints' weights.
     pub weight: u32,
+    /// What the caller attached (e.g. the endpoint's services).
     pub meta: T,
     ewma: Mutex<PeakEwma>,
     pending: AtomicU32,
@@ -73,8 +93,11 @@ pub struct InFlight<T> {
 /// A snapshot of the balancer for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BalancerStats {
+    /// Endpoints in the set.
     pub endpoints: usize,
+    /// Endpoints not in back-off.
     pub ready: usize,
+    /// Requests waiting for a ready endpoint.
     pub queued: usize,
 }
 
@@ -95,7 +118,7 @@ struct Set<T> {
     exists: Option<bool>,
 }
 
-enum Pick<T> {
+pub(crate) enum Pick<T> {
     Chosen(Arc<Endpoint<T>>),
     NotFound,
     /// Nothing ready; an endpoint in back-off becomes ready again at this time, if any.
@@ -225,7 +248,8 @@ impl<T> Balancer<T> {
         }
     }
 
-    fn pick(&self) -> Pick<T> {
+    /// Chooses a ready endpoint now, if one is.
+    pub(crate) fn pick(&self) -> Pick<T> {
         let set = self.set.read();
         if set.exists == Some(false) {
             return Pick::NotFound;

@@ -6,14 +6,19 @@
 //! estimates, untouched), keeps endpoints that failed to connect out of the ready set for a
 //! back-off, and makes requests wait, boundedly, while nothing is ready.
 //!
-//! It does not connect or send: callers pick an endpoint, then report the latency of the
-//! first response byte or the connect failure.
+//! [`Balance`] is the same as a `tower::Service` over the endpoints' own services: it is ready
+//! when an endpoint is, sends each request to the endpoint chosen, and reports the response's
+//! latency or a connect failure back to the balancer.
+//!
+//! It does not connect or send itself: the endpoints' services do.
 #![forbid(unsafe_code)]
 
 mod balancer;
 mod choose;
 mod ewma;
+mod service;
 
 pub use self::balancer::{Balancer, BalancerConfig, BalancerStats, Endpoint, Error, InFlight};
 pub use self::choose::choose;
 pub use self::ewma::PeakEwma;
+pub use self::service::{Balance, ResponseFuture};

@@ -33,17 +33,23 @@ pub enum Error {
     Read(#[from] io::Error),
 }
 
-/// A `tower` layer that detects the protocol, then calls the inner service with the result
-/// and the replaying I/O.
+/// A `tower` layer that detects a connection's protocol, then calls the inner service with the
+/// connection's target, what was found, and an I/O that replays the bytes read.
+///
+/// Requests are `(target, io)` pairs; the inner service gets `(target, Detected, PrefixedIo<io>)`.
+/// `known` says, for a target, that its protocol is already known (an opaque port, a peer's
+/// transport header): detection is then skipped and nothing is read.
 #[derive(Clone, Copy, Debug)]
-pub struct DetectLayer {
+pub struct DetectLayer<F> {
     params: DetectParams,
+    known: F,
 }
 
 /// The service made by [`DetectLayer`].
 #[derive(Clone, Debug)]
-pub struct Detect<S> {
+pub struct Detect<S, F> {
     params: DetectParams,
+    known: F,
     inner: S,
 }
 
@@ -91,28 +97,31 @@ where
     Ok((detected, PrefixedIo::new(buf.freeze(), io)))
 }
 
-impl DetectLayer {
-    /// A layer detecting with `params`.
-    pub fn new(params: DetectParams) -> Self {
-        Self { params }
+impl<F> DetectLayer<F> {
+    /// A layer detecting with `params`, unless `known` names the target's protocol.
+    pub fn new(params: DetectParams, known: F) -> Self {
+        Self { params, known }
     }
 }
 
-impl<S> tower::Layer<S> for DetectLayer {
-    type Service = Detect<S>;
+impl<S, F: Clone> tower::Layer<S> for DetectLayer<F> {
+    type Service = Detect<S, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Detect {
             params: self.params,
+            known: self.known.clone(),
             inner,
         }
     }
 }
 
-impl<I, S> tower::Service<I> for Detect<S>
+impl<T, I, S, F> tower::Service<(T, I)> for Detect<S, F>
 where
+    T: Send + 'static,
     I: AsyncRead + Unpin + Send + 'static,
-    S: tower::Service<(Detected, PrefixedIo<I>)> + Clone + Send + 'static,
+    F: Fn(&T) -> Option<Protocol>,
+    S: tower::Service<(T, Detected, PrefixedIo<I>)> + Clone + Send + 'static,
     S::Error: From<Error>,
     S::Future: Send,
 {
@@ -125,13 +134,22 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, io: I) -> Self::Future {
+    fn call(&mut self, (target, io): (T, I)) -> Self::Future {
         let params = self.params;
-        let mut inner = self.inner.clone();
+        let known = (self.known)(&target);
+        let inner = self.inner.clone();
         Box::pin(async move {
-            let detected = detect(io, params).await?;
-            tower::ServiceExt::ready(&mut inner).await?;
-            inner.call(detected).await
+            let (detected, io) = match known {
+                Some(protocol) => {
+                    let detected = Detected {
+                        protocol,
+                        timed_out: false,
+                    };
+                    (detected, PrefixedIo::new(bytes::Bytes::new(), io))
+                }
+                None => detect(io, params).await?,
+            };
+            tower::ServiceExt::oneshot(inner, (target, detected, io)).await
         })
     }
 }
@@ -213,22 +231,80 @@ mod tests {
         assert!(read_all(io).await.is_empty());
     }
 
+    type Inner<I> = (&'static str, Detected, PrefixedIo<I>);
+
+    /// Passes on the target, the protocol and the replayed bytes.
+    fn inner<I: Send + 'static>() -> impl tower::Service<
+        Inner<I>,
+        Response = (&'static str, Protocol, Vec<u8>),
+        Error = Error,
+        Future = impl Send,
+    > + Clone
+           + Send
+           + 'static {
+        tower::service_fn(|(t, d, io): Inner<I>| async move {
+            Ok::<_, Error>((t, d.protocol, io.prefix().to_vec()))
+        })
+    }
+
     #[tokio::test]
     async fn layer_passes_the_result_on() {
         use tower::{Layer, Service, ServiceExt};
-        let inner = tower::service_fn(
-            |(d, io): (Detected, PrefixedIo<tokio::io::DuplexStream>)| async move {
-                Ok::<_, Error>((d.protocol, io.prefix().to_vec()))
-            },
-        );
-        let mut svc = DetectLayer::new(PARAMS).layer(inner);
+        let mut svc = DetectLayer::new(PARAMS, |_: &&str| None).layer(inner());
         let (mut client, server) = tokio::io::duplex(64);
         client
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
             .unwrap();
-        let (p, prefix) = svc.ready().await.unwrap().call(server).await.unwrap();
+        let (t, p, prefix) = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(("conn", server))
+            .await
+            .unwrap();
+        assert_eq!(t, "conn");
         assert_eq!(p, Protocol::Http2);
         assert_eq!(prefix, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_known_protocol_is_not_read() {
+        use tower::{Layer, ServiceExt};
+        let known = |t: &&str| (*t == "opaque").then_some(Protocol::Opaque);
+        let svc = DetectLayer::new(PARAMS, known).layer(inner());
+        let (mut client, server) = tokio::io::duplex(64);
+        // HTTP/1 bytes on a connection known to be opaque: not read, not classified.
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let start = tokio::time::Instant::now();
+        let (_, p, prefix) = svc.oneshot(("opaque", server)).await.unwrap();
+        assert_eq!(p, Protocol::Opaque);
+        assert!(prefix.is_empty(), "nothing was buffered");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no detection timeout was waited"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_the_layers_error() {
+        use tower::{Layer, ServiceExt};
+        let svc = DetectLayer::new(PARAMS, |_: &&str| None).layer(inner());
+        let err = svc.oneshot(("conn", FailingIo)).await;
+        assert!(matches!(err, Err(Error::Read(_))), "{err:?}");
+    }
+
+    /// An I/O whose reads fail (a reset connection).
+    struct FailingIo;
+
+    impl AsyncRead for FailingIo {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+        }
     }
 }

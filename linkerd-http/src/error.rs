@@ -14,7 +14,9 @@ pub enum Error {
     /// The HTTP handshake with the target failed.
     #[error("HTTP handshake with {addr} failed: {source}")]
     Handshake {
+        /// The target.
         addr: SocketAddr,
+        /// What failed.
         #[source]
         source: hyper::Error,
     },
@@ -22,19 +24,26 @@ pub enum Error {
     /// The target reset or closed the connection, or sent an invalid response.
     #[error("request to {addr} failed: {source}")]
     Upstream {
+        /// The target.
         addr: SocketAddr,
+        /// What failed.
         #[source]
         source: hyper::Error,
     },
 
     /// The target is one of the proxy's own listeners: forwarding would loop.
     #[error("refusing to forward to {addr}: it is this proxy's own listener (a forwarding loop)")]
-    Loop { addr: SocketAddr },
+    Loop {
+        /// The target.
+        addr: SocketAddr,
+    },
 
     /// An explicit-proxy request named a target the proxy does not serve.
     #[error("forbidden target {target}: {reason}")]
     Forbidden {
+        /// The target as the request named it.
         target: String,
+        /// Why it is refused.
         reason: &'static str,
     },
 
@@ -48,12 +57,14 @@ pub enum Error {
 
     /// No endpoint of a discovered service could take the request.
     #[error("service unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] linkerd_balance::Error),
 
     /// Mutual TLS with the endpoint's proxy failed (or it is not who discovery said).
     #[error("mTLS to {addr} failed: {source}")]
     Tls {
+        /// The target.
         addr: SocketAddr,
+        /// What failed.
         #[source]
         source: linkerd_tls::Error,
     },
@@ -65,14 +76,33 @@ pub enum Error {
     /// Sending the opaque-transport header failed.
     #[error("failed to send the transport header to {addr}: {source}")]
     TransportHeader {
+        /// The target.
         addr: SocketAddr,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
 
     /// An explicit-proxy target name did not resolve.
     #[error("failed to resolve {name}: {reason}")]
-    Resolve { name: String, reason: String },
+    Resolve {
+        /// The name.
+        name: String,
+        /// Why it did not resolve.
+        reason: String,
+    },
+}
+
+impl From<linkerd_connect::Error> for Error {
+    fn from(e: linkerd_connect::Error) -> Self {
+        use linkerd_connect::Error as C;
+        match e {
+            C::Connect(e) => Self::Connect(e),
+            C::NoCertificate(waited) => Self::NoCertificate(waited),
+            C::Tls { addr, source } => Self::Tls { addr, source },
+            C::TransportHeader { addr, source } => Self::TransportHeader { addr, source },
+        }
+    }
 }
 
 impl Error {
@@ -93,6 +123,11 @@ impl Error {
             Error::Resolve { .. } => StatusCode::BAD_GATEWAY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// Whether connecting to the endpoint failed (so a balancer backs the endpoint off).
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, Error::Connect(_))
     }
 
     /// The response sent to the client: the status, the `l5d-proxy-error` header and the

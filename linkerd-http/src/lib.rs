@@ -1,34 +1,45 @@
-//! hyper glue: the shared client pool, the per-connection server, header hygiene, proxy errors
-//! and HTTP metrics.
+//! hyper glue and the HTTP layers of the request stacks.
 //!
-//! This crate knows how to carry HTTP: serve a detected connection ([`serve`]), forward a
-//! request over a pooled connection ([`forward`], [`Client`]), strip what must not cross a hop
-//! ([`strip_hop_by_hop`]), turn a failure into a response with `l5d-proxy-error`
-//! ([`Error::to_response`]) and count requests ([`HttpMetrics`]).
+//! This crate knows how to carry HTTP: serve a detected connection ([`HttpServer`]), send a
+//! request to an endpoint over the connection pool shared by every worker ([`Client`],
+//! [`EndpointClient`]), and the layers a request passes on the way, each a `tower::Layer`:
+//! - [`ErrorResponseLayer`]: a failure becomes a response with `l5d-proxy-error`, in one place
+//!   ([`Error::to_response`]);
+//! - [`MetricsLayer`]: `request_total`, `response_latency_ms`, `response_total` with Linkerd's
+//!   labels and classification (gRPC status included);
+//! - [`TunnelLayer`]: `CONNECT` to a named target, dialed by the proxy;
+//! - [`HopByHopLayer`]: hop-by-hop headers stripped, protocol upgrades carried;
+//! - [`orig_proto::UpgradeLayer`] / [`orig_proto::DowngradeLayer`]: HTTP/1 carried between
+//!   proxies as HTTP/2 (`l5d-orig-proto`).
 //!
 //! It does not decide where a request goes: routing, discovery and explicit-proxy targets are
-//! the application's.
+//! the application's. Dialing (plain, mTLS) is `linkerd-connect`'s.
 #![forbid(unsafe_code)]
 
 mod body;
-mod client;
 mod conn_tasks;
 mod error;
-mod forward;
 mod headers;
+mod hop;
 mod metrics;
 pub mod orig_proto;
+mod pool;
+mod respond;
 mod server;
+mod tunnel;
 mod upgrade;
 
 pub use self::body::ProxyBody;
-pub use self::client::{
-    connect_endpoint, Client, ClientConfig, ClientIo, Endpoint, H2Settings, Meshed, PoolBody,
-    PoolMetrics, Version,
-};
 pub use self::error::Error;
-pub use self::forward::{forward, try_forward};
 pub use self::headers::{strip_hop_by_hop, wants_upgrade, L5D_PROXY_ERROR};
-pub use self::metrics::{HttpMetrics, RecordBody, ResponseRecorder, RouteLabels, RouteMetrics};
-pub use self::server::{serve, ServerConfig};
-pub use self::upgrade::{spawn_tunnel, spawn_upgrade};
+pub use self::hop::{HopByHop, HopByHopLayer};
+pub use self::metrics::{
+    AuthorityRoutes, HttpMetrics, Metrics, MetricsLayer, OnceRoute, RecordBody, ResponseRecorder,
+    RouteLabels, RouteMetrics, Routes,
+};
+pub use self::pool::{
+    Client, ClientConfig, EndpointClient, H2Settings, Pool, PoolBody, PoolMetrics, Version,
+};
+pub use self::respond::{ErrorResponse, ErrorResponseLayer};
+pub use self::server::{serve, HttpServer, RequestFuture, ServerConfig};
+pub use self::tunnel::{Tunnel, TunnelLayer};

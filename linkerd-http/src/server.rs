@@ -1,10 +1,21 @@
-//! Serving one accepted connection with hyper, HTTP/1 or HTTP/2 as detected.
+//! Serving one accepted connection with hyper, HTTP/1 or HTTP/2 as detected, each request
+//! through a `tower` request stack.
 
-use crate::ProxyBody;
-use hyper::{body::Incoming, service::Service, Request, Response};
+use crate::{ProxyBody, Version};
+use hyper::{body::Incoming, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::{future::Future, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tower::{util::Oneshot, ServiceExt};
+use tracing::instrument::{Instrument, Instrumented};
 
 /// Server-side limits.
 #[derive(Clone, Debug)]
@@ -36,53 +47,140 @@ impl Default for ServerConfig {
     }
 }
 
-/// Serves HTTP on `io` until the client is done; when `shutdown` fires, in-flight requests
-/// finish and the connection then closes (HTTP/1: after the current response; HTTP/2: GOAWAY).
+/// A `Service` over a detected connection `(target, version, io)`: serves its requests with
+/// hyper, each through the request stack `new_stack` builds for the connection's target, until
+/// the client is done or the proxy drains (in-flight requests finish; HTTP/2 gets GOAWAY).
+///
+/// A connection that ends with an HTTP error (a reset, a malformed request) is logged at
+/// debug: it is the client's business, not a failure of the proxy.
+#[derive(Clone)]
+pub struct HttpServer<N> {
+    config: Arc<ServerConfig>,
+    drain: CancellationToken,
+    new_stack: N,
+}
+
+impl<N> HttpServer<N> {
+    /// Serves with `config` until `drain` is cancelled, each connection's requests through
+    /// `new_stack(target)`.
+    pub fn new(config: ServerConfig, drain: CancellationToken, new_stack: N) -> Self {
+        Self {
+            config: Arc::new(config),
+            drain,
+            new_stack,
+        }
+    }
+}
+
+impl<T, I, N, S> tower::Service<(T, Version, I)> for HttpServer<N>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    N: Fn(T) -> S,
+    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<(), Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (target, version, io): (T, Version, I)) -> Self::Future {
+        let stack = (self.new_stack)(target);
+        let (config, drain) = (self.config.clone(), self.drain.clone());
+        Box::pin(async move {
+            let drained = drain.cancelled_owned();
+            if let Err(error) = serve(io, version, &config, stack, drained).await {
+                tracing::debug!(%error, "HTTP connection closed with an error");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Serves HTTP on `io` with the request stack `svc` until the client is done; when `shutdown`
+/// fires, in-flight requests finish and the connection then closes (HTTP/1: after the current
+/// response; HTTP/2: GOAWAY).
 pub async fn serve<I, S>(
     io: I,
-    http2: bool,
+    version: Version,
     config: &ServerConfig,
     svc: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>> + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let io = TokioIo::new(io);
+    let svc = PerRequest(svc);
     tokio::pin!(shutdown);
-    if http2 {
-        // Streams run in this connection's task (see `conn_tasks`).
-        let (exec, tasks) = crate::conn_tasks::conn_executor();
-        let mut b = hyper::server::conn::http2::Builder::new(exec);
-        b.timer(TokioTimer::new())
-            .max_concurrent_streams(config.h2_max_concurrent_streams)
-            .initial_stream_window_size(config.h2.initial_stream_window_size)
-            .initial_connection_window_size(config.h2.initial_connection_window_size)
-            .max_frame_size(config.h2.max_frame_size)
-            .max_header_list_size(config.h2.max_header_list_size)
-            .keep_alive_interval(config.h2_keep_alive_interval)
-            .keep_alive_timeout(config.h2_keep_alive_timeout);
-        let mut conn = tasks.drive(b.serve_connection(io, svc));
-        tokio::select! {
-            res = &mut conn => return res,
-            () = &mut shutdown => conn.conn().graceful_shutdown(),
+    match version {
+        Version::Http2 => {
+            // Streams run in this connection's task (see `conn_tasks`).
+            let (exec, tasks) = crate::conn_tasks::conn_executor();
+            let mut b = hyper::server::conn::http2::Builder::new(exec);
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(config.h2_max_concurrent_streams)
+                .initial_stream_window_size(config.h2.initial_stream_window_size)
+                .initial_connection_window_size(config.h2.initial_connection_window_size)
+                .max_frame_size(config.h2.max_frame_size)
+                .max_header_list_size(config.h2.max_header_list_size)
+                .keep_alive_interval(config.h2_keep_alive_interval)
+                .keep_alive_timeout(config.h2_keep_alive_timeout);
+            let mut conn = tasks.drive(b.serve_connection(io, svc));
+            tokio::select! {
+                res = &mut conn => return res,
+                () = &mut shutdown => conn.conn().graceful_shutdown(),
+            }
+            conn.await
         }
-        conn.await
-    } else {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.h1_header_read_timeout)
-            .max_buf_size(config.h1_max_buf_size)
-            .serve_connection(io, svc)
-            .with_upgrades();
-        tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => return res,
-            () = &mut shutdown => conn.as_mut().graceful_shutdown(),
+        Version::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.h1_header_read_timeout)
+                .max_buf_size(config.h1_max_buf_size)
+                .serve_connection(io, svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => return res,
+                () = &mut shutdown => conn.as_mut().graceful_shutdown(),
+            }
+            conn.await
         }
-        conn.await
+    }
+}
+
+/// hyper calls a service by reference, once per request; a `tower` service is called after
+/// it is ready, by `&mut`. Each request gets its own clone of the connection's stack, driven
+/// to readiness and called, in a span of its own.
+#[derive(Clone)]
+struct PerRequest<S>(S);
+
+/// The future hyper holds for each request.
+pub type RequestFuture<S> = Instrumented<Oneshot<S, Request<Incoming>>>;
+
+impl<S> hyper::service::Service<Request<Incoming>> for PerRequest<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = RequestFuture<S>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
+        self.0.clone().oneshot(req).instrument(span)
     }
 }

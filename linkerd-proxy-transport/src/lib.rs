@@ -3,7 +3,8 @@
 //! This crate owns everything that touches a raw TCP socket: binding a listener, accepting a
 //! connection and recording where the client meant to go ([`OrigDst`], `SO_ORIGINAL_DST` behind
 //! iptables REDIRECT), dialing a target with a timeout and `TCP_NODELAY`, and counting the bytes
-//! that cross a connection ([`Metered`], [`TcpMetrics`]).
+//! that cross a connection ([`Metered`], [`TcpMetrics`]), and replaying bytes read before a
+//! connection is handed on ([`PrefixedIo`]).
 //!
 //! It does not know about protocols: detection, TLS and HTTP sit above it.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ mod listen;
 mod metered;
 mod metrics;
 mod orig_dst;
+mod prefixed;
 
 pub use self::connect::connect;
 pub use self::error::{errno_name, Error};
@@ -21,3 +23,4 @@ pub use self::listen::{accept, bind, Accepted};
 pub use self::metered::Metered;
 pub use self::metrics::{Direction, NoTlsReason, Peer, TcpConnMetrics, TcpMetrics, TlsLabel};
 pub use self::orig_dst::{NoOrigDst, OrigDst, SoOriginalDst};
+pub use self::prefixed::PrefixedIo;

@@ -26,26 +26,34 @@ pub struct TransportHeader {
 }
 
 /// The protocol carried after a transport header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SessionProtocol {
+    /// HTTP/1.x.
     Http1,
+    /// HTTP/2.
     Http2,
 }
 
 /// Why a transport header could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
+    /// The bytes are not a transport header.
     #[error("the connection does not start with the transport header preface")]
     Preface,
     #[error("the transport header is {0} bytes long (at most {MAX_MESSAGE_LEN})")]
+    /// The header is longer than any valid one.
     TooLong(usize),
     #[error("the transport header is not a valid message: {0}")]
+    /// The header's message does not decode.
     Decode(#[from] prost::DecodeError),
     #[error("the transport header names port {0}, which is not a valid port")]
+    /// The header names no valid port.
     Port(i32),
     #[error("the transport header was not received within {0:?}")]
+    /// The header did not arrive in time.
     Timeout(Duration),
     #[error("failed to read the transport header: {0}")]
+    /// Reading the connection failed.
     Io(#[from] std::io::Error),
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 /// A server-side TLS stream.
-pub type ServerTls<I> = tokio_rustls::server::TlsStream<I>;
+pub type ServerTlsStream<I> = tokio_rustls::server::TlsStream<I>;
 
 /// What the first bytes of a connection were.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub async fn terminate<I>(
     configs: &TlsConfigs,
     peer: std::net::SocketAddr,
     timeout: Duration,
-) -> Result<(ServerTls<I>, Option<Id>), Error>
+) -> Result<(ServerTlsStream<I>, Option<Id>), Error>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {

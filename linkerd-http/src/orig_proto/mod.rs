@@ -2,14 +2,36 @@
 //! HTTP/2 with `l5d-orig-proto` naming the original version (and `; absolute-form` when the
 //! request line had an absolute URI); the server proxy turns it back into HTTP/1.x for the app
 //! and the response back into HTTP/2; the client proxy gives the app an HTTP/1.x response.
+//!
+//! The functions here rewrite one message; [`UpgradeLayer`] (the client proxy's) and
+//! [`DowngradeLayer`] (the server proxy's) apply them in a request stack.
 
-use crate::Error;
-use http::{header, uri, HeaderName, HeaderValue, Request, Response, Uri, Version};
+mod downgrade;
+mod upgrade;
+
+pub use self::downgrade::{Downgrade, DowngradeLayer};
+pub use self::upgrade::{Upgrade, UpgradeLayer};
+
+use crate::{headers::wants_upgrade, Error, ProxyBody};
+use http::{header, uri, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
 
 /// The header naming a request's original protocol.
 pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
 
 const ABSOLUTE_FORM: &str = "; absolute-form";
+
+/// Whether an HTTP/1 request may be carried as HTTP/2: not `CONNECT` and not a protocol
+/// upgrade (WebSocket), which need an HTTP/1.1 connection of their own.
+pub fn upgradable<B>(req: &Request<B>) -> bool {
+    req.version() != Version::HTTP_2
+        && req.method() != Method::CONNECT
+        && !wants_upgrade(req.headers())
+}
 
 /// Makes an HTTP/1.x request (already stripped of hop-by-hop headers) an HTTP/2 one for a
 /// peer proxy; returns the original version, to restore on the response.
@@ -96,6 +118,79 @@ pub fn downgrade_request<B>(req: &mut Request<B>) -> Result<bool, Error> {
 /// hop-by-hop headers are already stripped).
 pub fn upgrade_response<B>(rsp: &mut Response<B>) {
     *rsp.version_mut() = Version::HTTP_2;
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Upgrade`] and [`Downgrade`]: the response, its version restored.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Proj]
+    enum State<F> {
+        // The request went on as it was.
+        Unchanged { #[pin] inner: F },
+        // The request was upgraded from `orig`: the response goes back to it.
+        Upgraded { #[pin] inner: F, orig: Version },
+        // The request was downgraded: the response goes back to HTTP/2.
+        Downgraded { #[pin] inner: F },
+        // The request could not be rewritten.
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn unchanged(inner: F) -> Self {
+        Self {
+            state: State::Unchanged { inner },
+        }
+    }
+
+    fn upgraded(inner: F, orig: Version) -> Self {
+        Self {
+            state: State::Upgraded { inner, orig },
+        }
+    }
+
+    fn downgraded(inner: F) -> Self {
+        Self {
+            state: State::Downgraded { inner },
+        }
+    }
+
+    fn failed(error: Error) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, Error>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match self.project().state.project() {
+            Proj::Unchanged { inner } => ready!(inner.poll(cx)),
+            Proj::Upgraded { inner, orig } => ready!(inner.poll(cx)).map(|mut rsp| {
+                downgrade_response(&mut rsp, *orig);
+                rsp
+            }),
+            Proj::Downgraded { inner } => ready!(inner.poll(cx)).map(|mut rsp| {
+                upgrade_response(&mut rsp);
+                rsp
+            }),
+            Proj::Failed { error } => match error.take() {
+                Some(e) => Err(e),
+                None => return Poll::Pending,
+            },
+        })
+    }
 }
 
 #[cfg(test)]

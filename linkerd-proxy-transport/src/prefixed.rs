@@ -1,4 +1,5 @@
-//! Replaying the bytes read during detection.
+//! Replaying the bytes read while deciding what a connection is (a ClientHello, a protocol
+//! detection, a transport header).
 
 use bytes::{Buf, Bytes};
 use std::{

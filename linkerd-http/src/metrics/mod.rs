@@ -1,19 +1,26 @@
-//! HTTP request/response metrics, with Linkerd's names and labels.
+//! HTTP request/response metrics, with Linkerd's names and labels: the families, one route's
+//! handles, and the recorder of one request. [`MetricsLayer`] applies them to a request stack;
+//! [`RecordBody`] classifies a response when its body ends.
 
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
-use hyper::body::{Body, Frame, SizeHint};
+mod body;
+mod layer;
+
+pub(crate) use self::body::Eos;
+pub use self::body::RecordBody;
+pub use self::layer::{AuthorityRoutes, Metrics, MetricsLayer, OnceRoute, Routes};
+
+use crate::ProxyBody;
+use http::{HeaderMap, Response, StatusCode};
+use hyper::body::Body;
 use linkerd_metrics::{Counter, EncodeLabels, Family, Histogram, LabelWriter, Registry};
 use linkerd_proxy_transport::{Direction, TlsLabel};
 use parking_lot::RwLock;
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
-    time::Instant,
 };
+use tokio::time::Instant;
 
 /// Linkerd's latency buckets, in milliseconds.
 static LATENCY_BUCKETS_MS: [f64; 25] = [
@@ -32,9 +39,11 @@ pub struct HttpMetrics {
 /// What a request is counted under: its direction, authority and target address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RouteLabels {
+    /// Inbound or outbound.
     pub direction: Direction,
     /// The request's `:authority` or `Host`, when it has one.
     pub authority: Option<String>,
+    /// Where the request was sent.
     pub target_addr: SocketAddr,
     /// The endpoint's discovery labels, rendered as `dst_<name>`.
     pub dst: Option<Arc<BTreeMap<String, String>>>,
@@ -62,32 +71,6 @@ pub struct ResponseRecorder {
     start: Instant,
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that records `response_total` when it ends (or is dropped early).
-    pub struct RecordBody<B> {
-        #[pin]
-        inner: B,
-        eos: Option<Eos>,
-        // Servers never poll a body known to be empty (204, HEAD, content-length: 0).
-        empty: bool,
-    }
-
-    impl<B> PinnedDrop for RecordBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(eos) = this.eos.take() {
-                eos.finish(None, *this.empty);
-            }
-        }
-    }
-}
-
-struct Eos {
-    route: RouteMetrics,
-    status: StatusCode,
-    grpc_status: Option<u32>,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct StatusLabels {
     route: RouteLabels,
@@ -95,7 +78,7 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct ResponseKey {
+pub(crate) struct ResponseKey {
     status_code: Option<u16>,
     grpc_status: Option<u32>,
     success: bool,
@@ -172,7 +155,7 @@ impl RouteMetrics {
         h
     }
 
-    fn response_total(&self, key: ResponseKey) -> Counter {
+    pub(crate) fn response_total(&self, key: ResponseKey) -> Counter {
         if let Some(c) = self.0.responses.read().get(&key) {
             return c.clone();
         }
@@ -196,104 +179,35 @@ impl ResponseRecorder {
         headers: &HeaderMap,
         body: B,
     ) -> RecordBody<B> {
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        self.route.latency(Some(status.as_u16())).observe(ms);
-        RecordBody {
-            empty: body.is_end_stream(),
-            inner: body,
-            eos: Some(Eos {
-                route: self.route,
-                status,
-                // A trailers-only gRPC response carries its status in the headers.
-                grpc_status: grpc_status(headers),
-            }),
-        }
+        RecordBody::recorded(body, self.eos(status, headers))
     }
 
-    /// Records a response the proxy synthesized because forwarding failed.
-    pub fn error(self, status: StatusCode) {
+    /// Records the response headers' latency, and classifies the response when its body ends.
+    pub fn record(self, rsp: &mut Response<ProxyBody>) {
+        let eos = self.eos(rsp.status(), rsp.headers());
+        rsp.body_mut().record(eos);
+    }
+
+    /// Observes the latency to the response headers.
+    fn eos(self, status: StatusCode, headers: &HeaderMap) -> Eos {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         self.route.latency(Some(status.as_u16())).observe(ms);
         Eos {
             route: self.route,
             status,
-            grpc_status: None,
+            // A trailers-only gRPC response carries its status in the headers.
+            grpc_status: grpc_status(headers),
         }
-        .finish(None, true);
+    }
+
+    /// Records a response the proxy synthesized because forwarding failed.
+    pub fn error(self, status: StatusCode) {
+        self.eos(status, &HeaderMap::new()).finish(None, true);
     }
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
-// === impl Eos ===
-
-impl Eos {
-    fn finish(self, trailers: Option<&HeaderMap>, complete: bool) {
-        let grpc_status = trailers.and_then(grpc_status).or(self.grpc_status);
-        let success = complete
-            && match grpc_status {
-                Some(code) => code == 0,
-                None => !self.status.is_server_error(),
-            };
-        self.route
-            .response_total(ResponseKey {
-                status_code: Some(self.status.as_u16()),
-                grpc_status,
-                success,
-            })
-            .incr();
-    }
-}
-
-// === impl RecordBody ===
-
-impl<B: Body<Data = Bytes>> Body for RecordBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let res = this.inner.as_mut().poll_frame(cx);
-        match &res {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(eos) = this.eos.take() {
-                        eos.finish(Some(trailers), true);
-                    }
-                } else if this.inner.is_end_stream() {
-                    // Servers stop polling once a sized body is complete.
-                    if let Some(eos) = this.eos.take() {
-                        eos.finish(None, true);
-                    }
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(eos) = this.eos.take() {
-                    eos.finish(None, true);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(eos) = this.eos.take() {
-                    eos.finish(None, false);
-                }
-            }
-            Poll::Pending => {}
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 // === impl labels ===
@@ -344,7 +258,9 @@ impl EncodeLabels for ResponseLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
+    use hyper::body::Frame;
 
     fn route(reg: &mut Registry) -> RouteMetrics {
         HttpMetrics::register(reg).route(RouteLabels {

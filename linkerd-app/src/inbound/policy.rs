@@ -1,14 +1,24 @@
 //! Inbound authorization: may this client talk to this port of the app?
 //!
-//! Evaluation is pure ([`Policy::check`]); the inbound stack applies the decision (403 for
-//! HTTP, a closed connection for TCP) and counts it ([`AuthzMetrics`]).
+//! Evaluation is pure ([`Policy::check`]). The inbound connection stack decides once the app
+//! port is known (`Decide`, step 4), and applies the decision once the protocol is
+//! (`Authorize`, step 6): a refused TCP client is closed, a refused HTTP client gets 403 for
+//! every request (the request layer in `inbound::http`); both are counted ([`AuthzMetrics`]).
 
-use crate::config::PortSet;
+use super::tls::InboundTls;
+use crate::PortSet;
 use ipnet::IpNet;
+use linkerd_detect::{Detected, Protocol};
 use linkerd_identity::Id;
 use linkerd_metrics::{Counter, EncodeLabels, Family, LabelWriter, NoLabels, Registry};
 use linkerd_proxy_transport::TlsLabel;
-use std::{net::IpAddr, str::FromStr, sync::Arc};
+use linkerd_tls::{SessionProtocol, TransportHeader};
+use std::{
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    sync::Arc,
+};
+use tower::{filter::Predicate, BoxError};
 
 /// What the proxy does with clients no port override covers
 /// (`LINKERD2_PROXY_INBOUND_DEFAULT_POLICY`).
@@ -31,6 +41,7 @@ pub enum DefaultPolicy {
 /// The inbound authorization policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
+    /// `LINKERD2_PROXY_INBOUND_DEFAULT_POLICY`.
     pub default: DefaultPolicy,
     /// `LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS`.
     pub cluster_networks: Vec<IpNet>,
@@ -54,7 +65,9 @@ pub enum ClientAuth {
 /// A policy's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// The client may use the port.
     Allow,
+    /// The client is refused.
     Deny(Denial),
     /// Allowed by `audit`, but `all-authenticated` would have refused it.
     Audit(Denial),
@@ -65,6 +78,7 @@ pub enum Decision {
 pub struct Denial {
     /// The rule: a default policy's name, or `require-identity` / `require-tls`.
     pub policy: &'static str,
+    /// Why.
     pub reason: DenyReason,
 }
 
@@ -211,9 +225,13 @@ pub struct AuthzMetrics {
 /// The labels of one refused (or audited) client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AuthzLabels {
+    /// The app port.
     pub target_port: u16,
+    /// The rule that refused.
     pub policy: &'static str,
+    /// Why.
     pub reason: DenyReason,
+    /// The connection's TLS status.
     pub tls: TlsLabel,
 }
 
@@ -251,9 +269,9 @@ impl AuthzMetrics {
         m
     }
 
-    /// Counts a failed inbound TLS handshake (e.g. a client certificate from another CA).
-    pub fn handshake_failed(&self) {
-        self.handshake_failures.incr();
+    /// The count of failed inbound TLS handshakes (e.g. a client certificate from another CA).
+    pub fn handshake_failures(&self) -> Counter {
+        self.handshake_failures.clone()
     }
 
     /// The counter for TCP (`http: false`) or HTTP, denied or audited.
@@ -276,130 +294,186 @@ impl EncodeLabels for AuthzLabels {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// === the connection steps ===
 
-    const ID: &str = "app.ns.serviceaccount.identity.linkerd.cluster.local";
+/// An inbound connection with its app port and the policy's decision.
+#[derive(Clone, Debug)]
+pub(crate) struct InboundTarget {
+    pub client: SocketAddr,
+    /// The app port: the original destination's, or the one a transport header names.
+    pub port: u16,
+    pub label: TlsLabel,
+    pub auth: ClientAuth,
+    pub decision: Decision,
+    /// The protocol, when known without detection (a transport header names it; the app's
+    /// own TLS, a silent client and an opaque port are opaque).
+    pub protocol: Option<Protocol>,
+}
 
-    fn policy(default: DefaultPolicy) -> Policy {
-        Policy {
-            default,
-            cluster_networks: parse_networks("10.0.0.0/8,fd00::/8").unwrap(),
-            require_identity: PortSet::parse("9000").unwrap(),
-            require_tls: PortSet::parse("9001-9002").unwrap(),
-        }
-    }
-
-    /// Every client kind, from inside and outside the cluster networks.
-    fn clients() -> Vec<(&'static str, IpAddr, ClientAuth)> {
-        let id = ClientAuth::Authenticated(Id::parse(ID).unwrap());
-        let inside: IpAddr = "10.1.2.3".parse().unwrap();
-        let outside: IpAddr = "192.0.2.1".parse().unwrap();
-        vec![
-            ("in/plain", inside, ClientAuth::Plaintext),
-            ("in/tls", inside, ClientAuth::Tls),
-            ("in/id", inside, id.clone()),
-            ("out/plain", outside, ClientAuth::Plaintext),
-            ("out/tls", outside, ClientAuth::Tls),
-            ("out/id", outside, id),
-        ]
-    }
-
-    fn allowed(p: &Policy, port: u16) -> Vec<&'static str> {
-        clients()
-            .into_iter()
-            .filter(|(_, ip, auth)| !matches!(p.check(port, *ip, auth), Decision::Deny(_)))
-            .map(|(name, _, _)| name)
-            .collect()
-    }
-
-    #[test]
-    fn every_default_policy() {
-        use DefaultPolicy::*;
-        let all = vec![
-            "in/plain",
-            "in/tls",
-            "in/id",
-            "out/plain",
-            "out/tls",
-            "out/id",
-        ];
-        assert_eq!(allowed(&policy(AllUnauthenticated), 80), all);
-        assert_eq!(allowed(&policy(AllAuthenticated), 80), ["in/id", "out/id"]);
-        assert_eq!(allowed(&policy(ClusterAuthenticated), 80), ["in/id"]);
-        assert_eq!(
-            allowed(&policy(ClusterUnauthenticated), 80),
-            ["in/plain", "in/tls", "in/id"]
-        );
-        assert!(allowed(&policy(Deny), 80).is_empty());
-        assert_eq!(allowed(&policy(Audit), 80), all);
-    }
-
-    #[test]
-    fn reasons() {
-        let p = policy(DefaultPolicy::ClusterAuthenticated);
-        let outside = "192.0.2.1".parse().unwrap();
-        let inside = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            p.check(80, outside, &ClientAuth::Plaintext),
-            Decision::Deny(Denial {
-                policy: "cluster-authenticated",
-                reason: DenyReason::OutsideClusterNetworks
-            })
-        );
-        assert_eq!(
-            p.check(80, inside, &ClientAuth::Tls),
-            Decision::Deny(Denial {
-                policy: "cluster-authenticated",
-                reason: DenyReason::Unauthenticated
-            })
-        );
-    }
-
-    #[test]
-    fn audit_flags_what_all_authenticated_would_refuse() {
-        let p = policy(DefaultPolicy::Audit);
-        let ip = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            p.check(80, ip, &ClientAuth::Tls),
-            Decision::Audit(Denial {
-                policy: "audit",
-                reason: DenyReason::Unauthenticated
-            })
-        );
-        let id = ClientAuth::Authenticated(Id::parse(ID).unwrap());
-        assert_eq!(p.check(80, ip, &id), Decision::Allow);
-    }
-
-    #[test]
-    fn port_overrides_win_over_the_default() {
-        use DefaultPolicy::*;
-        for default in [AllUnauthenticated, Deny, Audit, ClusterUnauthenticated] {
-            let p = policy(default);
-            assert_eq!(allowed(&p, 9000), ["in/id", "out/id"], "{default:?}");
-            assert_eq!(
-                allowed(&p, 9002),
-                ["in/tls", "in/id", "out/tls", "out/id"],
-                "{default:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn parses_policies_and_networks() {
-        assert_eq!("Deny".parse(), Ok(DefaultPolicy::Deny));
-        assert!("allow".parse::<DefaultPolicy>().is_err());
-        let n = parse_networks(DEFAULT_CLUSTER_NETWORKS).unwrap();
-        assert_eq!(n.len(), 5);
-        assert_eq!(
-            parse_networks("10.1.2.3, ::1").unwrap(),
-            vec![
-                "10.1.2.3/32".parse::<IpNet>().unwrap(),
-                "::1/128".parse().unwrap()
-            ]
-        );
-        assert!(parse_networks("10.0.0.0/33").is_err());
-        assert!(parse_networks("example.com").is_err());
+impl InboundTarget {
+    /// The protocol known without detection.
+    pub(crate) fn known_protocol(&self) -> Option<Protocol> {
+        self.protocol
     }
 }
+
+/// An inbound connection whose protocol is known and that the policy lets in, with what its
+/// requests are held to.
+#[derive(Clone, Debug)]
+pub(crate) struct Authorized {
+    pub target: InboundTarget,
+    pub protocol: Protocol,
+    /// For HTTP: a refused client's requests get 403, an audited one's are counted.
+    pub authz: Option<Arc<Authz>>,
+}
+
+/// A policy decision against the connection's client, applied to each request.
+#[derive(Debug)]
+pub(crate) struct Authz {
+    pub denial: Denial,
+    /// Allowed (audit policy), only counted.
+    pub audit: bool,
+    pub counter: Counter,
+}
+
+/// Step 4: the app port (the transport header's, or the original destination's) and the
+/// policy's decision for the client; the protocol when it is known without detection.
+#[derive(Clone)]
+pub(crate) struct Decide {
+    policy: Arc<Policy>,
+    opaque_ports: PortSet,
+}
+
+impl Decide {
+    pub(crate) fn new(policy: Arc<Policy>, opaque_ports: PortSet) -> Self {
+        Self {
+            policy,
+            opaque_ports,
+        }
+    }
+}
+
+impl<I> Predicate<(InboundTls, Option<TransportHeader>, I)> for Decide {
+    type Request = (InboundTarget, I);
+
+    fn check(
+        &mut self,
+        (tls, header, io): (InboundTls, Option<TransportHeader>, I),
+    ) -> Result<Self::Request, BoxError> {
+        let (port, protocol) = match header {
+            Some(h) => {
+                tracing::debug!(port = h.port, protocol = ?h.protocol, "opaque transport");
+                let protocol = match h.protocol {
+                    Some(SessionProtocol::Http1) => Protocol::Http1,
+                    Some(SessionProtocol::Http2) => Protocol::Http2,
+                    None => Protocol::Opaque,
+                };
+                (h.port, Some(protocol))
+            }
+            None => {
+                let port = tls.conn.orig_dst.port();
+                let opaque = tls.opaque || self.opaque_ports.contains(port);
+                (port, opaque.then_some(Protocol::Opaque))
+            }
+        };
+        let client = tls.conn.client;
+        let target = InboundTarget {
+            client,
+            port,
+            decision: self.policy.check(port, client.ip(), &tls.auth),
+            label: tls.label,
+            auth: tls.auth,
+            protocol,
+        };
+        Ok((target, io))
+    }
+}
+
+/// Step 6: applies the decision once the protocol is known. A refused TCP client is counted
+/// and closed; an audited one is counted and logged; an HTTP client's decision goes to its
+/// requests.
+#[derive(Clone)]
+pub(crate) struct Authorize {
+    authz: AuthzMetrics,
+}
+
+impl Authorize {
+    pub(crate) fn new(authz: AuthzMetrics) -> Self {
+        Self { authz }
+    }
+}
+
+impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
+    type Request = (Authorized, I);
+
+    fn check(
+        &mut self,
+        (target, detected, io): (InboundTarget, Detected, I),
+    ) -> Result<Self::Request, BoxError> {
+        let protocol = detected.protocol;
+        tracing::Span::current().record("protocol", tracing::field::debug(protocol));
+        let http = matches!(protocol, Protocol::Http1 | Protocol::Http2);
+        let (denial, audit) = match target.decision {
+            Decision::Allow => {
+                let authorized = Authorized {
+                    target,
+                    protocol,
+                    authz: None,
+                };
+                return Ok((authorized, io));
+            }
+            Decision::Deny(denial) => (denial, false),
+            Decision::Audit(denial) => (denial, true),
+        };
+        let labels = AuthzLabels {
+            target_port: target.port,
+            policy: denial.policy,
+            reason: denial.reason,
+            tls: target.label.clone(),
+        };
+        let counter = self.authz.counter(http, audit, &labels);
+        if !http {
+            counter.incr();
+            if !audit {
+                // Logged, with the connection's client and identity, as the stack closes it.
+                return Err(Box::new(Refused(denial)));
+            }
+        }
+        log_denial(&denial, audit, &target, http);
+        let authz = http.then(|| {
+            Arc::new(Authz {
+                denial,
+                audit,
+                counter,
+            })
+        });
+        let authorized = Authorized {
+            target,
+            protocol,
+            authz,
+        };
+        Ok((authorized, io))
+    }
+}
+
+/// A TCP client the policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("refusing the client's connection: {0}")]
+struct Refused(Denial);
+
+fn log_denial(denial: &Denial, audit: bool, target: &InboundTarget, http: bool) {
+    let client = target.client;
+    let client_id = match &target.auth {
+        ClientAuth::Authenticated(id) => id.to_string(),
+        _ => String::new(),
+    };
+    let what = if http { "requests" } else { "connection" };
+    if audit {
+        tracing::info!(%client, %client_id, reason = %denial, "audit: allowing a client the policy would refuse ({what})");
+    } else {
+        tracing::info!(%client, %client_id, reason = %denial, "refusing the client's {what}");
+    }
+}
+
+#[cfg(test)]
+mod tests;

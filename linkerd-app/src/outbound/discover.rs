@@ -1,26 +1,39 @@
-//! Routing by authority: names under the discovery suffixes are resolved through the
-//! Destination API, and each request to them is balanced over the endpoints.
+//! Discovery: names under the discovery suffixes are resolved through the Destination API,
+//! and each is balanced over its endpoints.
 //!
-//! One [`Service`] (a balancer following one name's resolution) is shared by every connection
-//! that talks to that name, and dropped once unused for the discovery idle timeout.
+//! One [`Service`] (a balancer following one name's resolution, over each endpoint's stacks)
+//! is shared by every connection that talks to that name, and dropped once unused for the
+//! discovery idle timeout.
 
+pub(crate) use super::http::NewEndpoint;
+
+use super::http::{EndpointStack, EndpointStacks, TcpConnect};
 use crate::config::DiscoveryConfig;
-use hyper::body::Incoming;
-use linkerd_balance::{Balancer, BalancerConfig};
+use linkerd_balance::{Balance, Balancer, BalancerConfig};
+use linkerd_connect::Meshed;
 use linkerd_destination::{DestinationConfig, Profile, Resolution, Resolver};
-use linkerd_http::{Client, Endpoint, HttpMetrics, Meshed, RouteLabels, RouteMetrics, Version};
 use linkerd_identity::Id;
 use linkerd_metrics::Registry;
-use linkerd_proxy_transport::{Direction, NoTlsReason, TlsLabel};
+use linkerd_proxy_transport::{NoTlsReason, TlsLabel};
 use parking_lot::Mutex;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fmt::Write,
     net::SocketAddr,
-    sync::{Arc, OnceLock, Weak},
-    time::{Duration, Instant},
+    sync::{Arc, Weak},
+    time::Duration,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::{
+    sync::{oneshot, watch},
+    time::Instant,
+};
+use tower::BoxError;
+
+/// A request balanced over a service's endpoints.
+pub(crate) type HttpBalance = Balance<EndpointStacks, EndpointStack, linkerd_http::Error>;
+
+/// A connection balanced over a service's endpoints.
+pub(crate) type TcpBalance = Balance<EndpointStacks, TcpConnect, BoxError>;
 
 /// The discovered services of the outbound proxy.
 pub(crate) struct Discovery {
@@ -32,26 +45,24 @@ pub(crate) struct Discovery {
     idle_timeout: Duration,
     profile_timeout: Duration,
     services: Mutex<HashMap<String, Arc<Service>>>,
+    new_endpoint: NewEndpoint,
 }
 
 /// One discovered name (`host:port`) and its balancer.
 pub(crate) struct Service {
     pub name: String,
-    pub balancer: Balancer<EndpointMeta>,
+    balancer: Arc<Balancer<EndpointStacks>>,
     last_used: Mutex<Instant>,
     /// Dropped with the service, which stops its follower task.
     _stop: oneshot::Sender<()>,
 }
 
-/// What the proxy keeps per discovered endpoint, built once per endpoint.
-pub(crate) struct EndpointMeta {
-    pub labels: Arc<BTreeMap<String, String>>,
-    /// How to reach the endpoint's proxy with mTLS, when discovery named its identity.
-    pub meshed: Option<Meshed>,
-    /// The endpoint's proxy takes HTTP/2: HTTP/1 requests are carried as HTTP/2.
-    pub h2: bool,
-    route: OnceLock<RouteMetrics>,
-    pools: [OnceLock<Endpoint<Incoming>>; 2],
+/// What [`Discovery::lookup`] found for an authority.
+pub(crate) enum Lookup {
+    /// The service it names, or none.
+    Found(Option<Arc<Service>>),
+    /// A short name: the service, if any, is known once DNS has expanded it.
+    Canonicalize,
 }
 
 impl Discovery {
@@ -60,6 +71,7 @@ impl Discovery {
         config: &DiscoveryConfig,
         channel: tonic::transport::Channel,
         connect_timeout: Duration,
+        new_endpoint: NewEndpoint,
         registry: &mut Registry,
     ) -> Arc<Self> {
         let resolver = Resolver::with_channel(
@@ -96,6 +108,7 @@ impl Discovery {
             idle_timeout: config.idle_timeout,
             profile_timeout: config.profile_initial_timeout,
             services: Mutex::new(HashMap::new()),
+            new_endpoint,
         });
         tokio::spawn(sweep(Arc::downgrade(&d)));
         d
@@ -111,7 +124,7 @@ impl Discovery {
         }
         let (stop, stopped) = oneshot::channel();
         let svc = Arc::new(Service {
-            balancer: Balancer::new(name.clone(), self.balancer.clone()),
+            balancer: Arc::new(Balancer::new(name.clone(), self.balancer.clone())),
             name: name.clone(),
             last_used: Mutex::new(Instant::now()),
             _stop: stop,
@@ -119,6 +132,7 @@ impl Discovery {
         tokio::spawn(follow(
             Arc::downgrade(&svc),
             self.resolver.resolve(&name),
+            self.new_endpoint.clone(),
             stopped,
         ));
         services.insert(name, svc.clone());
@@ -144,20 +158,32 @@ impl Discovery {
         p.received.then_some(p)
     }
 
-    /// Like [`Discovery::service`], but a short name (`web`, `web.ns`, `web.ns.svc`) is first
-    /// expanded with the DNS search domains.
-    pub(crate) async fn service_for(&self, authority: &str) -> Option<Arc<Service>> {
+    /// The service an authority (`host[:port]`) names, or, for a short name (`web`, `web.ns`,
+    /// `web.ns.svc`) that names none as written, that it must first be expanded with the DNS
+    /// search domains ([`Discovery::canonical`]).
+    pub(crate) fn lookup(&self, authority: &str) -> Lookup {
         if let Some(s) = self.service(authority) {
-            return Some(s);
+            return Lookup::Found(Some(s));
         }
+        let short = self.dns.is_some()
+            && authority.parse::<http::uri::Authority>().is_ok_and(|auth| {
+                let host = auth.host();
+                !host.ends_with('.')
+                    && host.split('.').count() <= 3
+                    && host.parse::<std::net::IpAddr>().is_err()
+                    && !host.starts_with('[')
+            });
+        match short {
+            true => Lookup::Canonicalize,
+            false => Lookup::Found(None),
+        }
+    }
+
+    /// The service a short name names once expanded with the DNS search domains.
+    pub(crate) async fn canonical(&self, authority: &str) -> Option<Arc<Service>> {
         let dns = self.dns.as_ref()?;
         let auth: http::uri::Authority = authority.parse().ok()?;
-        let host = auth.host();
-        let short = !host.ends_with('.') && host.split('.').count() <= 3;
-        if !short || host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
-            return None;
-        }
-        match dns.canonicalize(host).await {
+        match dns.canonicalize(auth.host()).await {
             Ok(fqdn) => self.service(&format!("{fqdn}:{}", auth.port_u16().unwrap_or(80))),
             Err(error) => {
                 tracing::debug!(%error, "not canonicalised");
@@ -217,6 +243,7 @@ impl Discovery {
 async fn follow(
     svc: Weak<Service>,
     mut rx: watch::Receiver<Arc<Resolution>>,
+    new_endpoint: NewEndpoint,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut prev = Arc::new(Resolution::default());
@@ -230,15 +257,9 @@ async fn follow(
                 let (changed, removed) = prev.diff(&next);
                 s.balancer.update(
                     changed.into_iter().map(|e| {
-                        let meta = EndpointMeta {
-                            labels: e.labels.clone(),
-                            meshed: meshed(e),
-                            h2: e.hint == linkerd_destination::ProtocolHint::H2,
-                            route: OnceLock::new(),
-                            pools: [OnceLock::new(), OnceLock::new()],
-                        };
+                        let stacks = new_endpoint.new_endpoint(&s.name, e);
                         // A weight the control plane left unset counts as 1.
-                        (e.addr, e.weight.max(1), meta)
+                        (e.addr, e.weight.max(1), stacks)
                     }),
                     &removed,
                 );
@@ -295,38 +316,19 @@ pub(crate) fn tls_label(meshed: Option<&Meshed>, tls_enabled: bool) -> TlsLabel 
     }
 }
 
-impl EndpointMeta {
-    /// The pool for this endpoint in `version`, looked up once.
-    pub(crate) fn pool(
-        &self,
-        client: &Client<Incoming>,
-        addr: SocketAddr,
-        version: Version,
-    ) -> &Endpoint<Incoming> {
-        let i = match version {
-            Version::Http1 => 0,
-            Version::Http2 => 1,
-        };
-        self.pools[i].get_or_init(|| client.endpoint(addr, version, self.meshed.clone()))
+impl Service {
+    /// Requests balanced over the endpoints.
+    pub(crate) fn http(&self) -> HttpBalance {
+        Balance::new(
+            self.balancer.clone(),
+            |e| &e.http,
+            linkerd_http::Error::is_connect_failure,
+        )
     }
 
-    /// The request metrics for this endpoint of `service`, looked up once.
-    pub(crate) fn route(
-        &self,
-        metrics: &HttpMetrics,
-        service: &str,
-        addr: SocketAddr,
-        tls_enabled: bool,
-    ) -> &RouteMetrics {
-        self.route.get_or_init(|| {
-            metrics.route(RouteLabels {
-                direction: Direction::Outbound,
-                authority: Some(service.to_string()),
-                target_addr: addr,
-                dst: Some(self.labels.clone()),
-                tls: tls_label(self.meshed.as_ref(), tls_enabled),
-            })
-        })
+    /// Connections balanced over the endpoints; every failure to dial one backs it off.
+    pub(crate) fn tcp(&self) -> TcpBalance {
+        Balance::new(self.balancer.clone(), |e| &e.tcp, |_| true)
     }
 }
 
@@ -350,7 +352,38 @@ mod tests {
             dns_max_ttl: None,
         };
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        let d = Discovery::new(&cfg, channel, Duration::from_secs(1), &mut reg);
+        let tcp = linkerd_proxy_transport::TcpMetrics::register(&mut reg);
+        let connector = linkerd_connect::Connector::new(
+            None,
+            Duration::from_secs(1),
+            tcp,
+            linkerd_proxy_transport::Direction::Outbound,
+        );
+        let client = linkerd_http::Client::new(
+            linkerd_http::ClientConfig {
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(3),
+                max_idle_per_endpoint: 10,
+                h2_keep_alive_interval: None,
+                h2_keep_alive_timeout: Duration::from_secs(3),
+                h2_max_connections: 1,
+                h2_streams_per_connection: 8,
+                h2: Default::default(),
+            },
+            linkerd_proxy_transport::Direction::Outbound,
+            linkerd_http::PoolMetrics::register(&mut reg),
+            connector.clone(),
+            false,
+        );
+        let metrics = linkerd_http::HttpMetrics::register(&mut reg);
+        let new_endpoint = NewEndpoint::new(&client, &connector, &metrics, false);
+        let d = Discovery::new(
+            &cfg,
+            channel,
+            Duration::from_secs(1),
+            new_endpoint,
+            &mut reg,
+        );
         assert_eq!(
             d.name("web.default.svc.cluster.local:8080").as_deref(),
             Some("web.default.svc.cluster.local:8080")

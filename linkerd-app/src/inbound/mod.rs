@@ -1,0 +1,256 @@
+//! The inbound proxy: the world's connections to the app.
+//!
+//! The life of an inbound connection, top to bottom ([`Inbound::stack`]):
+//! 1. accept it; the original destination's port is the app's port, and the app is reached on
+//!    `127.0.0.1:<port>`. A connection that was not redirected is addressed to the inbound
+//!    port itself: only peer proxies do that, with the opaque-transport header;
+//! 2. TLS: a ClientHello whose SNI is this proxy's identity is terminated (the client's
+//!    certificate, if any, is its identity); TLS for any other name is the app's own, passed
+//!    through untouched;
+//! 3. over mTLS with the opaque-transport ALPN, the client proxy's header names the app port
+//!    (and, for HTTP, the protocol);
+//! 4. policy: may this client (identity, address, TLS or not) use this port?
+//! 5. detect the protocol (skipped on opaque ports, and when the header named it);
+//! 6. apply the policy: a refused TCP client is closed; a refused HTTP client gets 403 for
+//!    every request;
+//! 7. HTTP: serve it with hyper, each request through the request stack below; anything
+//!    else: copy bytes to the app.
+//!
+//! The life of an inbound request, top to bottom ([`Inbound::request_stack`]):
+//! 1. a failure anywhere below becomes the proxy's error response (`l5d-proxy-error`);
+//! 2. the policy: a refused client's request gets 403;
+//! 3. request metrics, by authority;
+//! 4. the app's port must not be one of this proxy's own;
+//! 5. a peer proxy's HTTP/1 carried as HTTP/2 (`l5d-orig-proto`) goes back to HTTP/1;
+//! 6. hop-by-hop headers stay on this hop; protocol upgrades are carried;
+//! 7. the pool, to the app on loopback.
+
+mod http;
+pub mod policy;
+mod tls;
+
+use self::{
+    http::AuthorizeLayer,
+    policy::{Authorize, Authorized, AuthzMetrics, Decide, InboundTarget, Policy},
+    tls::{InboundConn, InboundTls, Label},
+};
+use crate::{app::ConnStack, own::OwnListeners, own::RefuseOwnLayer, Config, PortSet};
+use hyper::body::Incoming;
+use linkerd_connect::{Connector, Forward, Target};
+use linkerd_detect::{DetectLayer, DetectParams, PrefixedIo, Protocol};
+use linkerd_http::{
+    orig_proto::DowngradeLayer, Client, EndpointClient, ErrorResponseLayer, HopByHopLayer,
+    HttpMetrics, HttpServer, MetricsLayer, ProxyBody, Routes, ServerConfig, Version,
+};
+use linkerd_proxy_transport::{Direction, Metered, TcpMetrics};
+use linkerd_tls::{TerminateLayer, TerminateParams, TlsConfigs, TlsIo, TransportHeaderLayer};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::{Ipv4Addr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower::{util::BoxCloneSyncService, BoxError, ServiceBuilder, ServiceExt};
+
+/// At most this much of a connection is buffered to read a ClientHello.
+const CLIENT_HELLO_CAPACITY: usize = 32 * 1024;
+
+/// What every inbound connection and request shares.
+pub(crate) struct Inbound {
+    detect: DetectParams,
+    opaque_ports: PortSet,
+    server: ServerConfig,
+    terminate: TerminateParams,
+    tls_enabled: bool,
+    policy: Arc<Policy>,
+    tcp: TcpMetrics,
+    http_metrics: HttpMetrics,
+    authz: AuthzMetrics,
+    connector: Connector,
+    client: Client<Incoming, Connector>,
+    own: OwnListeners,
+    drain: CancellationToken,
+}
+
+/// A connection's I/O once its protocol is known.
+type DetectedIo = PrefixedIo<PrefixedIo<Metered<TlsIo<TcpStream>>>>;
+
+impl Inbound {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: &Config,
+        tls: Option<TlsConfigs>,
+        connector: Connector,
+        client: Client<Incoming, Connector>,
+        http_metrics: HttpMetrics,
+        tcp: TcpMetrics,
+        authz: AuthzMetrics,
+        own: OwnListeners,
+        drain: CancellationToken,
+    ) -> Arc<Self> {
+        let detect = DetectParams {
+            timeout: config.inbound.detect_timeout,
+            capacity: 1024,
+        };
+        let server_name = config.identity.as_ref().map(|i| i.server_name.clone());
+        let terminate = TerminateParams {
+            local: tls.zip(server_name),
+            timeout: detect.timeout,
+            capacity: CLIENT_HELLO_CAPACITY,
+            handshake_failures: authz.handshake_failures(),
+        };
+        Arc::new(Self {
+            detect,
+            opaque_ports: config.opaque_ports.clone(),
+            server: config.server.clone(),
+            tls_enabled: terminate.local.is_some(),
+            terminate,
+            policy: Arc::new(config.policy.clone()),
+            tcp,
+            http_metrics,
+            authz,
+            connector,
+            client,
+            own,
+            drain,
+        })
+    }
+
+    /// The inbound connection stack.
+    pub(crate) fn stack(self: &Arc<Self>) -> ConnStack {
+        let this = self.clone();
+        let http = HttpServer::new(self.server.clone(), self.drain.clone(), move |a| {
+            this.request_stack(a)
+        });
+        let stack = ServiceBuilder::new()
+            // 1. The app's port, or the inbound port itself.
+            .map_request(tls::accept(self.tls_enabled, self.opaque_ports.clone()))
+            // 2. TLS addressed to this proxy is terminated; other TLS and plaintext pass
+            //    through. The connection is labelled by what its TLS proved, and counted.
+            .layer(TerminateLayer::new(
+                self.terminate.clone(),
+                InboundConn::peer,
+            ))
+            .filter(Label::new(
+                self.tcp.clone(),
+                self.authz.clone(),
+                self.tls_enabled,
+            ))
+            // 3. A peer proxy's transport header names the app port.
+            .layer(TransportHeaderLayer::new(
+                self.detect.timeout,
+                InboundTls::expects_header,
+            ))
+            // 4. The policy's decision for this client and port.
+            .filter(Decide::new(self.policy.clone(), self.opaque_ports.clone()))
+            // 5. Detect the protocol, unless it is known.
+            .layer(DetectLayer::new(self.detect, InboundTarget::known_protocol))
+            // 6. Apply the decision.
+            .filter(Authorize::new(self.authz.clone()))
+            // 7. HTTP, or opaque TCP, to the app.
+            .service(Router {
+                http,
+                connector: self.connector.clone(),
+                own: self.own.clone(),
+            });
+        BoxCloneSyncService::new(stack)
+    }
+
+    /// The request stack of one HTTP connection.
+    pub(crate) fn request_stack(
+        &self,
+        conn: Authorized,
+    ) -> impl tower::Service<
+        hyper::Request<Incoming>,
+        Response = hyper::Response<ProxyBody>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<hyper::Response<ProxyBody>, Infallible>> + Send,
+    > + Clone
+           + Send
+           + 'static {
+        let app = app_addr(conn.target.port);
+        let routes = Routes::by_authority(
+            &self.http_metrics,
+            Direction::Inbound,
+            app,
+            conn.target.label.clone(),
+        );
+        ServiceBuilder::new()
+            // 1. A failure becomes the proxy's error response.
+            .layer(ErrorResponseLayer)
+            // 2. The policy, per request.
+            .layer(AuthorizeLayer::new(conn.authz))
+            // 3. Request metrics, by authority.
+            .layer(MetricsLayer::new(routes))
+            // 4. The app's port must not be this proxy's own.
+            .layer(RefuseOwnLayer::loop_to(&self.own, app))
+            // 5. A peer proxy's upgraded HTTP/1 goes to the app as HTTP/1.
+            .layer(DowngradeLayer)
+            // 6. Hop-by-hop headers stay on this hop.
+            .layer(HopByHopLayer)
+            // 7. The pool, to the app.
+            .service(EndpointClient::new(&self.client, app, None))
+    }
+}
+
+/// The app's address for `port`.
+fn app_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Step 7: HTTP is served; anything else is copied to the app.
+#[derive(Clone)]
+struct Router<H> {
+    http: H,
+    connector: Connector,
+    own: OwnListeners,
+}
+
+impl<H> tower::Service<(Authorized, DetectedIo)> for Router<H>
+where
+    H: tower::Service<(Authorized, Version, DetectedIo), Response = (), Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    H::Future: Send,
+{
+    type Response = ();
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (conn, io): (Authorized, DetectedIo)) -> Self::Future {
+        let version = match conn.protocol {
+            Protocol::Http1 => Version::Http1,
+            Protocol::Http2 => Version::Http2,
+            Protocol::Tls | Protocol::Opaque => {
+                let app = app_addr(conn.target.port);
+                if self.own.contains(app) {
+                    tracing::warn!(target = %app, "refusing to forward to this proxy's own port (a forwarding loop)");
+                    return Box::pin(async { Ok(()) });
+                }
+                let connect = self.connector.to(Target {
+                    addr: app,
+                    meshed: None,
+                    protocol: None,
+                });
+                return Box::pin(async move {
+                    Forward::new(connect).oneshot(io).await?;
+                    Ok(())
+                });
+            }
+        };
+        let http = self.http.clone();
+        Box::pin(async move {
+            http.oneshot((conn, version, io)).await?;
+            Ok(())
+        })
+    }
+}

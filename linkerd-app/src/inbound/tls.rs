@@ -1,0 +1,249 @@
+//! Steps 1 and 2 of an inbound connection: which port it is for, and what its TLS says of the
+//! client.
+
+use super::policy::{AuthzLabels, AuthzMetrics, ClientAuth, DenyReason};
+use crate::PortSet;
+use linkerd_proxy_transport::{
+    Accepted, Direction, Metered, NoTlsReason, Peer, TcpMetrics, TlsLabel,
+};
+use linkerd_tls::ServerTls;
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+use tower::BoxError;
+
+/// An inbound connection, as accepted.
+#[derive(Clone, Debug)]
+pub(crate) struct InboundConn {
+    pub client: SocketAddr,
+    /// Where the client meant to go: the app's port, or the inbound port itself.
+    pub orig_dst: SocketAddr,
+    /// Addressed to the inbound port itself (not redirected): only peer proxies do that, with
+    /// the opaque-transport header.
+    pub to_listener: bool,
+    /// Whether a ClientHello for this proxy is looked for (the proxy has an identity, and the
+    /// port is not opaque).
+    pub look_for_tls: bool,
+}
+
+/// An inbound connection after TLS: what the client proved, and what follows.
+#[derive(Clone, Debug)]
+pub(crate) struct InboundTls {
+    pub conn: InboundConn,
+    /// The TLS status in metric labels.
+    pub label: TlsLabel,
+    /// What the client proved, for the policy.
+    pub auth: ClientAuth,
+    /// A peer proxy's opaque-transport connection: a transport header follows.
+    pub transport: bool,
+    /// The app's own TLS, or a client that sent nothing: forwarded without detection.
+    pub opaque: bool,
+}
+
+impl InboundConn {
+    /// The client, when the connection is to be looked at for TLS.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.look_for_tls.then_some(self.client)
+    }
+}
+
+impl InboundTls {
+    /// Whether a transport header follows.
+    pub(crate) fn expects_header(&self) -> bool {
+        self.transport
+    }
+}
+
+/// Step 1: the app's port, or the inbound port itself.
+pub(crate) fn accept(
+    tls_enabled: bool,
+    opaque_ports: PortSet,
+) -> impl Fn(Accepted) -> (InboundConn, TcpStream) + Clone {
+    move |accepted: Accepted| {
+        let orig_dst = accepted.orig_dst.unwrap_or(accepted.local);
+        let to_listener = orig_dst.port() == accepted.local.port();
+        let look_for_tls = tls_enabled && (to_listener || !opaque_ports.contains(orig_dst.port()));
+        let conn = InboundConn {
+            client: accepted.client,
+            orig_dst,
+            to_listener,
+            look_for_tls,
+        };
+        (conn, accepted.socket)
+    }
+}
+
+/// Step 2, after the TLS layer: labels the connection by what its TLS proved and counts it in
+/// the TCP metrics; refuses TLS for another name on the inbound port itself, and opaque
+/// transport without the opaque-transport ALPN or a client identity (counted as a denial).
+#[derive(Clone)]
+pub(crate) struct Label {
+    tcp: TcpMetrics,
+    authz: AuthzMetrics,
+    tls_enabled: bool,
+}
+
+impl Label {
+    pub(crate) fn new(tcp: TcpMetrics, authz: AuthzMetrics, tls_enabled: bool) -> Self {
+        Self {
+            tcp,
+            authz,
+            tls_enabled,
+        }
+    }
+}
+
+impl<I> tower::filter::Predicate<(InboundConn, ServerTls, I)> for Label {
+    type Request = (InboundTls, Metered<I>);
+
+    fn check(
+        &mut self,
+        (conn, tls, io): (InboundConn, ServerTls, I),
+    ) -> Result<Self::Request, BoxError> {
+        // (label, auth, a transport header follows, opaque, the transport ALPN was negotiated)
+        let (label, auth, transport, opaque, alpn) = match tls {
+            ServerTls::Terminated {
+                client_id,
+                transport: alpn,
+            } => {
+                if let Some(id) = &client_id {
+                    tracing::Span::current().record("client_id", tracing::field::display(id));
+                }
+                let label = TlsLabel::Tls {
+                    client_id: client_id.as_ref().map(|id| id.as_str().into()),
+                    server_id: None,
+                };
+                let auth = client_id.map_or(ClientAuth::Tls, ClientAuth::Authenticated);
+                (label, auth, alpn || conn.to_listener, false, alpn)
+            }
+            ServerTls::Passthrough { sni } if conn.to_listener => {
+                let error =
+                    format!("TLS on the inbound port for a name other than this proxy's ({sni:?})");
+                return Err(error.into());
+            }
+            ServerTls::Passthrough { .. } => {
+                (TlsLabel::Opaque, ClientAuth::Plaintext, false, true, false)
+            }
+            ServerTls::NoTls { silent } => {
+                let label = TlsLabel::NoIdentity(NoTlsReason::NotProvidedByRemote);
+                (label, ClientAuth::Plaintext, false, silent, false)
+            }
+            ServerTls::NotLookedFor => {
+                let reason = match self.tls_enabled {
+                    true => NoTlsReason::NotProvidedByRemote,
+                    false => NoTlsReason::Disabled,
+                };
+                let label = TlsLabel::NoIdentity(reason);
+                (label, ClientAuth::Plaintext, false, false, false)
+            }
+        };
+        let metrics = self
+            .tcp
+            .open(Direction::Inbound, Peer::Src, conn.orig_dst, label.clone());
+        let io = Metered::new(io, metrics);
+        if transport && !alpn {
+            return Err("mTLS to the inbound port must use the opaque-transport protocol (ALPN transport.l5d.io/v1)".into());
+        }
+        if transport && !matches!(auth, ClientAuth::Authenticated(_)) {
+            let labels = AuthzLabels {
+                target_port: 0,
+                policy: "opaque-transport",
+                reason: DenyReason::Unauthenticated,
+                tls: label,
+            };
+            self.authz.counter(false, false, &labels).incr();
+            return Err("opaque transport requires a client identity".into());
+        }
+        let target = InboundTls {
+            conn,
+            label,
+            auth,
+            transport,
+            opaque,
+        };
+        Ok((target, io))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linkerd_identity::Id;
+    use linkerd_metrics::Registry;
+    use tower::filter::Predicate;
+
+    const ID: &str = "web.ns.serviceaccount.identity.linkerd.cluster.local";
+
+    fn conn(to_listener: bool) -> InboundConn {
+        InboundConn {
+            client: "10.0.0.9:40000".parse().unwrap(),
+            orig_dst: "10.0.0.1:8080".parse().unwrap(),
+            to_listener,
+            look_for_tls: true,
+        }
+    }
+
+    fn label(reg: &mut Registry) -> Label {
+        let tcp = TcpMetrics::register(reg);
+        Label::new(tcp, AuthzMetrics::register(reg), true)
+    }
+
+    fn terminated(id: Option<&str>, transport: bool) -> ServerTls {
+        ServerTls::Terminated {
+            client_id: id.map(|i| Id::parse(i).unwrap()),
+            transport,
+        }
+    }
+
+    #[test]
+    fn what_the_tls_proved_labels_the_connection() {
+        let mut reg = Registry::default();
+        let mut label = label(&mut reg);
+        let (t, _) = label
+            .check((conn(false), terminated(Some(ID), false), ()))
+            .unwrap();
+        assert_eq!(t.auth, ClientAuth::Authenticated(Id::parse(ID).unwrap()));
+        assert!(!t.transport && !t.opaque);
+        let (t, _) = label
+            .check((conn(false), terminated(Some(ID), true), ()))
+            .unwrap();
+        assert!(t.transport, "the transport ALPN: a header follows");
+        let passthrough = ServerTls::Passthrough { sni: None };
+        let (t, _) = label.check((conn(false), passthrough, ())).unwrap();
+        assert_eq!(
+            (t.label, t.auth, t.opaque),
+            (TlsLabel::Opaque, ClientAuth::Plaintext, true)
+        );
+        let (t, _) = label
+            .check((conn(false), ServerTls::NoTls { silent: true }, ()))
+            .unwrap();
+        assert!(t.opaque, "a silent client is forwarded without detection");
+        assert!(reg.encode().contains(
+            "tcp_open_total{direction=\"inbound\",peer=\"src\",target_addr=\"10.0.0.1:8080\""
+        ));
+    }
+
+    #[test]
+    fn the_inbound_port_takes_only_authenticated_opaque_transport() {
+        let mut reg = Registry::default();
+        let mut label = label(&mut reg);
+        let other = ServerTls::Passthrough {
+            sni: Some("db".into()),
+        };
+        let mut refused = |tls| match label.check((conn(true), tls, ())) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        };
+        let err = refused(other);
+        assert!(err.contains("other than this proxy's"), "{err}");
+        let err = refused(terminated(Some(ID), false));
+        assert!(err.contains("ALPN"), "{err}");
+        let err = refused(terminated(None, true));
+        assert!(err.contains("client identity"), "{err}");
+        assert!(reg
+            .encode()
+            .contains("inbound_tcp_authz_deny_total{target_port=\"0\",policy=\"opaque-transport\",reason=\"unauthenticated\""));
+        assert!(label
+            .check((conn(true), terminated(Some(ID), true), ()))
+            .is_ok());
+    }
+}

@@ -1,0 +1,116 @@
+//! The request stacks at the bottom of outbound routing: to the original destination, and to
+//! each endpoint of a discovered service.
+
+use crate::own::{OwnListeners, RefuseOwn, RefuseOwnLayer};
+use hyper::body::Incoming;
+use linkerd_connect::{Connect, Connector, Meshed, Target};
+use linkerd_destination as destination;
+use linkerd_http::{
+    orig_proto::{Upgrade, UpgradeLayer},
+    Client, EndpointClient, HopByHop, HopByHopLayer, HttpMetrics, Metrics, MetricsLayer,
+    RouteLabels, Routes, Tunnel, TunnelLayer,
+};
+use linkerd_proxy_transport::{Direction, TlsLabel};
+use std::net::SocketAddr;
+use tower::{util::MapErr, BoxError, ServiceBuilder};
+
+/// The stack of requests to the original destination.
+pub(crate) type TargetStack = Metrics<RefuseOwn<HopByHop<Upgrade<EndpointClient<Connector>>>>>;
+
+/// The stack of requests to one endpoint of a discovered service.
+pub(crate) type EndpointStack =
+    Metrics<Tunnel<HopByHop<Upgrade<EndpointClient<Connector>>>, Connect>>;
+
+/// Opaque TCP to one endpoint of a discovered service.
+pub(crate) type TcpConnect = MapErr<Connect, fn(linkerd_connect::Error) -> BoxError>;
+
+/// A discovered endpoint's services, built once when discovery adds it, shared by every
+/// connection: its HTTP request stack, and its opaque TCP dial.
+pub(crate) struct EndpointStacks {
+    pub http: EndpointStack,
+    pub tcp: TcpConnect,
+}
+
+/// Builds the stacks of discovered endpoints.
+#[derive(Clone)]
+pub(crate) struct NewEndpoint {
+    client: Client<Incoming, Connector>,
+    connector: Connector,
+    metrics: HttpMetrics,
+    tls_enabled: bool,
+}
+
+/// Requests to the original destination `addr` (over mTLS when `meshed`; as HTTP/2 when its
+/// proxy takes it, `h2`), counted by authority with the connection's `tls`.
+pub(crate) fn target_stack(
+    metrics: &HttpMetrics,
+    own: &OwnListeners,
+    client: &Client<Incoming, Connector>,
+    addr: SocketAddr,
+    meshed: Option<Meshed>,
+    h2: bool,
+    tls: TlsLabel,
+) -> TargetStack {
+    ServiceBuilder::new()
+        // Request metrics, by the request's authority.
+        .layer(MetricsLayer::new(Routes::by_authority(
+            metrics,
+            Direction::Outbound,
+            addr,
+            tls,
+        )))
+        // The original destination must not be this proxy itself.
+        .layer(RefuseOwnLayer::loop_to(own, addr))
+        // Hop-by-hop headers stay on this hop; protocol upgrades are carried.
+        .layer(HopByHopLayer)
+        // HTTP/1 to a proxy that takes HTTP/2 travels as HTTP/2.
+        .layer(UpgradeLayer::new(h2))
+        .service(EndpointClient::new(client, addr, meshed))
+}
+
+impl NewEndpoint {
+    pub(crate) fn new(
+        client: &Client<Incoming, Connector>,
+        connector: &Connector,
+        metrics: &HttpMetrics,
+        tls_enabled: bool,
+    ) -> Self {
+        Self {
+            client: client.clone(),
+            connector: connector.clone(),
+            metrics: metrics.clone(),
+            tls_enabled,
+        }
+    }
+
+    /// The stacks of endpoint `e` of the service `name` (`host:port`).
+    pub(crate) fn new_endpoint(&self, name: &str, e: &destination::Endpoint) -> EndpointStacks {
+        let meshed = super::discover::meshed(e);
+        let h2 = e.hint == destination::ProtocolHint::H2;
+        let labels = RouteLabels {
+            direction: Direction::Outbound,
+            authority: Some(name.to_string()),
+            target_addr: e.addr,
+            dst: Some(e.labels.clone()),
+            tls: super::discover::tls_label(meshed.as_ref(), self.tls_enabled),
+        };
+        let connect = self.connector.to(Target {
+            addr: e.addr,
+            meshed: meshed.clone(),
+            protocol: None,
+        });
+        let http = ServiceBuilder::new()
+            // Request metrics, under the service's name and the endpoint's labels.
+            .layer(MetricsLayer::new(Routes::once(&self.metrics, labels)))
+            // `CONNECT name:port` tunnels to this endpoint.
+            .layer(TunnelLayer::new(connect.clone()))
+            .layer(HopByHopLayer)
+            .layer(UpgradeLayer::new(h2))
+            .service(EndpointClient::new(&self.client, e.addr, meshed));
+        let boxed: fn(linkerd_connect::Error) -> BoxError = |e| e.into();
+        EndpointStacks {
+            http,
+            tcp: MapErr::new(connect, boxed),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Step 2 of an outbound connection: what the control plane knows of its original destination.
+
+use super::{discover::Discovery, OutboundConn};
+use crate::{own::OwnListeners, PortSet};
+use linkerd_connect::Meshed;
+use linkerd_destination::ProtocolHint;
+use linkerd_detect::Protocol;
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tower::ServiceExt;
+
+/// An outbound connection with what the control plane said of its original destination.
+#[derive(Clone)]
+pub(crate) struct OutboundTarget {
+    /// The original destination; `None` in explicit-proxy mode.
+    pub orig_dst: Option<SocketAddr>,
+    /// The discovered service the original destination is (its profile named one: a
+    /// ClusterIP): its endpoints are balanced.
+    pub service: Option<Arc<super::discover::Service>>,
+    /// The original destination's proxy and identity, when it is a meshed endpoint.
+    pub meshed: Option<Meshed>,
+    /// The original destination's proxy takes HTTP/2 (HTTP/1 is carried as HTTP/2).
+    pub h2: bool,
+    /// Skip detection: the port is opaque, or the profile says so.
+    pub opaque: bool,
+}
+
+impl OutboundTarget {
+    /// The protocol known without detection.
+    pub(crate) fn known_protocol(&self) -> Option<Protocol> {
+        self.opaque.then_some(Protocol::Opaque)
+    }
+}
+
+/// A `tower` layer over `(OutboundConn, io)`: with discovery, asks for the original
+/// destination's profile (`GetProfile`), waiting at most the profile initial timeout; the
+/// inner service gets `(OutboundTarget, io)`. A destination that is this proxy's own listener
+/// is not looked up.
+#[derive(Clone)]
+pub(crate) struct ProfileLayer {
+    discovery: Option<Arc<Discovery>>,
+    own: OwnListeners,
+    opaque_ports: PortSet,
+}
+
+/// The service made by [`ProfileLayer`].
+#[derive(Clone)]
+pub(crate) struct Profile<S> {
+    layer: ProfileLayer,
+    inner: S,
+}
+
+impl ProfileLayer {
+    pub(crate) fn new(
+        discovery: Option<Arc<Discovery>>,
+        own: OwnListeners,
+        opaque_ports: PortSet,
+    ) -> Self {
+        Self {
+            discovery,
+            own,
+            opaque_ports,
+        }
+    }
+
+    /// What the control plane says of `conn`'s original destination.
+    async fn target(&self, conn: OutboundConn) -> OutboundTarget {
+        let mut target = OutboundTarget {
+            orig_dst: conn.orig_dst,
+            service: None,
+            meshed: None,
+            h2: false,
+            opaque: false,
+        };
+        let Some(dst) = conn.orig_dst else {
+            return target;
+        };
+        target.opaque = self.opaque_ports.contains(dst.port());
+        let discovery = match &self.discovery {
+            Some(d) if !self.own.contains(dst) => d,
+            _ => return target,
+        };
+        if let Some(p) = discovery.profile(dst).await {
+            target.service = p
+                .fully_qualified_name
+                .as_ref()
+                .and_then(|name| discovery.service(&format!("{name}:{}", dst.port())));
+            target.meshed = p.endpoint.as_ref().and_then(super::discover::meshed);
+            target.h2 = p
+                .endpoint
+                .as_ref()
+                .is_some_and(|e| e.hint == ProtocolHint::H2);
+            target.opaque |= p.opaque;
+        }
+        target
+    }
+}
+
+impl<S> tower::Layer<S> for ProfileLayer {
+    type Service = Profile<S>;
+
+    fn layer(&self, inner: S) -> Profile<S> {
+        Profile {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+impl<I, S> tower::Service<(OutboundConn, I)> for Profile<S>
+where
+    I: Send + 'static,
+    S: tower::Service<(OutboundTarget, I)> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        // Readiness is checked on the clone that serves the connection.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (conn, io): (OutboundConn, I)) -> Self::Future {
+        let (layer, inner) = (self.layer.clone(), self.inner.clone());
+        Box::pin(async move {
+            let target = layer.target(conn).await;
+            inner.oneshot((target, io)).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::Layer;
+
+    /// Reports what the inner service was given.
+    fn inner() -> impl tower::Service<
+        (OutboundTarget, ()),
+        Response = (Option<SocketAddr>, bool, bool),
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone
+           + Send
+           + 'static {
+        tower::service_fn(|(t, ()): (OutboundTarget, ())| async move {
+            Ok((t.orig_dst, t.opaque, t.service.is_some()))
+        })
+    }
+
+    fn layer() -> ProfileLayer {
+        let own = OwnListeners::new(vec!["127.0.0.1:4140".parse().unwrap()]);
+        ProfileLayer::new(None, own, PortSet::parse("3306,5432").unwrap())
+    }
+
+    #[tokio::test]
+    async fn opaque_ports_skip_detection_and_explicit_mode_has_no_target() {
+        let svc = layer().layer(inner());
+        let conn = |dst: &str| OutboundConn {
+            orig_dst: Some(dst.parse().unwrap()),
+        };
+        let got = svc
+            .clone()
+            .oneshot((conn("10.0.0.5:5432"), ()))
+            .await
+            .unwrap();
+        assert_eq!(got, (Some("10.0.0.5:5432".parse().unwrap()), true, false));
+        let got = svc
+            .clone()
+            .oneshot((conn("10.0.0.5:8080"), ()))
+            .await
+            .unwrap();
+        assert_eq!(got.1, false, "detected");
+        let got = svc
+            .oneshot((OutboundConn { orig_dst: None }, ()))
+            .await
+            .unwrap();
+        assert_eq!(got, (None, false, false));
+    }
+}

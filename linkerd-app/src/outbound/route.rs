@@ -1,0 +1,202 @@
+//! Routing an outbound request by its authority: a discovered name is balanced over its
+//! endpoints.
+
+use super::{
+    discover::{Discovery, HttpBalance, Lookup, Service},
+    explicit,
+};
+use http::{header, Method, Request, Response, Version};
+use hyper::body::Incoming;
+use linkerd_http::{Error, ProxyBody};
+use parking_lot::Mutex;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tower::{util::Oneshot, ServiceExt};
+
+/// A `tower` layer over one connection's requests: a request whose authority (`:authority`,
+/// `Host` or absolute URI) is a discovered name goes to that service's balancer; else to the
+/// connection's own service (its original destination's profile named one), if any; else to
+/// the inner service (the original destination, or explicit mode's named target).
+///
+/// A connection looks each authority up once (the last one is kept), so its requests neither
+/// parse names nor ask DNS again. In explicit mode, an absolute-form HTTP/1 request routed to
+/// a service is sent in origin form, as an origin server expects it.
+#[derive(Clone)]
+pub(crate) struct RouteLayer {
+    discovery: Option<Arc<Discovery>>,
+    default: Option<Arc<Service>>,
+    explicit: bool,
+}
+
+/// The service made by [`RouteLayer`].
+#[derive(Clone)]
+pub(crate) struct Route<F> {
+    discovery: Option<Arc<Discovery>>,
+    default: Option<HttpBalance>,
+    explicit: bool,
+    /// The last authority looked up and the service it named (or not).
+    last: Arc<Mutex<Option<(String, Option<Arc<Service>>)>>>,
+    fallback: F,
+}
+
+type Req = Request<Incoming>;
+type Rsp = Result<Response<ProxyBody>, Error>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Route`].
+    pub(crate) struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Proj]
+    enum State<F> {
+        Balanced { #[pin] inner: Oneshot<HttpBalance, Req> },
+        Fallback { #[pin] inner: F },
+        // A short name, expanded by DNS first (rare: boxed).
+        Canonicalizing { inner: Pin<Box<dyn Future<Output = Rsp> + Send>> },
+    }
+}
+
+impl RouteLayer {
+    /// Routes by `discovery`'s names, else to `default`; `explicit` for explicit-proxy mode.
+    pub(crate) fn new(
+        discovery: Option<Arc<Discovery>>,
+        default: Option<Arc<Service>>,
+        explicit: bool,
+    ) -> Self {
+        Self {
+            discovery,
+            default,
+            explicit,
+        }
+    }
+}
+
+impl<F> tower::Layer<F> for RouteLayer {
+    type Service = Route<F>;
+
+    fn layer(&self, fallback: F) -> Route<F> {
+        Route {
+            discovery: self.discovery.clone(),
+            default: self.default.as_ref().map(|s| s.http()),
+            explicit: self.explicit,
+            last: Arc::new(Mutex::new(None)),
+            fallback,
+        }
+    }
+}
+
+impl<F> tower::Service<Req> for Route<F>
+where
+    F: tower::Service<Req, Response = Response<ProxyBody>, Error = Error> + Clone + Send + 'static,
+    F::Future: Send,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Error;
+    type Future = ResponseFuture<F::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Most requests go to the fallback: it is readied first. A balancer is driven to
+        // readiness (an endpoint) in the response future.
+        self.fallback.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let lookup = match (&self.discovery, authority_of(&req)) {
+            (Some(d), Some(authority)) => self.lookup(d, authority),
+            _ => Lookup::Found(None),
+        };
+        let state = match lookup {
+            Lookup::Found(Some(svc)) => State::Balanced {
+                inner: self.balanced(svc.http(), req),
+            },
+            Lookup::Found(None) => match self.default.clone() {
+                Some(balance) => State::Balanced {
+                    inner: self.balanced(balance, req),
+                },
+                None => State::Fallback {
+                    inner: self.fallback.call(req),
+                },
+            },
+            Lookup::Canonicalize => State::Canonicalizing {
+                inner: Box::pin(self.clone().canonicalize(req)),
+            },
+        };
+        ResponseFuture { state }
+    }
+}
+
+impl<F> Route<F>
+where
+    F: tower::Service<Req, Response = Response<ProxyBody>, Error = Error> + Clone + Send + 'static,
+    F::Future: Send,
+{
+    /// The service `authority` names, from the connection's last lookup when it is the same.
+    fn lookup(&self, discovery: &Discovery, authority: &str) -> Lookup {
+        let mut last = self.last.lock();
+        if let Some((a, svc)) = last.as_ref() {
+            if a == authority {
+                return Lookup::Found(svc.clone());
+            }
+        }
+        let found = discovery.lookup(authority);
+        if let Lookup::Found(svc) = &found {
+            *last = Some((authority.to_string(), svc.clone()));
+        }
+        found
+    }
+
+    /// Sends `req` to the balancer (in origin form, in explicit mode).
+    fn balanced(&self, balance: HttpBalance, mut req: Req) -> Oneshot<HttpBalance, Req> {
+        if self.explicit && req.version() != Version::HTTP_2 && req.method() != Method::CONNECT {
+            explicit::to_origin_form(&mut req);
+        }
+        balance.oneshot(req)
+    }
+
+    /// Expands a short name with the DNS search domains, then routes as [`Route::call`] does.
+    async fn canonicalize(self, req: Req) -> Rsp {
+        let authority = authority_of(&req).unwrap_or_default().to_string();
+        let svc = match &self.discovery {
+            Some(d) => d.canonical(&authority).await,
+            None => None,
+        };
+        *self.last.lock() = Some((authority, svc.clone()));
+        let balance = svc.map(|s| s.http()).or_else(|| self.default.clone());
+        match balance {
+            Some(balance) => self.balanced(balance, req).await,
+            None => self.fallback.oneshot(req).await,
+        }
+    }
+}
+
+/// The request's authority: the URI's, or the `Host` header.
+fn authority_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Rsp>,
+{
+    type Output = Rsp;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Rsp> {
+        match self.project().state.project() {
+            Proj::Balanced { inner } => inner.poll(cx),
+            Proj::Fallback { inner } => inner.poll(cx),
+            Proj::Canonicalizing { inner } => inner.as_mut().poll(cx),
+        }
+    }
+}

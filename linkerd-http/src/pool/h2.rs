@@ -1,0 +1,170 @@
+//! HTTP/2 connections: multiplexed, spread over several per endpoint under load.
+
+use super::{Pool, Sent};
+use crate::Error;
+use bytes::Bytes;
+use hyper::{body::Body, client::conn::http2, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use linkerd_connect::Target;
+use std::sync::{
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+    Arc,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// One multiplexed HTTP/2 connection of an endpoint's pool.
+pub(super) struct H2Conn<B> {
+    pub(super) tx: http2::SendRequest<B>,
+    /// Streams open on it: a request until its response body ends.
+    streams: Arc<AtomicUsize>,
+    /// When it last had a stream opened (ms since the client's epoch), for the idle timeout.
+    last_used_ms: AtomicU64,
+}
+
+/// Counts an open stream until dropped.
+pub(crate) struct Stream(Arc<AtomicUsize>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<B> H2Conn<B> {
+    /// Whether it carries streams or was used within the idle timeout.
+    pub(super) fn busy(&self, now_ms: u64, idle_ms: u64) -> bool {
+        self.streams.load(Ordering::Relaxed) > 0
+            || now_ms.saturating_sub(self.last_used_ms.load(Ordering::Relaxed)) < idle_ms
+    }
+}
+
+impl<B, D, Io> Pool<B, D>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
+    D::Error: Into<Error>,
+    D::Future: Send,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pub(super) async fn send_h2(&self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
+        let addr = self.addr();
+        let mut retried = false;
+        loop {
+            let conn = self.h2_conn().await?;
+            conn.streams.fetch_add(1, Ordering::Relaxed);
+            let stream = Stream(conn.streams.clone());
+            conn.last_used_ms
+                .store(self.shared.now_ms(), Ordering::Relaxed);
+            let mut tx = conn.tx.clone();
+            match tx.try_send_request(req).await {
+                Ok(rsp) => return Ok(rsp.map(|inner| (inner, None, Some(stream)))),
+                Err(mut e) => match e.take_message() {
+                    Some(r) if !retried && tx.is_closed() => {
+                        tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection closed; redialing");
+                        self.state.h2.write().retain(|c| !c.tx.is_closed());
+                        retried = true;
+                        req = r;
+                    }
+                    _ => {
+                        return Err(Error::Upstream {
+                            addr,
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+    }
+
+    /// The least loaded live HTTP/2 connection, and whether all are busy enough (and fewer
+    /// than the maximum) that another should be dialed.
+    fn h2_pick(&self) -> (Option<Arc<H2Conn<B>>>, bool) {
+        let cfg = &self.shared.config;
+        let conns = self.state.h2.read();
+        let best = conns
+            .iter()
+            .filter(|c| !c.tx.is_closed())
+            .min_by_key(|c| c.streams.load(Ordering::Relaxed))
+            .cloned();
+        let spread = best.as_ref().is_some_and(|c| {
+            c.streams.load(Ordering::Relaxed) >= cfg.h2_streams_per_connection
+                && conns.len() < cfg.h2_max_connections
+        });
+        (best, spread)
+    }
+
+    /// A connection for one stream. With none up, one task dials while the others wait for
+    /// it; when all are busy, another is dialed in the background while this request uses the
+    /// least loaded one.
+    async fn h2_conn(&self) -> Result<Arc<H2Conn<B>>, Error> {
+        match self.h2_pick() {
+            (Some(conn), false) => Ok(conn),
+            (Some(conn), true) => {
+                if let Ok(dialing) = self.state.h2_dial.clone().try_lock_owned() {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = this.dial_h2().await {
+                            tracing::debug!(%error, "failed to open another HTTP/2 connection");
+                        }
+                        drop(dialing);
+                    });
+                }
+                Ok(conn)
+            }
+            (None, _) => {
+                let _dialing = self.state.h2_dial.lock().await;
+                if let (Some(conn), _) = self.h2_pick() {
+                    return Ok(conn);
+                }
+                // Boxed: dialing (TCP, TLS, handshake) is rare, and its large state would
+                // otherwise be part of every request's future.
+                Box::pin(self.dial_h2()).await
+            }
+        }
+    }
+
+    /// Dials an HTTP/2 connection and adds it to the pool.
+    async fn dial_h2(&self) -> Result<Arc<H2Conn<B>>, Error> {
+        let addr = self.addr();
+        let io = self.dial().await?;
+        let cfg = &self.shared.config;
+        // The connection driver and each request's response future run in the connection's
+        // task (see `conn_tasks`).
+        let (exec, tasks) = crate::conn_tasks::conn_executor();
+        let mut builder = http2::Builder::new(exec);
+        builder
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(cfg.h2.initial_stream_window_size)
+            .initial_connection_window_size(cfg.h2.initial_connection_window_size)
+            .max_frame_size(cfg.h2.max_frame_size)
+            .max_header_list_size(cfg.h2.max_header_list_size);
+        if let Some(interval) = cfg.h2_keep_alive_interval {
+            builder
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(cfg.h2_keep_alive_timeout)
+                .keep_alive_while_idle(true);
+        }
+        let (tx, conn) = builder
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        let open = self.opened();
+        tokio::spawn(async move {
+            let _open = open;
+            if let Err(error) = tasks.drive(conn).await {
+                tracing::debug!(%addr, %error, "HTTP/2 client connection failed");
+            }
+        });
+        let conn = Arc::new(H2Conn {
+            tx,
+            streams: Arc::new(AtomicUsize::new(0)),
+            last_used_ms: AtomicU64::new(self.shared.now_ms()),
+        });
+        let mut conns = self.state.h2.write();
+        conns.retain(|c| !c.tx.is_closed());
+        conns.push(conn.clone());
+        tracing::debug!(%addr, connections = conns.len(), "HTTP/2 connection added");
+        Ok(conn)
+    }
+}

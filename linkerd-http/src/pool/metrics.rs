@@ -1,0 +1,79 @@
+//! The pool's metrics.
+
+use super::Version;
+use linkerd_metrics::{Counter, EncodeLabels, Family, Gauge, LabelWriter, Registry};
+use linkerd_proxy_transport::Direction;
+use linkerd_tls::Id;
+use std::{net::SocketAddr, sync::Arc};
+
+/// Pool metrics, per (direction, endpoint, version, server identity):
+/// `http_pool_connections_open`, `http_pool_connections_opened_total` and
+/// `http_pool_requests_in_flight` (HTTP/2 streams, or HTTP/1 exchanges).
+#[derive(Clone)]
+pub struct PoolMetrics {
+    open: Arc<Family<PoolLabels, Gauge>>,
+    opened: Arc<Family<PoolLabels, Counter>>,
+    in_flight: Arc<Family<PoolLabels, Gauge>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct PoolLabels {
+    pub(super) direction: Direction,
+    pub(super) addr: SocketAddr,
+    pub(super) version: Version,
+    pub(super) server_id: Option<Id>,
+}
+
+/// One pool's metric handles, looked up when the pool is made.
+pub(super) struct PoolHandles {
+    pub(super) open: Gauge,
+    pub(super) opened: Counter,
+    pub(super) in_flight: Gauge,
+}
+
+impl PoolMetrics {
+    /// Creates and registers the families.
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self {
+            open: Arc::new(Family::new(
+                "http_pool_connections_open",
+                "Connections the HTTP client pool holds open, per endpoint.",
+            )),
+            opened: Arc::new(Family::new(
+                "http_pool_connections_opened_total",
+                "Connections the HTTP client pool has opened, per endpoint.",
+            )),
+            in_flight: Arc::new(Family::new(
+                "http_pool_requests_in_flight",
+                "Requests (HTTP/2 streams, or HTTP/1 exchanges) in flight on the pool's connections.",
+            )),
+        };
+        reg.register(m.open.clone());
+        reg.register(m.opened.clone());
+        reg.register(m.in_flight.clone());
+        m
+    }
+
+    pub(super) fn handles(&self, labels: &PoolLabels) -> PoolHandles {
+        PoolHandles {
+            open: self.open.get(labels),
+            opened: self.opened.get(labels),
+            in_flight: self.in_flight.get(labels),
+        }
+    }
+}
+
+impl EncodeLabels for PoolLabels {
+    fn encode(&self, w: &mut LabelWriter<'_>) {
+        let version = match self.version {
+            Version::Http1 => "1",
+            Version::Http2 => "2",
+        };
+        w.label("direction", self.direction.as_str())
+            .label("target_addr", self.addr)
+            .label("http_version", version);
+        if let Some(id) = &self.server_id {
+            w.label("server_id", id);
+        }
+    }
+}

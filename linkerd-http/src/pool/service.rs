@@ -1,0 +1,110 @@
+//! The bottom of every request stack: a request sent to one endpoint over the pool.
+
+use super::{Client, Pool, Version};
+use crate::{Error, ProxyBody};
+use hyper::{body::Incoming, Request, Response};
+use linkerd_connect::{Meshed, Target};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    task::{Context, Poll},
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Sends each request to one endpoint over the shared pool, in the request's own version
+/// (HTTP/2 requests on the endpoint's HTTP/2 connections, HTTP/1 on its HTTP/1 ones). The
+/// pool of each version is looked up on first use, then kept.
+pub struct EndpointClient<D> {
+    inner: Arc<Inner<D>>,
+}
+
+struct Inner<D> {
+    client: Client<Incoming, D>,
+    addr: SocketAddr,
+    meshed: Option<Meshed>,
+    pools: [OnceLock<Pool<Incoming, D>>; 2],
+}
+
+/// The future of a request sent over the pool (boxed: hyper's send futures can't be named).
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Error>> + Send + 'static>>;
+
+impl<D> Clone for EndpointClient<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<D, Io> EndpointClient<D>
+where
+    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
+    D::Error: Into<Error>,
+    D::Future: Send,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Sends to `addr` (over mTLS when `meshed`) through `client`'s pools.
+    pub fn new(client: &Client<Incoming, D>, addr: SocketAddr, meshed: Option<Meshed>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client: client.clone(),
+                addr,
+                meshed,
+                pools: [OnceLock::new(), OnceLock::new()],
+            }),
+        }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+}
+
+impl<D, Io> Inner<D>
+where
+    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
+    D::Error: Into<Error>,
+    D::Future: Send,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn pool(&self, version: Version) -> &Pool<Incoming, D> {
+        let i = match version {
+            Version::Http1 => 0,
+            Version::Http2 => 1,
+        };
+        self.pools[i].get_or_init(|| self.client.pool(self.addr, version, self.meshed.clone()))
+    }
+}
+
+impl<D, Io> tower::Service<Request<Incoming>> for EndpointClient<D>
+where
+    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
+    D::Error: Into<Error>,
+    D::Future: Send,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // The pool dials on demand: it always takes a request.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let version = match req.version() {
+            http::Version::HTTP_2 => Version::Http2,
+            _ => Version::Http1,
+        };
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let rsp = inner.pool(version).send(req).await?;
+            Ok(rsp.map(ProxyBody::pool))
+        })
+    }
+}

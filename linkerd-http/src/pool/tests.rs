@@ -1,0 +1,246 @@
+//! The pool under paused time, against in-process servers reached over in-memory pipes.
+
+use super::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use linkerd_metrics::Registry;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::{io::DuplexStream, sync::watch};
+
+const IDLE: Duration = Duration::from_secs(3);
+
+fn config() -> ClientConfig {
+    ClientConfig {
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: IDLE,
+        max_idle_per_endpoint: 10,
+        h2_keep_alive_interval: None,
+        h2_keep_alive_timeout: Duration::from_secs(3),
+        h2_max_connections: 3,
+        h2_streams_per_connection: 2,
+        h2: H2Settings::default(),
+    }
+}
+
+/// A dialer whose every dial reaches a new in-process server (HTTP/1 and HTTP/2) that answers
+/// with the number of its connection, once `release` is true.
+#[derive(Clone)]
+struct TestDial {
+    dials: Arc<AtomicUsize>,
+    /// Requests the servers have received.
+    seen: Arc<AtomicUsize>,
+    /// How long a dial takes.
+    delay: Duration,
+    release: watch::Receiver<bool>,
+}
+
+impl TestDial {
+    fn new(delay: Duration) -> (Self, watch::Sender<bool>) {
+        let (tx, release) = watch::channel(true);
+        let dial = Self {
+            dials: Arc::default(),
+            seen: Arc::default(),
+            delay,
+            release,
+        };
+        (dial, tx)
+    }
+
+    fn dials(&self) -> usize {
+        self.dials.load(Ordering::SeqCst)
+    }
+}
+
+impl tower::Service<Target> for TestDial {
+    type Response = DuplexStream;
+    type Error = Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<DuplexStream, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Target) -> Self::Future {
+        let conn = self.dials.fetch_add(1, Ordering::SeqCst) + 1;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (seen, release, delay) = (self.seen.clone(), self.release.clone(), self.delay);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |_req| {
+                let (seen, mut release) = (seen.clone(), release.clone());
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let _ = release.wait_for(|r| *r).await;
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                        Bytes::from(conn.to_string()),
+                    )))
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server), svc)
+                .await;
+        });
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(client)
+        })
+    }
+}
+
+type TestClient = Client<Empty<Bytes>, TestDial>;
+
+fn client(dial: &TestDial, reg: &mut Registry) -> TestClient {
+    let metrics = PoolMetrics::register(reg);
+    Client::new(config(), Direction::Outbound, metrics, dial.clone(), false)
+}
+
+fn addr() -> SocketAddr {
+    "10.0.0.1:8080".parse().unwrap()
+}
+
+fn request(version: Version) -> Request<Empty<Bytes>> {
+    let version = match version {
+        Version::Http1 => http::Version::HTTP_11,
+        Version::Http2 => http::Version::HTTP_2,
+    };
+    Request::builder()
+        .uri("http://web.ns.svc.cluster.local:8080/")
+        .version(version)
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// Sends a request and reads its body: the number of the connection that served it.
+async fn get(pool: &Pool<Empty<Bytes>, TestDial>) -> usize {
+    let version = pool.state.version;
+    let rsp = pool.send(request(version)).await.unwrap();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    std::str::from_utf8(&body).unwrap().parse().unwrap()
+}
+
+/// Lets spawned tasks (connections, the sweep) run until `done`.
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("condition not reached");
+}
+
+fn open_connections(reg: &Registry) -> f64 {
+    reg.encode()
+        .lines()
+        .filter(|l| l.starts_with("http_pool_connections_open{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_http1_connection_is_reused_until_it_expires() {
+    let (dial, _release) = TestDial::new(Duration::ZERO);
+    let mut reg = Registry::default();
+    let pool = client(&dial, &mut reg).pool(addr(), Version::Http1, None);
+    assert_eq!(get(&pool).await, 1);
+    assert_eq!(
+        get(&pool).await,
+        1,
+        "the idle connection is checked out again"
+    );
+    assert_eq!(dial.dials(), 1);
+
+    tokio::time::advance(IDLE + Duration::from_millis(1)).await;
+    assert_eq!(get(&pool).await, 2, "an expired connection is not reused");
+    assert_eq!(dial.dials(), 2);
+    until(|| open_connections(&reg) == 1.0).await;
+
+    // The sweep closes what expires while nobody asks.
+    tokio::time::advance(2 * IDLE).await;
+    until(|| open_connections(&reg) == 0.0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkout_takes_the_most_recently_released_connection() {
+    let (dial, release) = TestDial::new(Duration::ZERO);
+    let mut reg = Registry::default();
+    let pool = client(&dial, &mut reg).pool(addr(), Version::Http1, None);
+    // Two requests at once need two connections.
+    release.send_replace(false);
+    let (a, b) = (pool.clone(), pool.clone());
+    let first = tokio::spawn(async move { a.send(request(Version::Http1)).await.unwrap() });
+    let second = tokio::spawn(async move { b.send(request(Version::Http1)).await.unwrap() });
+    until(|| dial.seen.load(Ordering::SeqCst) == 2).await;
+    release.send_replace(true);
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(dial.dials(), 2);
+    // Reading a body releases its connection: `second`'s is released last, and is warmer.
+    let read = |rsp: Response<PoolBody<Empty<Bytes>>>| async move {
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        std::str::from_utf8(&body)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let released_first = read(first).await;
+    let released_last = read(second).await;
+    assert_ne!(released_first, released_last);
+    assert_eq!(
+        get(&pool).await,
+        released_last,
+        "the last connection released"
+    );
+    assert_eq!(dial.dials(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_http2_requests_share_one_dial() {
+    let (dial, _release) = TestDial::new(Duration::from_millis(100));
+    let mut reg = Registry::default();
+    let pool = client(&dial, &mut reg).pool(addr(), Version::Http2, None);
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { get(&pool).await })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 1, "every stream on the one connection");
+    }
+    assert_eq!(dial.dials(), 1, "one dial while the others waited");
+}
+
+#[tokio::test(start_paused = true)]
+async fn busy_http2_connections_spread_up_to_the_maximum_then_idle_out() {
+    let (dial, release) = TestDial::new(Duration::ZERO);
+    let mut reg = Registry::default();
+    let pool = client(&dial, &mut reg).pool(addr(), Version::Http2, None);
+    release.send_replace(false);
+    let mut held = Vec::new();
+    for n in 1..=12 {
+        let p = pool.clone();
+        held.push(tokio::spawn(async move { get(&p).await }));
+        until(|| dial.seen.load(Ordering::SeqCst) == n).await;
+    }
+    // Two streams per connection start another, up to three.
+    assert_eq!(dial.dials(), 3);
+    release.send_replace(true);
+    let mut served = [0usize; 4];
+    for h in held {
+        served[h.await.unwrap()] += 1;
+    }
+    assert!(
+        served[1] >= 2 && served[2] >= 1 && served[3] >= 1,
+        "{served:?}"
+    );
+    assert_eq!(open_connections(&reg), 3.0);
+
+    // Without streams, they close after the idle timeout.
+    tokio::time::advance(2 * IDLE).await;
+    until(|| open_connections(&reg) == 0.0).await;
+    assert_eq!(
+        get(&pool).await,
+        4,
+        "a new connection after the old ones idled out"
+    );
+}

@@ -1,0 +1,169 @@
+//! The top of every request stack: a failure becomes the proxy's error response.
+
+use crate::{Error, ProxyBody};
+use http::Response;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+/// Turns a request's failure into the response the client gets: the status that says what
+/// went wrong, `l5d-proxy-error` and the message (see [`Error::to_response`]), logged once here.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorResponseLayer;
+
+/// The service made by [`ErrorResponseLayer`].
+#[derive(Debug)]
+pub struct ErrorResponse<S> {
+    inner: S,
+    /// Why the inner service could not become ready: the next request's answer.
+    unready: Option<Error>,
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ErrorResponse`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Proj]
+    enum State<F> {
+        // The inner service's response.
+        Inner { #[pin] inner: F },
+        // The inner service could not become ready: why, until polled.
+        Unready { error: Option<Error> },
+    }
+}
+
+impl<S: Clone> Clone for ErrorResponse<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            unready: None,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ErrorResponseLayer {
+    type Service = ErrorResponse<S>;
+
+    fn layer(&self, inner: S) -> ErrorResponse<S> {
+        ErrorResponse {
+            inner,
+            unready: None,
+        }
+    }
+}
+
+impl<R, S> tower::Service<R> for ErrorResponse<S>
+where
+    S: tower::Service<R, Response = Response<ProxyBody>, Error = Error>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.unready.is_none() {
+            if let Err(error) = ready!(self.inner.poll_ready(cx)) {
+                self.unready = Some(error);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        match self.unready.take() {
+            Some(error) => ResponseFuture {
+                state: State::Unready { error: Some(error) },
+            },
+            None => ResponseFuture {
+                state: State::Inner {
+                    inner: self.inner.call(req),
+                },
+            },
+        }
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, Error>>,
+{
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let res = match self.project().state.project() {
+            Proj::Inner { inner } => ready!(inner.poll(cx)),
+            Proj::Unready { error } => match error.take() {
+                Some(e) => Err(e),
+                None => return Poll::Pending,
+            },
+        };
+        let error = match res {
+            Ok(rsp) => return Poll::Ready(Ok(rsp)),
+            Err(error) => error,
+        };
+        // A refusal by policy is expected traffic; a loop is a misconfiguration; the rest is a
+        // request that could not be served.
+        match &error {
+            Error::Unauthorized(_) => tracing::debug!(%error, "request refused"),
+            Error::Loop { .. } => tracing::warn!(%error, "request refused"),
+            _ => tracing::info!(%error, "request failed"),
+        }
+        Poll::Ready(Ok(error.to_response()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::L5D_PROXY_ERROR;
+    use tower::{Layer, ServiceExt};
+
+    #[tokio::test]
+    async fn a_failure_becomes_its_status_and_message() {
+        let inner = tower::service_fn(|fail: bool| async move {
+            match fail {
+                true => Err(Error::BadRequest("no Host".into())),
+                false => Ok(Response::new(ProxyBody::full("ok"))),
+            }
+        });
+        let svc = ErrorResponseLayer.layer(inner);
+        let rsp = svc.clone().oneshot(true).await.unwrap();
+        assert_eq!(rsp.status(), 400);
+        assert_eq!(rsp.headers()[L5D_PROXY_ERROR], "bad request: no Host");
+        let rsp = svc.oneshot(false).await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        assert!(rsp.headers().get(L5D_PROXY_ERROR).is_none());
+    }
+
+    /// Never ready: it fails readiness.
+    #[derive(Clone)]
+    struct Unready;
+
+    impl tower::Service<()> for Unready {
+        type Response = Response<ProxyBody>;
+        type Error = Error;
+        type Future = std::future::Ready<Result<Response<ProxyBody>, Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+            Poll::Ready(Err(Error::Unauthorized("unready".into())))
+        }
+
+        fn call(&mut self, (): ()) -> Self::Future {
+            unreachable!("never called: never ready")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_readiness_answers_the_request() {
+        let rsp = ErrorResponseLayer.layer(Unready).oneshot(()).await.unwrap();
+        assert_eq!(rsp.status(), 403);
+    }
+}
