@@ -1,4 +1,6 @@
 //! The `linkerd2-proxy` binary itself: configuration errors, logging control, signals.
+// A subprocess is waited for in real time.
+#![allow(clippy::disallowed_types)]
 
 use std::{
     io::{Read, Write},

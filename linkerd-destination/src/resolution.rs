@@ -13,6 +13,7 @@ use std::{
 /// two versions share, so a one-endpoint change to a huge set costs O(log n), not O(n).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resolution {
+    /// The endpoints, by address.
     pub endpoints: imbl::OrdMap<SocketAddr, Endpoint>,
     /// `None` until the control plane has answered; then whether the name exists.
     pub exists: Option<bool>,
@@ -48,12 +49,15 @@ impl Profile {
 /// One endpoint of a name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
+    /// Its address.
     pub addr: SocketAddr,
+    /// Its share of requests (0: the control plane left it unset).
     pub weight: u32,
     /// The set's and the endpoint's `metric_labels` (the endpoint's win), for `dst_*` labels.
     pub labels: Arc<BTreeMap<String, String>>,
     /// The TLS identity of the endpoint's proxy, if meshed.
     pub identity: Option<String>,
+    /// What the endpoint's proxy accepts.
     pub hint: ProtocolHint,
     /// The port of the endpoint's proxy that takes opaque-transport connections (mTLS and a
     /// transport header naming the endpoint's port).
@@ -63,9 +67,12 @@ pub struct Endpoint {
 /// What the endpoint's proxy accepts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ProtocolHint {
+    /// Nothing known: whatever the client speaks.
     #[default]
     Unknown,
+    /// The endpoint's proxy takes HTTP/2 (HTTP/1 is carried as HTTP/2).
     H2,
+    /// The endpoint's traffic is opaque.
     Opaque,
 }
 

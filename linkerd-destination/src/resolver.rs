@@ -20,6 +20,7 @@ pub struct DestinationConfig {
     pub idle_timeout: Duration,
     /// Reconnect back-off: starts here, doubles, with jitter, up to `max_backoff`.
     pub min_backoff: Duration,
+    /// The longest back-off.
     pub max_backoff: Duration,
     /// Timeout for connecting to the Destination service.
     pub connect_timeout: Duration,
@@ -28,8 +29,14 @@ pub struct DestinationConfig {
 /// The resolver could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The Destination service's address is not a valid URI authority.
     #[error("invalid destination service address {addr:?}: {reason}")]
-    InvalidAddr { addr: String, reason: String },
+    InvalidAddr {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Resolves names through the Destination service, one shared stream per name.

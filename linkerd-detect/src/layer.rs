@@ -14,13 +14,16 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// How detection reads: at most `capacity` bytes, for at most `timeout`.
 #[derive(Clone, Copy, Debug)]
 pub struct DetectParams {
+    /// How long the client may take to send enough bytes to decide.
     pub timeout: Duration,
+    /// The most bytes buffered to decide.
     pub capacity: usize,
 }
 
 /// What detection found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Detected {
+    /// What the client speaks.
     pub protocol: Protocol,
     /// True when the timeout expired before the bytes decided (the result is then opaque).
     pub timed_out: bool,
@@ -29,6 +32,7 @@ pub struct Detected {
 /// Detection failed because the connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The read failed (a reset, say).
     #[error("reading the connection during protocol detection failed: {0}")]
     Read(#[from] io::Error),
 }

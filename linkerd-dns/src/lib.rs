@@ -20,19 +20,29 @@ use std::time::Duration;
 /// TTL bounds for cached answers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DnsConfig {
+    /// Answers are cached at least this long.
     pub min_ttl: Option<Duration>,
+    /// Answers are cached at most this long.
     pub max_ttl: Option<Duration>,
 }
 
 /// Why a name could not be canonicalised.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `/etc/resolv.conf` could not be read.
     #[error("failed to read the system DNS configuration: {0}")]
     SystemConfig(String),
+    /// Not a DNS name.
     #[error("invalid name {0:?}")]
     InvalidName(String),
+    /// The lookup failed.
     #[error("DNS lookup of {name} failed: {reason}")]
-    Lookup { name: String, reason: String },
+    Lookup {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Expands names with the resolver's search domains.

@@ -6,6 +6,8 @@
 //! It holds no logic beyond those conversions: clients and servers are in their own crates.
 #![forbid(unsafe_code)]
 #![allow(clippy::doc_overindented_list_items, clippy::large_enum_variant)]
+// Generated code carries the .proto files' comments, where they have any.
+#![allow(missing_docs)]
 
 /// `io.linkerd.proxy.destination`: endpoint and profile discovery.
 pub mod destination {

@@ -6,23 +6,35 @@ pub enum Error {
     /// Binding a listener failed (address in use, not local, no permission).
     #[error("failed to bind {addr}: {source}")]
     Bind {
+        /// The listener's address.
         addr: SocketAddr,
+        /// What failed.
         #[source]
         source: io::Error,
     },
 
     /// The target actively refused the connection.
     #[error("connect to {addr} refused")]
-    ConnectRefused { addr: SocketAddr },
+    ConnectRefused {
+        /// The target.
+        addr: SocketAddr,
+    },
 
     /// The target did not answer within the connect timeout.
     #[error("connect to {addr} timed out after {timeout:?}")]
-    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    ConnectTimeout {
+        /// The target.
+        addr: SocketAddr,
+        /// The connect timeout.
+        timeout: Duration,
+    },
 
     /// Any other connect failure (unreachable network, reset during handshake...).
     #[error("connect to {addr} failed: {source}")]
     Connect {
+        /// The target.
         addr: SocketAddr,
+        /// What failed.
         #[source]
         source: io::Error,
     },

@@ -7,6 +7,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// An accepted connection and the addresses that describe it.
 #[derive(Debug)]
 pub struct Accepted {
+    /// The connection.
     pub socket: TcpStream,
     /// The client's address.
     pub client: SocketAddr,

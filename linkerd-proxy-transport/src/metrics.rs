@@ -6,7 +6,9 @@ use std::{io, net::SocketAddr, sync::Arc};
 /// Which listener a connection belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
+    /// The world's connections to the app.
     Inbound,
+    /// The app's connections to the world.
     Outbound,
 }
 
@@ -23,7 +25,9 @@ impl Direction {
 /// Which side of the proxy a connection faces: the accepted one (`src`) or the dialed one (`dst`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Peer {
+    /// The accepted connection.
     Src,
+    /// The dialed connection.
     Dst,
 }
 
@@ -34,7 +38,9 @@ pub enum TlsLabel {
     /// Mutual TLS the proxy terminated (with the client's identity, if it sent one) or
     /// originated (with the server's identity).
     Tls {
+        /// The client's identity (inbound).
         client_id: Option<Arc<str>>,
+        /// The server's identity (outbound).
         server_id: Option<Arc<str>>,
     },
     /// Plaintext, and why.

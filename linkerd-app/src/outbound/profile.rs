@@ -177,7 +177,7 @@ mod tests {
             .oneshot((conn("10.0.0.5:8080"), ()))
             .await
             .unwrap();
-        assert_eq!(got.1, false, "detected");
+        assert!(!got.1, "detected");
         let got = svc
             .oneshot((OutboundConn { orig_dst: None }, ()))
             .await

@@ -39,11 +39,12 @@ pub(crate) struct Route<F> {
     default: Option<HttpBalance>,
     explicit: bool,
     /// The last authority looked up and the service it named (or not).
-    last: Arc<Mutex<Option<(String, Option<Arc<Service>>)>>>,
+    last: Arc<Mutex<Option<LastLookup>>>,
     fallback: F,
 }
 
 type Req = Request<Incoming>;
+type LastLookup = (String, Option<Arc<Service>>);
 type Rsp = Result<Response<ProxyBody>, Error>;
 
 pin_project_lite::pin_project! {
