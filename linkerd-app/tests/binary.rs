@@ -1,22 +1,18 @@
 //! The `linkerd2-proxy` binary itself: configuration errors, logging control, signals.
-// A subprocess is waited for in real time.
-#![allow(clippy::disallowed_types)]
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    sync::mpsc,
+    thread::JoinHandle,
+    time::Duration,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_linkerd2-proxy");
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+/// How long a proxy may take to start, or to exit once signalled.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A blocking HTTP/1.0 request; returns the status and body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
@@ -35,70 +31,111 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, 
     Some((status, body))
 }
 
+/// A proxy process whose listeners are bound to port 0 by the proxy itself; the admin address
+/// is read from its start-up log line.
 struct Proxy {
-    child: Child,
+    child: Option<Child>,
     admin: SocketAddr,
+    /// Collects stderr until the process closes it.
+    logs: JoinHandle<String>,
 }
 
 impl Proxy {
     fn start(extra: &[(&str, &str)]) -> Self {
-        let admin = free_addr();
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
-            .env(
-                "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
-                free_addr().to_string(),
-            )
-            .env(
-                "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
-                free_addr().to_string(),
-            )
-            .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
+            .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
+            .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
+            .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn linkerd2-proxy");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http(admin, "GET", "/ready", "").map(|r| r.0) != Some(200) {
-            assert!(Instant::now() < deadline, "proxy did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
+        let mut child = cmd.spawn().expect("spawn linkerd2-proxy");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (lines, started) = mpsc::channel();
+        let logs = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let admin = loop {
+            let line = started
+                .recv_timeout(PATIENCE)
+                .expect("the proxy logs that it started");
+            if let Some(addr) = line
+                .contains("proxy started")
+                .then(|| admin_addr(&line))
+                .flatten()
+            {
+                break addr;
+            }
+        };
+        // Listening and ready once it says so.
+        assert_eq!(http(admin, "GET", "/ready", "").map(|r| r.0), Some(200));
+        Self {
+            child: Some(child),
+            admin,
+            logs,
         }
-        Self { child, admin }
     }
 
     fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
         let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
+            .args([sig, &pid.to_string()])
             .status()
             .unwrap()
             .success();
         assert!(ok, "kill {sig}");
     }
 
+    /// Waits for the process to exit; returns its status and everything it logged.
     fn wait(mut self) -> (i32, String) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                return (status.code().unwrap_or(-1), err);
-            }
-            assert!(Instant::now() < deadline, "proxy did not exit");
-            std::thread::sleep(Duration::from_millis(20));
+        let mut child = self.child.take().expect("running");
+        let (tx, exited) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = exited
+            .recv_timeout(PATIENCE)
+            .expect("the proxy exits")
+            .unwrap();
+        let logs = std::mem::replace(&mut self.logs, std::thread::spawn(String::new));
+        (status.code().unwrap_or(-1), logs.join().unwrap())
+    }
+}
+
+/// The `admin_addr` field of a start-up log line, plain (`admin_addr=…`, perhaps coloured) or
+/// JSON (`"admin_addr":"…"`).
+fn admin_addr(line: &str) -> Option<SocketAddr> {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // An ANSI colour sequence: ESC [ ... m.
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
         }
     }
+    let rest = &plain[plain.find("admin_addr")? + "admin_addr".len()..];
+    let rest = rest.trim_start_matches(['=', '"', ':']);
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))?;
+    rest[..end].parse().ok()
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -289,11 +289,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connect_names_the_target() {
-        // A listener that was never accepting: the port is closed once it is dropped.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // Bound but never listening: the port refuses connections, and stays reserved.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
         let target = Target {
             addr,
             meshed: None,

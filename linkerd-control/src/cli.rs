@@ -7,7 +7,7 @@ pub const USAGE: &str = "\
 usage:
   linkerd-control --config FILE [--listen ADDR] [--ca DIR [--cert-lifetime DURATION] [--identity NAME]]
       Serve the Destination API from FILE (reloaded when it changes) on ADDR (default
-      127.0.0.1:8086). With --ca, also serve the Identity API, signing certificates valid for
+      127.0.0.1:8086; port 0 picks a free port), printing `listening on ADDR`. With --ca, also serve the Identity API, signing certificates valid for
       DURATION (default 24h) with the issuer in DIR, and accept TLS on the same port with a
       certificate for NAME (default linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local).
   linkerd-control ca init --dir DIR [--force] [--root-validity DURATION] [--issuer-validity DURATION]

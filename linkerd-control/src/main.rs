@@ -120,6 +120,9 @@ fn run(
                 return ExitCode::FAILURE;
             }
         };
+        // With port 0 the system picks the port: say which, on the first line of stdout.
+        let listen = listener.local_addr().unwrap_or(listen);
+        println!("listening on {listen}");
         if identity.is_some() {
             tracing::info!(%listen, tls_name = name, ?lifetime, "serving the Destination and Identity APIs, plaintext and TLS");
         } else {

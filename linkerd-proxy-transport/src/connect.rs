@@ -26,10 +26,12 @@ mod tests {
 
     #[tokio::test]
     async fn refused_is_reported_as_refused() {
-        // Bind then drop, so the port is (almost certainly) closed.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        drop(l);
+        // Bound but never listening: the port refuses connections, and stays reserved.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
         let err = connect(addr, Duration::from_secs(1)).await.unwrap_err();
         assert!(matches!(err, Error::ConnectRefused { .. }), "{err}");
         assert_eq!(err.to_string(), format!("connect to {addr} refused"));

@@ -48,54 +48,85 @@ impl CaControl {
         for i in &identities {
             std::fs::write(dir.join(format!("{i}.token")), format!("token-of-{i}\n")).unwrap();
         }
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut ctl = Self {
-            dir,
-            addr,
-            trust_anchors,
-            identities,
-            child: Command::new("true").spawn().unwrap(),
-        };
-        ctl.write_mesh("services: []\n");
-        ctl.child = Command::new(&bin)
+        write_mesh(&dir, &identities, "services: []\n");
+        let mut child = Command::new(&bin)
             .arg("--config")
-            .arg(ctl.dir.join("mesh.yaml"))
+            .arg(dir.join("mesh.yaml"))
             .args([
                 "--listen",
-                &addr.to_string(),
+                "127.0.0.1:0",
                 "--cert-lifetime",
                 cert_lifetime,
                 "--ca",
             ])
-            .arg(ctl.dir.join("ca"))
-            .stdout(Stdio::null())
+            .arg(dir.join("ca"))
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        // It picks a free port and says which on its first line.
+        let stdout = child.stdout.take().unwrap();
+        let first = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .map(|_| line)
+        });
+        let line = tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .expect("linkerd-control listens")
+            .unwrap()
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("linkerd-control said {line:?}"));
+        Self {
+            dir,
+            addr,
+            trust_anchors,
+            identities,
+            child,
+        }
+    }
+
+    /// Waits until the control plane serves `authority` (`name:port`) with endpoints: the mesh
+    /// file it watches has been (re)loaded.
+    pub async fn serves(&self, authority: &str) {
+        use linkerd_proxy_api::destination::{
+            destination_client::DestinationClient, update, GetDestination,
+        };
+        let addr = self.addr;
+        crate::eventually(Duration::from_secs(10), || async move {
+            let mut client = DestinationClient::connect(format!("http://{addr}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let get = GetDestination {
+                scheme: "k8s".into(),
+                path: authority.into(),
+                context_token: String::new(),
+            };
+            let mut updates = client
+                .get(get)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            let first = tokio::time::timeout(Duration::from_secs(1), updates.message())
+                .await
+                .map_err(|_| "no answer within 1s".to_string())?
+                .map_err(|e| e.to_string())?;
+            match first.and_then(|u| u.update) {
+                Some(update::Update::Add(set)) if !set.addrs.is_empty() => Ok(()),
+                other => Err(format!("{other:?}")),
             }
         })
         .await
-        .expect("linkerd-control listens");
-        ctl
     }
 
     /// Replaces the mesh file's services (YAML list items under `services:`), keeping the
     /// identities; the control plane reloads it within a few hundred milliseconds.
     pub fn write_mesh(&self, services: &str) {
-        let mut y = services.to_string();
-        y.push_str("identities:\n");
-        for i in &self.identities {
-            y.push_str(&format!("  - name: {}\n    token: token-of-{i}\n", id(i)));
-        }
-        let tmp = self.dir.join("mesh.yaml.tmp");
-        std::fs::write(&tmp, y).unwrap();
-        std::fs::rename(tmp, self.dir.join("mesh.yaml")).unwrap();
+        write_mesh(&self.dir, &self.identities, services)
     }
 
     /// The identity variables of a proxy that is `name`.
@@ -165,6 +196,18 @@ impl Drop for CaControl {
     }
 }
 
+/// Writes `dir/mesh.yaml`: `services` and the `identities`' tokens, replaced at once.
+fn write_mesh(dir: &std::path::Path, identities: &[String], services: &str) {
+    let mut y = services.to_string();
+    y.push_str("identities:\n");
+    for i in identities {
+        y.push_str(&format!("  - name: {}\n    token: token-of-{i}\n", id(i)));
+    }
+    let tmp = dir.join("mesh.yaml.tmp");
+    std::fs::write(&tmp, y).unwrap();
+    std::fs::rename(tmp, dir.join("mesh.yaml")).unwrap();
+}
+
 /// Starts an in-process proxy with owned `env` pairs (as [`CaControl::proxy_env`] returns).
 pub fn start_proxy(env: &[(String, String)], orig_dst: Option<SocketAddr>) -> linkerd_app::Proxy {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -173,13 +216,11 @@ pub fn start_proxy(env: &[(String, String)], orig_dst: Option<SocketAddr>) -> li
 
 /// Waits (10 s at most) until the proxy's `/ready` says 200, i.e. it has a certificate.
 pub async fn ready(admin: SocketAddr) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while crate::client::get(admin, "/ready").await.0 != 200 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    crate::eventually(Duration::from_secs(10), || async {
+        let (status, body) = crate::client::get(admin, "/ready").await;
+        crate::holds(status == 200, body)
     })
-    .await
-    .expect("the proxy gets a certificate");
+    .await;
 }
 
 /// Connects to `addr` with TLS for `server` (an identity or any DNS name) using `config`.

@@ -39,15 +39,22 @@ pub fn mesh(services: &[(&str, u16, &[&str])]) -> MeshConfig {
 impl ControlPlane {
     /// Serves `config` on an ephemeral loopback port.
     pub async fn start(config: MeshConfig) -> Self {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        Self::start_on(addr, Mesh::new(config)).await
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(front, Mesh::new(config)).await
     }
 
-    /// Serves `mesh` on `addr` (e.g. the address of one that was killed).
+    /// Serves `mesh` again on `addr`, the address of one that was killed (its port is free
+    /// again once the killed listener's task has ended).
     pub async fn start_on(addr: SocketAddr, mesh: Mesh) -> Self {
+        let front = crate::eventually(Duration::from_secs(5), || {
+            tokio::net::TcpListener::bind(addr)
+        })
+        .await;
+        Self::serve(front, mesh).await
+    }
+
+    async fn serve(front: tokio::net::TcpListener, mesh: Mesh) -> Self {
+        let addr = front.local_addr().unwrap();
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server_addr = server.local_addr().unwrap();
         let mut tasks = JoinSet::new();
@@ -58,12 +65,6 @@ impl ControlPlane {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(server))
                 .await;
         });
-        let front = loop {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
         let conns = Arc::new(parking_lot::Mutex::new(JoinSet::new()));
         let c = conns.clone();
         tasks.spawn(async move {

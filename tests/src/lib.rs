@@ -14,8 +14,61 @@ use linkerd_app::{App, Config, Proxy};
 pub use linkerd_netns as netns;
 use linkerd_proxy_transport::OrigDst;
 
-use std::{collections::HashMap, io, net::SocketAddr, path::PathBuf};
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    future::Future,
+    io,
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 use tokio::net::TcpStream;
+
+/// How often [`eventually`] tries again.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// Tries `check` until it succeeds, for at most `patience`, and returns what it found; panics
+/// with the last failure otherwise. The one way the tests wait for something to happen.
+pub async fn eventually<T, E, F, Fut>(patience: Duration, mut check: F) -> T
+where
+    E: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        match check().await {
+            Ok(found) => return found,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("not within {patience:?}; last: {last:?}")
+            }
+            Err(_) => tokio::time::sleep(RETRY).await,
+        }
+    }
+}
+
+/// [`eventually`] for tests that run on a plain thread (subprocesses, network namespaces).
+pub fn eventually_blocking<T, E: Debug>(
+    patience: Duration,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + patience;
+    loop {
+        match check() {
+            Ok(found) => return found,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("not within {patience:?}; last: {last:?}")
+            }
+            Err(_) => std::thread::sleep(RETRY),
+        }
+    }
+}
+
+/// `Ok` when `cond` holds, else `Err(what)`: for [`eventually`] checks.
+pub fn holds<T: Debug>(cond: bool, what: T) -> Result<(), T> {
+    cond.then_some(()).ok_or(what)
+}
 
 /// Reports the same original destination for every connection, as iptables REDIRECT would for
 /// an app that only talks to one target.
@@ -26,6 +79,39 @@ impl OrigDst for FixedOrigDst {
     fn orig_dst(&self, _: &TcpStream) -> io::Result<Option<SocketAddr>> {
         Ok(Some(self.0))
     }
+}
+
+/// An original destination set once the proxy is up (e.g. to one of its own listeners, bound
+/// to port 0 by the proxy itself).
+#[derive(Clone, Debug, Default)]
+pub struct LaterOrigDst(std::sync::Arc<std::sync::OnceLock<SocketAddr>>);
+
+impl LaterOrigDst {
+    /// Every connection from now on reports `addr`.
+    pub fn set(&self, addr: SocketAddr) {
+        self.0.set(addr).expect("set once");
+    }
+}
+
+impl OrigDst for LaterOrigDst {
+    fn orig_dst(&self, _: &TcpStream) -> io::Result<Option<SocketAddr>> {
+        Ok(self.0.get().copied())
+    }
+}
+
+/// An address that refuses connections, reserved while the socket lives: bound, never
+/// listening (so no other test can take the port meanwhile).
+pub fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).expect("bind");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a bound address");
+    (socket, addr)
 }
 
 /// Logs to the test's captured output when `RUST_LOG` is set.
@@ -52,6 +138,15 @@ pub fn config(env: &[(&str, &str)]) -> Config {
         map.insert(k.to_string(), v.to_string());
     }
     Config::from_env(&map).expect("test config must be valid")
+}
+
+/// Starts a proxy on the current runtime whose connections report what `orig_dst` says.
+pub fn proxy_with(env: &[(&str, &str)], orig_dst: impl OrigDst) -> Proxy {
+    trace_init();
+    App::new(config(env))
+        .with_orig_dst(orig_dst)
+        .spawn()
+        .expect("proxy must start")
 }
 
 /// Starts a proxy on the current runtime whose connections all report `orig_dst` (or none, for

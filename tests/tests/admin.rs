@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use linkerd_tests::{backend, client, metric, metric_sum, proxy, scrape};
+use linkerd_tests::{backend, client, eventually, holds, metric, metric_sum, proxy, scrape};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +169,11 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
             .expect("the in-flight request completes");
         client::text(rsp).await
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The request has reached the app (and is in flight) before the drain begins.
+    eventually(Duration::from_secs(5), || async {
+        holds(app.requests() == 1, app.requests())
+    })
+    .await;
     proxy.shutdown();
     let started = std::time::Instant::now();
     assert!(proxy.drained().await, "drained within the grace period");
@@ -206,7 +210,11 @@ async fn graceful_shutdown_finishes_in_flight_http2_streams() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The three streams have reached the app before the drain begins.
+    eventually(Duration::from_secs(5), || async {
+        holds(app.requests() == 3, app.requests())
+    })
+    .await;
     proxy.shutdown();
     let started = std::time::Instant::now();
     assert!(proxy.drained().await, "drained within the grace period");
@@ -233,7 +241,12 @@ async fn grace_period_bounds_the_drain() {
     tokio::io::AsyncWriteExt::write_all(&mut s, b"\x00hold")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Forwarded: the echo comes back through the proxy.
+    let mut echo = [0u8; 5];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut echo)
+        .await
+        .unwrap();
+    assert_eq!(&echo, b"\x00hold");
     proxy.shutdown();
     assert!(
         !proxy.drained().await,

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use linkerd_tests::{
     backend, client,
     control::{mesh, ControlPlane},
-    metric, proxy, scrape,
+    eventually, holds, metric, proxy, scrape,
 };
 use std::{
     net::SocketAddr,
@@ -211,8 +211,13 @@ async fn removing_an_endpoint_mid_load_fails_nothing() {
 
     let running = load(proxy.outbound_addr, &authority, 4, 150);
     let mesh_handle = control.mesh.clone();
+    let served = || backends.iter().map(backend::Http::requests).sum::<usize>();
     let remove = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Mid-load: a fifth of the requests are done.
+        eventually(Duration::from_secs(10), || async {
+            holds(served() >= 120, served())
+        })
+        .await;
         mesh_handle.set(mesh(&[(WEB, 8080, &all_refs[..2])]));
     };
     let (statuses, ()) = tokio::join!(running, remove);
@@ -221,8 +226,15 @@ async fn removing_an_endpoint_mid_load_fails_nothing() {
         failed, 0,
         "no request fails when an endpoint is removed: {statuses:?}"
     );
-    // After the removal settles, the removed endpoint gets nothing.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // After the removal settles (the balancer has two endpoints), the removed one gets
+    // nothing.
+    eventually(Duration::from_secs(5), || async {
+        let m = scrape(proxy.admin_addr).await;
+        let labels = [&*format!("authority=\"{authority}\""), "state=\"ready\""];
+        let ready = metric(&m, "balancer_endpoints", &labels);
+        holds(ready == Some(2.0), ready)
+    })
+    .await;
     let before = backends[2].requests();
     assert!(load(proxy.outbound_addr, &authority, 2, 50)
         .await
@@ -264,9 +276,14 @@ async fn control_plane_loss_and_recovery() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The load is running; then the control plane goes, and the load goes on without it.
+    let served = |n: usize| {
+        let web = &web;
+        move || async move { holds(web.requests() >= n, web.requests()) }
+    };
+    eventually(Duration::from_secs(5), served(web.requests() + 20)).await;
     let (addr, _) = control.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(Duration::from_secs(5), served(web.requests() + 50)).await;
 
     // A service the proxy never resolved fails fast (the fail-fast timeout), with a reason.
     let started = Instant::now();
@@ -286,19 +303,12 @@ async fn control_plane_loss_and_recovery() {
         ("new.default.svc.cluster.local", 80, &[&other_ep]),
     ]));
     let _control = ControlPlane::start_on(addr, mesh2).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, body, _) = get(proxy.outbound_addr, "new.default.svc.cluster.local:80").await;
-        if status == 200 {
-            assert_eq!(body, "hello");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy did not recover: last status {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_, body, _) = eventually(Duration::from_secs(15), || async {
+        let rsp = get(proxy.outbound_addr, "new.default.svc.cluster.local:80").await;
+        holds(rsp.0 == 200, rsp.clone()).map(|()| rsp)
+    })
+    .await;
+    assert_eq!(body, "hello");
     stop.store(true, Ordering::Relaxed);
     bg.await.unwrap();
     assert_eq!(

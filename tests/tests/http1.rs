@@ -141,11 +141,8 @@ async fn hop_by_hop_and_h2c_upgrade_headers_are_stripped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_refused_is_502() {
-    // A port that was just free.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port that refuses connections.
+    let (_reserved, closed) = linkerd_tests::refusing_addr();
     let proxy = proxy(&[], Some(closed));
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
     let rsp = tx.send_request(client::req("/")).await.unwrap();
@@ -168,14 +165,9 @@ async fn connect_refused_is_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_to_own_listener_is_502() {
     // The original destination is the proxy's own admin port: a loop.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let admin = l.local_addr().unwrap();
-    drop(l);
-    let admin_env = admin.to_string();
-    let proxy = proxy(
-        &[("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", &admin_env)],
-        Some(admin),
-    );
+    let orig_dst = linkerd_tests::LaterOrigDst::default();
+    let proxy = linkerd_tests::proxy_with(&[], orig_dst.clone());
+    orig_dst.set(proxy.admin_addr);
     let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
     let rsp = tx.send_request(client::req("/metrics")).await.unwrap();
     assert_eq!(rsp.status(), 502);

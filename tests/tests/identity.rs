@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use linkerd_tests::{
     backend,
     ca::{id, ready, start_proxy as start, tls_connect, CaControl},
-    client, metric, metric_sum, scrape,
+    client, eventually, holds, metric, metric_sum, scrape,
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -85,14 +85,11 @@ async fn two_proxies_mesh_with_mtls() {
     ready(client.admin_addr).await;
 
     // The mesh file is reloaded asynchronously: retry until the service resolves.
-    let mut last = (0, String::new());
-    for _ in 0..50 {
-        last = get_web(client.outbound_addr, "/").await;
-        if last.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let last = eventually(Duration::from_secs(5), || async {
+        let last = get_web(client.outbound_addr, "/").await;
+        holds(last.0 == 200, last.clone()).map(|()| last)
+    })
+    .await;
     assert_eq!(last, (200, "hello".into()));
     for _ in 0..4 {
         assert_eq!(get_web(client.outbound_addr, "/").await.0, 200);
@@ -178,7 +175,6 @@ async fn meshed_tcp_uses_opaque_transport() {
         id("server"),
         server.inbound_addr.port()
     ));
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let client_env = with(
         ctl.proxy_env("client"),
         &[("LINKERD2_PROXY_DESTINATION_SVC_ADDR", &ctl.addr.to_string())],
@@ -187,24 +183,29 @@ async fn meshed_tcp_uses_opaque_transport() {
     ready(server.admin_addr).await;
     ready(client.admin_addr).await;
 
-    let mut s = tokio::net::TcpStream::connect(client.outbound_addr)
-        .await
-        .unwrap();
-    s.write_all(b"ping over mtls").await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, b"ping over mtlsbye");
-
-    let m = scrape(server.admin_addr).await;
     let labels = ["direction=\"inbound\"", "peer=\"src\"", "tls=\"true\""];
     let client_id = format!("client_id=\"{}\"", id("client"));
     let mut l = labels.to_vec();
     l.push(&client_id);
-    assert!(metric_sum(&m, "tcp_open_total", &l) >= 1.0, "{m}");
+    // The mesh file is reloaded asynchronously: until the client proxy learns the echo
+    // server's identity, its connections go there directly, in plaintext.
+    eventually(Duration::from_secs(5), || async {
+        let mut s = tokio::net::TcpStream::connect(client.outbound_addr)
+            .await
+            .unwrap();
+        s.write_all(b"ping over mtls").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"ping over mtlsbye");
+        let m = scrape(server.admin_addr).await;
+        let meshed = metric_sum(&m, "tcp_open_total", &l);
+        holds(meshed >= 1.0, m)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,16 +233,12 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     );
     assert_eq!(app.requests(), 0);
     // The server finishes its side of the handshake after the client: wait for the count.
-    let mut failures = None;
-    for _ in 0..50 {
+    eventually(Duration::from_secs(5), || async {
         let m = scrape(server.admin_addr).await;
-        failures = metric(&m, "inbound_tls_handshake_failures_total", &[]);
-        if failures == Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(failures, Some(1.0));
+        let failures = metric(&m, "inbound_tls_handshake_failures_total", &[]);
+        holds(failures == Some(1.0), failures)
+    })
+    .await;
 
     // The same client with a certificate from the real CA gets through.
     let tls = tls_connect(
@@ -278,19 +275,19 @@ async fn traffic_continues_while_certificates_rotate() {
     let client = start(&client_env, None);
     ready(server.admin_addr).await;
     ready(client.admin_addr).await;
-    for _ in 0..50 {
-        if get_web(client.outbound_addr, "/").await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(5), || async {
+        let (status, body) = get_web(client.outbound_addr, "/").await;
+        holds(status == 200, body)
+    })
+    .await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
     let (mut ok, mut failed) = (0, Vec::new());
     let mut i = 0u32;
+    // Requests at a steady pace (40 a second) while certificates rotate underneath.
+    let mut pace = tokio::time::interval(Duration::from_millis(25));
     while tokio::time::Instant::now() < deadline {
-        // Alternate a new client connection per request and a pause that lets pooled
-        // connections expire, so both reused and new mTLS connections are exercised.
+        pace.tick().await;
         let (status, body) = get_web(client.outbound_addr, "/").await;
         if status == 200 {
             ok += 1;
@@ -298,8 +295,20 @@ async fn traffic_continues_while_certificates_rotate() {
             failed.push((i, status, body));
         }
         i += 1;
-        let pause = if i.is_multiple_of(10) { 1200 } else { 50 };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        // Every tenth request, the pooled connections are let expire, so both reused and new
+        // mTLS connections are exercised.
+        if i.is_multiple_of(10) {
+            eventually(Duration::from_secs(5), || async {
+                let m = scrape(client.admin_addr).await;
+                let open = metric_sum(
+                    &m,
+                    "http_pool_connections_open",
+                    &["direction=\"outbound\""],
+                );
+                holds(open == 0.0, open)
+            })
+            .await;
+        }
     }
     assert!(failed.is_empty(), "{} ok, failures: {failed:?}", ok);
     assert!(ok > 100, "{ok} requests");
@@ -621,7 +630,13 @@ async fn meshed_traffic_and_readiness_wait_for_the_first_certificate() {
         ),
         Some(app.addr),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The Identity service has refused the token at least once.
+    eventually(Duration::from_secs(5), || async {
+        let m = scrape(server.admin_addr).await;
+        let failures = metric(&m, "identity_cert_refresh_failures_total", &[]);
+        holds(failures >= Some(1.0), failures)
+    })
+    .await;
     let (status, body) = client::get(server.admin_addr, "/ready").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("certificate"), "{body}");

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use linkerd_tests::{
     backend,
     ca::{id, ready, start_proxy as start, CaControl},
-    client, metric, metric_sum, scrape,
+    client, eventually, holds, metric, metric_sum, scrape,
 };
 use std::{net::SocketAddr, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,8 +34,7 @@ impl Mesh {
             server.inbound_addr.port()
         ));
         ready(server.admin_addr).await;
-        // Let linkerd-control load the file.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        ctl.serves(&format!("{WEB}:8080")).await;
         Self { ctl, app, server }
     }
 
@@ -323,34 +322,20 @@ async fn the_client_proxy_recovers_when_the_server_proxy_restarts() {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         linkerd_tests::config(&env)
     };
-    let mut server = None;
-    for _ in 0..20 {
-        let app =
-            linkerd_app::App::new(config.clone()).with_orig_dst(linkerd_proxy_transport::NoOrigDst);
-        match app.spawn() {
-            Ok(p) => {
-                server = Some(p);
-                break;
-            }
-            Err(e) => {
-                eprintln!("rebinding {inbound}: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    let server = server.expect("the server proxy restarts on its address");
+    let server = eventually(Duration::from_secs(2), || async {
+        linkerd_app::App::new(config.clone())
+            .with_orig_dst(linkerd_proxy_transport::NoOrigDst)
+            .spawn()
+    })
+    .await;
     ready(server.admin_addr).await;
 
     // The pooled HTTP/2 connection died with the old proxy: the client proxy redials.
-    let mut ok = false;
-    for _ in 0..20 {
-        if get(client.outbound_addr).await.starts_with("HTTP/1.1 200") {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "no success after the restart");
+    eventually(Duration::from_secs(2), || async {
+        let rsp = get(client.outbound_addr).await;
+        holds(rsp.starts_with("HTTP/1.1 200"), rsp)
+    })
+    .await;
     for _ in 0..20 {
         assert!(get(client.outbound_addr).await.starts_with("HTTP/1.1 200"));
     }
@@ -388,10 +373,13 @@ async fn busy_endpoints_get_a_few_connections_and_idle_ones_close() {
     .starts_with("HTTP/1.1 200"));
 
     // 40 slow requests at once: more than 4 streams per connection, so more connections are
-    // dialed, but never more than 3.
+    // dialed, but never more than 3. Each is let reach the app before the next starts, so
+    // streams pile up on the connections one at a time.
     let mut tasks = Vec::new();
+    let app = &mesh.app;
     for _ in 0..40 {
         let outbound = client.outbound_addr;
+        let reached = app.requests() + 1;
         tasks.push(tokio::spawn(async move {
             raw(
                 outbound,
@@ -399,7 +387,10 @@ async fn busy_endpoints_get_a_few_connections_and_idle_ones_close() {
             )
             .await
         }));
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        eventually(Duration::from_secs(5), || async {
+            holds(app.requests() >= reached, app.requests())
+        })
+        .await;
     }
     for t in tasks {
         assert!(t.await.unwrap().starts_with("HTTP/1.1 200"));
@@ -418,18 +409,14 @@ async fn busy_endpoints_get_a_few_connections_and_idle_ones_close() {
     );
 
     // Idle for longer than the idle timeout: the connections close.
-    let mut open = None;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually(Duration::from_secs(4), || async {
         let m = scrape(client.admin_addr).await;
-        open = metric(
+        let open = metric(
             &m,
             "http_pool_connections_open",
             &["direction=\"outbound\"", "http_version=\"2\""],
         );
-        if open == Some(0.0) {
-            break;
-        }
-    }
-    assert_eq!(open, Some(0.0));
+        holds(open == Some(0.0), open)
+    })
+    .await;
 }

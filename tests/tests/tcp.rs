@@ -1,6 +1,6 @@
 //! Opaque TCP: forwarding with half-close, server-speaks-first protocols, detection timeouts.
 
-use linkerd_tests::{backend, metric, proxy, scrape};
+use linkerd_tests::{backend, eventually, holds, metric, proxy, scrape};
 use std::time::Duration;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -33,9 +33,13 @@ async fn opaque_echo_with_half_close() {
     );
 
     // Byte counters, once the connection is closed on both sides.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let m = scrape(proxy.admin_addr).await;
     let target = format!("target_addr=\"{echo}\"");
+    let m = eventually(Duration::from_secs(5), || async {
+        let m = scrape(proxy.admin_addr).await;
+        let closed = metric(&m, "tcp_open_connections", &["peer=\"dst\"", &target]);
+        holds(closed == Some(0.0), closed).map(|()| m)
+    })
+    .await;
     assert_eq!(
         metric(&m, "tcp_read_bytes_total", &["peer=\"src\""]),
         Some(100_000.0)

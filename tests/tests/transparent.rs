@@ -6,12 +6,12 @@
 //! unless `LINKERD_REQUIRE_NETNS=1` (CI sets it), which makes a skip a failure.
 
 use linkerd_tests::{
-    metric,
+    eventually_blocking, holds, metric,
     netns::{self, PodPair},
 };
 use std::{
     process::{Child, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 /// The uid the proxy runs as; proxy-init exempts it from redirection. The app's client runs
@@ -91,18 +91,27 @@ fn tcp_client(ns: &str, app: &str, addr: &str, msg: &str) -> (String, String) {
 }
 
 fn wait_ready(ns: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually_blocking(Duration::from_secs(10), || {
         let (ok, body) = curl(ns, false, &["http://127.0.0.1:4191/ready"]);
-        if ok && body == "ready\n" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy in {ns} did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        holds(
+            ok && body == "ready\n",
+            format!("the proxy in {ns}: {body:?}"),
+        )
+    });
+}
+
+/// Waits until something listens on `addr` in `ns` (a refused connection is curl's exit 7).
+fn wait_listening(ns: &str, addr: &str) {
+    eventually_blocking(Duration::from_secs(10), || {
+        let url = format!("http://{addr}/");
+        let out = PodPair::exec(ns, &["curl", "-s", "-o", "/dev/null", "-m", "2", &url])
+            .output()
+            .unwrap();
+        holds(
+            out.status.code() != Some(7),
+            format!("nothing listens on {addr} in {ns}"),
+        )
+    });
 }
 
 #[test]
@@ -432,8 +441,10 @@ fn transparent_mtls_between_two_pods() {
             &[],
         );
     }
-    // Give both control planes a moment, so the proxies' first Certify succeeds.
-    std::thread::sleep(Duration::from_millis(300));
+    // Both control planes listen before the proxies' first Certify.
+    for ns in [&pods.server, &pods.client] {
+        wait_listening(ns, "127.0.0.1:8086");
+    }
     procs.spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]);
     procs.spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]);
     let server_env = identity_env("server");

@@ -75,10 +75,7 @@ async fn explicit_connect_tunnel() {
     );
 
     // CONNECT to a closed port is a 502 with the reason.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_reserved, closed) = linkerd_tests::refusing_addr();
     let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
         .await
         .unwrap();
