@@ -376,3 +376,24 @@ impl Proxy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_that_fails_names_itself_and_its_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let err = listen("admin", addr).map(|_| ()).unwrap_err().to_string();
+        let named = format!("failed to start the admin listener: failed to bind {addr}: ");
+        assert!(err.starts_with(&named), "{err}");
+        let (_, bound) = listen("inbound", "127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(bound.port(), 0, "the bound port, not the configured 0");
+    }
+}

@@ -7,7 +7,7 @@ use crate::{
     load::{Latency, LoadResult, Scenario},
     procfs,
     report::{median, Cell},
-    run::{run_load, LoadSpec, Profile},
+    spec::{run_load, LoadSpec, Profile},
     topology::{self, Env, Procs},
 };
 use linkerd_balance::{Balancer, BalancerConfig};

@@ -14,6 +14,7 @@ mod load;
 mod procfs;
 mod report;
 mod run;
+mod spec;
 mod topology;
 mod wakeup;
 

@@ -39,7 +39,7 @@ pub fn scan_summary(points: &[ScanPoint]) -> Option<String> {
     points.first()?;
     let mut out = format!(
         "worker scan (http1-keepalive-max, {} connections, through proxy-pair-h2):",
-        crate::run::SCAN_CONNS
+        crate::spec::SCAN_CONNS
     );
     let mut modes: Vec<Option<f64>> = Vec::new();
     for p in points {

@@ -184,3 +184,82 @@ where
         self.0.clone().oneshot(req).instrument(span)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{pool::tests::TestDial, EndpointClient, ErrorResponseLayer};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioExecutor;
+    use linkerd_metrics::Registry;
+    use tower::Layer;
+
+    /// Sends one request of `version` through a connection served by an [`HttpServer`] whose
+    /// requests go to the pool; returns the status, the upstream connection that served it and
+    /// the version the upstream saw.
+    async fn through_server(
+        server: &mut HttpServer<impl Fn(()) -> ErrorResponse + Clone + Send + 'static>,
+        version: Version,
+    ) -> (u16, String, String) {
+        let (client, io) = tokio::io::duplex(64 * 1024);
+        let served = tower::ServiceExt::oneshot(server.clone(), ((), version, io));
+        let serving = tokio::spawn(served);
+        let req = Request::get("http://web.ns.svc.cluster.local:8080/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let rsp = match version {
+            Version::Http1 => {
+                let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                tx.send_request(req).await.unwrap()
+            }
+            Version::Http2 => {
+                let (mut tx, conn) = hyper::client::conn::http2::handshake(
+                    TokioExecutor::new(),
+                    TokioIo::new(client),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(conn);
+                tx.send_request(req).await.unwrap()
+            }
+        };
+        let status = rsp.status().as_u16();
+        let seen = rsp.headers()["x-version"].to_str().unwrap().to_string();
+        let conn = rsp.into_body().collect().await.unwrap().to_bytes();
+        drop(serving);
+        (status, String::from_utf8(conn.to_vec()).unwrap(), seen)
+    }
+
+    type ErrorResponse = crate::ErrorResponse<EndpointClient<TestDial>>;
+
+    #[tokio::test]
+    async fn each_request_goes_through_the_stack_in_its_own_version() {
+        let (dial, _release) = TestDial::new(Duration::ZERO);
+        let mut reg = Registry::default();
+        let client = crate::pool::tests::client::<Incoming>(&dial, &mut reg);
+        let addr = "10.0.0.1:8080".parse().unwrap();
+        let endpoint = EndpointClient::new(&client, addr, None);
+        let new_stack = move |()| ErrorResponseLayer.layer(endpoint.clone());
+        let mut server =
+            HttpServer::new(ServerConfig::default(), CancellationToken::new(), new_stack);
+        assert_eq!(
+            through_server(&mut server, Version::Http1).await,
+            (200, "1".into(), "HTTP/1.1".into())
+        );
+        // HTTP/2 requests take the endpoint's HTTP/2 pool: another connection.
+        assert_eq!(
+            through_server(&mut server, Version::Http2).await,
+            (200, "2".into(), "HTTP/2.0".into())
+        );
+        assert_eq!(
+            through_server(&mut server, Version::Http1).await,
+            (200, "1".into(), "HTTP/1.1".into()),
+            "the HTTP/1 connection is reused"
+        );
+        assert_eq!(dial.dials(), 2);
+    }
+}

@@ -254,3 +254,64 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::tests::{config, request_future_size};
+    use linkerd_http::PoolMetrics;
+    use linkerd_metrics::Registry;
+    use linkerd_proxy_transport::TlsLabel;
+    use std::time::Duration;
+
+    fn inbound(config: &Config) -> Arc<Inbound> {
+        let mut reg = Registry::default();
+        let tcp = TcpMetrics::register(&mut reg);
+        let connector = Connector::new(
+            None,
+            Duration::from_secs(1),
+            tcp.clone(),
+            Direction::Inbound,
+        );
+        let client = Client::new(
+            config.inbound.client.clone(),
+            Direction::Inbound,
+            PoolMetrics::register(&mut reg),
+            connector.clone(),
+            false,
+        );
+        Inbound::new(
+            config,
+            None,
+            connector,
+            client,
+            HttpMetrics::register(&mut reg),
+            tcp,
+            AuthzMetrics::register(&mut reg),
+            OwnListeners::new(vec![]),
+            CancellationToken::new(),
+        )
+    }
+
+    /// What hyper holds for every inbound request: at most 1 KiB (see the outbound test).
+    #[tokio::test]
+    async fn a_requests_future_stays_small() {
+        let inbound = inbound(&config(&[]));
+        let target = InboundTarget {
+            client: "10.0.0.9:40000".parse().unwrap(),
+            port: 8080,
+            label: TlsLabel::Opaque,
+            auth: policy::ClientAuth::Plaintext,
+            decision: policy::Decision::Allow,
+            protocol: None,
+        };
+        let conn = Authorized {
+            target,
+            protocol: Protocol::Http1,
+            authz: None,
+        };
+        let size = request_future_size(&inbound.request_stack(conn));
+        eprintln!("inbound: {size} bytes");
+        assert!(size <= 1024, "{size} bytes");
+    }
+}

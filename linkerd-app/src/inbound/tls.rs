@@ -246,4 +246,34 @@ mod tests {
             .check((conn(true), terminated(Some(ID), true), ()))
             .is_ok());
     }
+
+    #[tokio::test]
+    async fn accept_finds_the_app_port_and_whether_to_look_for_tls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let app: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+        let opaque: SocketAddr = "10.0.0.1:5432".parse().unwrap();
+        for (tls, orig_dst, expected) in [
+            (true, Some(app), (app, false, true)),
+            (true, Some(opaque), (opaque, false, false)),
+            // Not redirected: addressed to the inbound port itself (opaque transport).
+            (true, None, (local, true, true)),
+            (false, Some(app), (app, false, false)),
+        ] {
+            let accept = accept(tls, PortSet::parse("5432").unwrap());
+            let _client = tokio::net::TcpStream::connect(local).await.unwrap();
+            let (socket, client) = listener.accept().await.unwrap();
+            let (conn, _) = accept(Accepted {
+                socket,
+                client,
+                local,
+                orig_dst,
+            });
+            assert_eq!(
+                (conn.orig_dst, conn.to_listener, conn.look_for_tls),
+                expected,
+                "tls {tls}, orig_dst {orig_dst:?}"
+            );
+        }
+    }
 }

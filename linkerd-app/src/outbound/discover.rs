@@ -333,11 +333,12 @@ impl Service {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn names_under_suffixes() {
+    /// Discovery through a control plane that never answers (its names never get endpoints),
+    /// with a one-second fail-fast timeout.
+    pub(crate) fn discovery() -> Arc<Discovery> {
         let mut reg = Registry::default();
         let cfg = DiscoveryConfig {
             addr: "127.0.0.1:1".into(),
@@ -352,38 +353,26 @@ mod tests {
             dns_max_ttl: None,
         };
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        let tcp = linkerd_proxy_transport::TcpMetrics::register(&mut reg);
-        let connector = linkerd_connect::Connector::new(
-            None,
-            Duration::from_secs(1),
-            tcp,
-            linkerd_proxy_transport::Direction::Outbound,
-        );
-        let client = linkerd_http::Client::new(
-            linkerd_http::ClientConfig {
-                connect_timeout: Duration::from_secs(1),
-                idle_timeout: Duration::from_secs(3),
-                max_idle_per_endpoint: 10,
-                h2_keep_alive_interval: None,
-                h2_keep_alive_timeout: Duration::from_secs(3),
-                h2_max_connections: 1,
-                h2_streams_per_connection: 8,
-                h2: Default::default(),
-            },
-            linkerd_proxy_transport::Direction::Outbound,
-            linkerd_http::PoolMetrics::register(&mut reg),
-            connector.clone(),
+        let config = super::super::tests::config(&[]);
+        let outbound = super::super::tests::outbound(&config, None);
+        let new_endpoint = NewEndpoint::new(
+            &outbound.client,
+            &outbound.connector,
+            &outbound.http_metrics,
             false,
         );
-        let metrics = linkerd_http::HttpMetrics::register(&mut reg);
-        let new_endpoint = NewEndpoint::new(&client, &connector, &metrics, false);
-        let d = Discovery::new(
+        Discovery::new(
             &cfg,
             channel,
             Duration::from_secs(1),
             new_endpoint,
             &mut reg,
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn names_under_suffixes() {
+        let d = discovery();
         assert_eq!(
             d.name("web.default.svc.cluster.local:8080").as_deref(),
             Some("web.default.svc.cluster.local:8080")

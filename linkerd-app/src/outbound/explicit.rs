@@ -399,4 +399,108 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.status(), 502);
     }
+
+    /// An explicit-proxy connection's stack, as the outbound side builds it.
+    fn explicit() -> impl tower::Service<
+        Req,
+        Response = Response<ProxyBody>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone
+           + Send
+           + 'static {
+        let config = crate::outbound::tests::config(&[]);
+        let outbound = crate::outbound::tests::outbound(&config, None);
+        let explicit = Explicit::new(
+            outbound.http_metrics.clone(),
+            outbound.own.clone(),
+            outbound.connector.clone(),
+            outbound.client.clone(),
+            TlsLabel::NoIdentity(linkerd_proxy_transport::NoTlsReason::Disabled),
+        );
+        tower::Layer::layer(&linkerd_http::ErrorResponseLayer, explicit)
+    }
+
+    fn get(uri: &str, host: Option<&str>) -> Request<http_body_util::Empty<bytes::Bytes>> {
+        let mut b = Request::get(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(http_body_util::Empty::new()).unwrap()
+    }
+
+    /// An app that answers with the request line and `Host` it got.
+    async fn app() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let host = req
+                        .headers()
+                        .get("host")
+                        .map_or("-", |h| h.to_str().unwrap());
+                    let seen = format!("{} {}", req.uri(), host);
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(seen),
+                    )))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), svc),
+                );
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn each_request_reaches_the_target_it_names_in_origin_form() {
+        let app = app().await;
+        let (status, err, seen) =
+            crate::outbound::tests::roundtrip(explicit(), get(&format!("http://{app}/a?b"), None))
+                .await;
+        assert_eq!(status, 200, "{err}");
+        assert_eq!(
+            seen,
+            format!("/a?b {app}"),
+            "origin form, the authority in Host"
+        );
+        let host = app.to_string();
+        let (status, _, seen) =
+            crate::outbound::tests::roundtrip(explicit(), get("/p", Some(&host))).await;
+        assert_eq!((status, seen), (200, format!("/p {app}")), "routed by Host");
+    }
+
+    #[tokio::test]
+    async fn a_target_that_is_the_proxys_own_port_or_none_at_all_is_refused() {
+        // 127.0.0.1:4140 is one of the test proxy's own listeners.
+        let (status, err, _) =
+            crate::outbound::tests::roundtrip(explicit(), get("http://127.0.0.1:4140/", None))
+                .await;
+        assert_eq!(status, 403);
+        assert!(err.contains("127.0.0.1:4140"), "{err}");
+        let (status, _, _) = crate::outbound::tests::roundtrip(explicit(), get("/", None)).await;
+        assert_eq!(status, 400, "no absolute URI, no Host");
+        let (status, err, _) = crate::outbound::tests::roundtrip(
+            explicit(),
+            get("http://no-such-host.invalid/", None),
+        )
+        .await;
+        assert_eq!(status, 502, "{err}");
+    }
+
+    #[tokio::test]
+    async fn origin_form_rewrites_http1_only() {
+        use tower::{Layer, ServiceExt};
+        let seen = tower::service_fn(|req: Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(req.uri().to_string())
+        });
+        let svc = OriginFormLayer.layer(seen);
+        let r = req("GET", "http://web:81/p", None);
+        assert_eq!(svc.clone().oneshot(r).await.unwrap(), "/p");
+        let mut h2 = req("GET", "http://web:81/p", None);
+        *h2.version_mut() = http::Version::HTTP_2;
+        assert_eq!(svc.oneshot(h2).await.unwrap(), "http://web:81/p");
+    }
 }

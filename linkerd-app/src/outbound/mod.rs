@@ -254,3 +254,6 @@ where
         })
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -201,3 +201,60 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::discover::tests::discovery;
+    use linkerd_http::ErrorResponseLayer;
+    use tower::Layer;
+
+    /// Sends a request for `authority` through `route` over a fallback that answers 204;
+    /// returns the status and `l5d-proxy-error`.
+    async fn status(route: RouteLayer, authority: &str) -> (u16, String) {
+        let fallback = tower::service_fn(|_: Req| async {
+            let mut rsp = Response::new(ProxyBody::empty());
+            *rsp.status_mut() = http::StatusCode::NO_CONTENT;
+            Ok::<_, Error>(rsp)
+        });
+        let stack = ErrorResponseLayer.layer(route.layer(fallback));
+        let req = Request::get("/")
+            .header(header::HOST, authority)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let (status, err, _) = crate::outbound::tests::roundtrip(stack, req).await;
+        (status, err)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_discovered_name_is_balanced_and_other_authorities_fall_back() {
+        let route = RouteLayer::new(Some(discovery()), None, false);
+        // The control plane never answers: the name's balancer has no endpoint, and the request
+        // fails fast, with the name in the reason.
+        let (status, err) = status(route.clone(), "web.default.svc.cluster.local:8080").await;
+        assert_eq!(status, 503, "{err}");
+        assert!(err.contains("web.default.svc.cluster.local:8080"), "{err}");
+        assert_eq!(status_of(route.clone(), "example.com").await, 204);
+        assert_eq!(status_of(route, "10.0.0.1:8080").await, 204);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connections_own_service_takes_what_no_name_claims() {
+        let d = discovery();
+        let own = d.service("db.default.svc.cluster.local:5432").unwrap();
+        let route = RouteLayer::new(Some(d), Some(own), false);
+        let (status, err) = status(route, "10.0.0.1:5432").await;
+        assert_eq!(status, 503, "balanced over the connection's service: {err}");
+        assert!(err.contains("db.default.svc.cluster.local:5432"), "{err}");
+        // Without discovery, everything falls back.
+        let route = RouteLayer::new(None, None, false);
+        assert_eq!(
+            status_of(route, "web.default.svc.cluster.local:8080").await,
+            204
+        );
+    }
+
+    async fn status_of(route: RouteLayer, authority: &str) -> u16 {
+        status(route, authority).await.0
+    }
+}

@@ -15,7 +15,7 @@ mod h2;
 mod metrics;
 mod service;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use self::body::PoolBody;
 pub use self::metrics::PoolMetrics;

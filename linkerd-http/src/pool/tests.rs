@@ -23,9 +23,10 @@ fn config() -> ClientConfig {
 }
 
 /// A dialer whose every dial reaches a new in-process server (HTTP/1 and HTTP/2) that answers
-/// with the number of its connection, once `release` is true.
+/// with the number of its connection (and, in `x-version`, the request's version), once
+/// `release` is true.
 #[derive(Clone)]
-struct TestDial {
+pub(crate) struct TestDial {
     dials: Arc<AtomicUsize>,
     /// Requests the servers have received.
     seen: Arc<AtomicUsize>,
@@ -35,7 +36,7 @@ struct TestDial {
 }
 
 impl TestDial {
-    fn new(delay: Duration) -> (Self, watch::Sender<bool>) {
+    pub(crate) fn new(delay: Duration) -> (Self, watch::Sender<bool>) {
         let (tx, release) = watch::channel(true);
         let dial = Self {
             dials: Arc::default(),
@@ -46,7 +47,7 @@ impl TestDial {
         (dial, tx)
     }
 
-    fn dials(&self) -> usize {
+    pub(crate) fn dials(&self) -> usize {
         self.dials.load(Ordering::SeqCst)
     }
 }
@@ -66,14 +67,17 @@ impl tower::Service<Target> for TestDial {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (seen, release, delay) = (self.seen.clone(), self.release.clone(), self.delay);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |_req| {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (seen, mut release) = (seen.clone(), release.clone());
                 async move {
                     seen.fetch_add(1, Ordering::SeqCst);
                     let _ = release.wait_for(|r| *r).await;
-                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
-                        Bytes::from(conn.to_string()),
-                    )))
+                    let body = http_body_util::Full::new(Bytes::from(conn.to_string()));
+                    let mut rsp = Response::new(body);
+                    let version = format!("{:?}", req.version());
+                    rsp.headers_mut()
+                        .insert("x-version", version.parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(rsp)
                 }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -87,9 +91,12 @@ impl tower::Service<Target> for TestDial {
     }
 }
 
-type TestClient = Client<Empty<Bytes>, TestDial>;
-
-fn client(dial: &TestDial, reg: &mut Registry) -> TestClient {
+/// A client of `B` request bodies dialing with `dial`.
+pub(crate) fn client<B>(dial: &TestDial, reg: &mut Registry) -> Client<B, TestDial>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let metrics = PoolMetrics::register(reg);
     Client::new(config(), Direction::Outbound, metrics, dial.clone(), false)
 }
