@@ -19,6 +19,8 @@ pub mod outbound;
 mod own;
 mod ports;
 mod process;
+#[cfg(test)]
+mod test_util;
 
 pub use self::app::{App, Error, Proxy};
 pub use self::config::{Config, ConfigError, LogFormat};

@@ -38,8 +38,9 @@ pub use self::metrics::{
     RouteLabels, RouteMetrics, Routes,
 };
 pub use self::pool::{
-    Client, ClientConfig, EndpointClient, H2Settings, Pool, PoolBody, PoolMetrics, Version,
+    Client, ClientConfig, Dial, EndpointClient, H2Settings, Pool, PoolBody, PoolMetrics,
+    RequestBody, Version,
 };
 pub use self::respond::{ErrorResponse, ErrorResponseLayer};
-pub use self::server::{serve, HttpServer, RequestFuture, ServerConfig};
+pub use self::server::{serve, HttpServer, RequestFuture, RequestStack, ServerConfig};
 pub use self::tunnel::{Tunnel, TunnelLayer};

@@ -47,6 +47,32 @@ impl Default for ServerConfig {
     }
 }
 
+/// What [`HttpServer`] serves a connection's requests with: a `tower` service over hyper's
+/// requests whose failures are already responses, cloned for each request.
+pub trait RequestStack:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> RequestStack for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// A `Service` over a detected connection `(target, version, io)`: serves its requests with
 /// hyper, each through the request stack `new_stack` builds for the connection's target, until
 /// the client is done or the proxy drains (in-flight requests finish; HTTP/2 gets GOAWAY).
@@ -76,11 +102,7 @@ impl<T, I, N, S> tower::Service<(T, Version, I)> for HttpServer<N>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     N: Fn(T) -> S,
-    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: RequestStack,
 {
     type Response = ();
     type Error = Infallible;
@@ -115,11 +137,7 @@ pub async fn serve<I, S>(
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: RequestStack,
 {
     let io = TokioIo::new(io);
     let svc = PerRequest(svc);

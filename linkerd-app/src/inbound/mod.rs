@@ -40,7 +40,7 @@ use linkerd_connect::{Connector, Forward, Target};
 use linkerd_detect::{DetectLayer, DetectParams, PrefixedIo, Protocol};
 use linkerd_http::{
     orig_proto::DowngradeLayer, Client, EndpointClient, ErrorResponseLayer, HopByHopLayer,
-    HttpMetrics, HttpServer, MetricsLayer, ProxyBody, Routes, ServerConfig, Version,
+    HttpMetrics, HttpServer, MetricsLayer, RequestStack, Routes, ServerConfig, Version,
 };
 use linkerd_proxy_transport::{Direction, Metered, TcpMetrics};
 use linkerd_tls::{TerminateLayer, TerminateParams, TlsConfigs, TlsIo, TransportHeaderLayer};
@@ -161,17 +161,7 @@ impl Inbound {
     }
 
     /// The request stack of one HTTP connection.
-    pub(crate) fn request_stack(
-        &self,
-        conn: Authorized,
-    ) -> impl tower::Service<
-        hyper::Request<Incoming>,
-        Response = hyper::Response<ProxyBody>,
-        Error = Infallible,
-        Future = impl Future<Output = Result<hyper::Response<ProxyBody>, Infallible>> + Send,
-    > + Clone
-           + Send
-           + 'static {
+    pub(crate) fn request_stack(&self, conn: Authorized) -> impl RequestStack {
         let app = app_addr(conn.target.port);
         let routes = Routes::by_authority(
             &self.http_metrics,
@@ -258,28 +248,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::tests::{config, request_future_size};
-    use linkerd_http::PoolMetrics;
+    use crate::test_util::{config, dialing, request_future_size};
     use linkerd_metrics::Registry;
     use linkerd_proxy_transport::TlsLabel;
-    use std::time::Duration;
 
     fn inbound(config: &Config) -> Arc<Inbound> {
         let mut reg = Registry::default();
-        let tcp = TcpMetrics::register(&mut reg);
-        let connector = Connector::new(
-            None,
-            Duration::from_secs(1),
-            tcp.clone(),
-            Direction::Inbound,
-        );
-        let client = Client::new(
-            config.inbound.client.clone(),
-            Direction::Inbound,
-            PoolMetrics::register(&mut reg),
-            connector.clone(),
-            false,
-        );
+        let (tcp, connector, client) = dialing(&config.inbound, Direction::Inbound, &mut reg);
         Inbound::new(
             config,
             None,

@@ -353,7 +353,7 @@ pub(crate) mod tests {
             dns_max_ttl: None,
         };
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        let config = super::super::tests::config(&[]);
+        let config = crate::test_util::config(&[]);
         let outbound = super::super::tests::outbound(&config, None);
         let new_endpoint = NewEndpoint::new(
             &outbound.client,

@@ -409,7 +409,7 @@ mod tests {
     > + Clone
            + Send
            + 'static {
-        let config = crate::outbound::tests::config(&[]);
+        let config = crate::test_util::config(&[]);
         let outbound = crate::outbound::tests::outbound(&config, None);
         let explicit = Explicit::new(
             outbound.http_metrics.clone(),
@@ -458,8 +458,7 @@ mod tests {
     async fn each_request_reaches_the_target_it_names_in_origin_form() {
         let app = app().await;
         let (status, err, seen) =
-            crate::outbound::tests::roundtrip(explicit(), get(&format!("http://{app}/a?b"), None))
-                .await;
+            crate::test_util::roundtrip(explicit(), get(&format!("http://{app}/a?b"), None)).await;
         assert_eq!(status, 200, "{err}");
         assert_eq!(
             seen,
@@ -468,7 +467,7 @@ mod tests {
         );
         let host = app.to_string();
         let (status, _, seen) =
-            crate::outbound::tests::roundtrip(explicit(), get("/p", Some(&host))).await;
+            crate::test_util::roundtrip(explicit(), get("/p", Some(&host))).await;
         assert_eq!((status, seen), (200, format!("/p {app}")), "routed by Host");
     }
 
@@ -476,17 +475,14 @@ mod tests {
     async fn a_target_that_is_the_proxys_own_port_or_none_at_all_is_refused() {
         // 127.0.0.1:4140 is one of the test proxy's own listeners.
         let (status, err, _) =
-            crate::outbound::tests::roundtrip(explicit(), get("http://127.0.0.1:4140/", None))
-                .await;
+            crate::test_util::roundtrip(explicit(), get("http://127.0.0.1:4140/", None)).await;
         assert_eq!(status, 403);
         assert!(err.contains("127.0.0.1:4140"), "{err}");
-        let (status, _, _) = crate::outbound::tests::roundtrip(explicit(), get("/", None)).await;
+        let (status, _, _) = crate::test_util::roundtrip(explicit(), get("/", None)).await;
         assert_eq!(status, 400, "no absolute URI, no Host");
-        let (status, err, _) = crate::outbound::tests::roundtrip(
-            explicit(),
-            get("http://no-such-host.invalid/", None),
-        )
-        .await;
+        let (status, err, _) =
+            crate::test_util::roundtrip(explicit(), get("http://no-such-host.invalid/", None))
+                .await;
         assert_eq!(status, 502, "{err}");
     }
 

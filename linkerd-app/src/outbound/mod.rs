@@ -38,7 +38,7 @@ use hyper::body::Incoming;
 use linkerd_connect::Connector;
 use linkerd_detect::{DetectLayer, DetectParams, Detected, PrefixedIo, Protocol};
 use linkerd_http::{
-    Client, ErrorResponseLayer, HttpMetrics, HttpServer, ProxyBody, ServerConfig, Version,
+    Client, ErrorResponseLayer, HttpMetrics, HttpServer, RequestStack, ServerConfig, Version,
 };
 use linkerd_proxy_transport::{
     Accepted, Direction, Metered, NoTlsReason, Peer, TcpMetrics, TlsLabel,
@@ -143,17 +143,7 @@ impl Outbound {
     }
 
     /// The request stack of one HTTP connection to `target`.
-    pub(crate) fn request_stack(
-        &self,
-        target: OutboundTarget,
-    ) -> impl tower::Service<
-        hyper::Request<Incoming>,
-        Response = hyper::Response<ProxyBody>,
-        Error = Infallible,
-        Future = impl Future<Output = Result<hyper::Response<ProxyBody>, Infallible>> + Send,
-    > + Clone
-           + Send
-           + 'static {
+    pub(crate) fn request_stack(&self, target: OutboundTarget) -> impl RequestStack {
         let tls = discover::tls_label(target.meshed.as_ref(), self.tls_enabled);
         // Where requests go that no discovered name claims.
         let fallback = match target.orig_dst {

@@ -222,7 +222,7 @@ mod tests {
             .header(header::HOST, authority)
             .body(http_body_util::Empty::new())
             .unwrap();
-        let (status, err, _) = crate::outbound::tests::roundtrip(stack, req).await;
+        let (status, err, _) = crate::test_util::roundtrip(stack, req).await;
         (status, err)
     }
 

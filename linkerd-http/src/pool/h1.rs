@@ -1,16 +1,11 @@
 //! HTTP/1 connections: one request at a time, returned to the pool when the response ends.
 
-use super::{Pool, PoolState, Sent};
+use super::{Dial, Pool, PoolState, RequestBody, Sent};
 use crate::Error;
-use bytes::Bytes;
-use hyper::{body::Body, client::conn::http1, Request, Response};
+use hyper::{client::conn::http1, Request, Response};
 use hyper_util::rt::TokioIo;
-use linkerd_connect::Target;
 use std::sync::Arc;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    time::Instant,
-};
+use tokio::time::Instant;
 
 /// An idle connection and when it became idle.
 pub(super) struct Idle<B> {
@@ -32,15 +27,7 @@ enum Checkout<B> {
     None,
 }
 
-impl<B, D, Io> Pool<B, D>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
-    D::Error: Into<Error>,
-    D::Future: Send,
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<B: RequestBody, D: Dial> Pool<B, D> {
     pub(super) async fn send_h1(&self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
         let addr = self.addr();
         let connect = req.method() == http::Method::CONNECT;

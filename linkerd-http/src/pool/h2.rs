@@ -1,16 +1,13 @@
 //! HTTP/2 connections: multiplexed, spread over several per endpoint under load.
 
-use super::{Pool, Sent};
+use super::{Dial, Pool, RequestBody, Sent};
 use crate::Error;
-use bytes::Bytes;
-use hyper::{body::Body, client::conn::http2, Request, Response};
+use hyper::{client::conn::http2, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use linkerd_connect::Target;
 use std::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
     Arc,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// One multiplexed HTTP/2 connection of an endpoint's pool.
 pub(super) struct H2Conn<B> {
@@ -38,15 +35,7 @@ impl<B> H2Conn<B> {
     }
 }
 
-impl<B, D, Io> Pool<B, D>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
-    D::Error: Into<Error>,
-    D::Future: Send,
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<B: RequestBody, D: Dial> Pool<B, D> {
     pub(super) async fn send_h2(&self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
         let addr = self.addr();
         let mut retried = false;

@@ -100,6 +100,48 @@ pub enum Version {
     Http2,
 }
 
+/// A request body the pool can send (what hyper's clients take).
+pub trait RequestBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// What the pool dials endpoints with: a connector service (the proxy's
+/// [`linkerd_connect::Connector`]) that answers a [`Target`] with a connection.
+pub trait Dial:
+    tower::Service<
+        Target,
+        Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        Error: Into<Error>,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<D> Dial for D where
+    D: tower::Service<
+            Target,
+            Response: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+            Error: Into<Error>,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A pooling HTTP client, dialing with `D`. Cloning shares the pool.
 pub struct Client<B, D> {
     shared: Arc<Shared<B, D>>,
@@ -156,15 +198,7 @@ impl<B, D> Clone for Client<B, D> {
     }
 }
 
-impl<B, D, Io> Client<B, D>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
-    D::Error: Into<Error>,
-    D::Future: Send,
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<B: RequestBody, D: Dial> Client<B, D> {
     /// A client for `direction` that dials with `dial`; with `mtls`, meshed endpoints are
     /// reached over mTLS (and pooled apart from plain ones).
     ///
@@ -279,15 +313,7 @@ impl<B, D> Clone for Pool<B, D> {
     }
 }
 
-impl<B, D, Io> Pool<B, D>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
-    D::Error: Into<Error>,
-    D::Future: Send,
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<B: RequestBody, D: Dial> Pool<B, D> {
     /// The target address.
     pub fn addr(&self) -> SocketAddr {
         self.state.target.addr
@@ -309,7 +335,7 @@ where
     }
 
     /// Dials a connection to the pool's target.
-    async fn dial(&self) -> Result<Io, Error> {
+    async fn dial(&self) -> Result<D::Response, Error> {
         let dial = self.shared.dial.clone();
         dial.oneshot(self.state.target.clone())
             .await

@@ -1,9 +1,9 @@
 //! The bottom of every request stack: a request sent to one endpoint over the pool.
 
-use super::{Client, Pool, Version};
+use super::{Client, Dial, Pool, Version};
 use crate::{Error, ProxyBody};
 use hyper::{body::Incoming, Request, Response};
-use linkerd_connect::{Meshed, Target};
+use linkerd_connect::Meshed;
 use std::{
     future::Future,
     net::SocketAddr,
@@ -11,7 +11,6 @@ use std::{
     sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Sends each request to one endpoint over the shared pool, in the request's own version
 /// (HTTP/2 requests on the endpoint's HTTP/2 connections, HTTP/1 on its HTTP/1 ones). The
@@ -39,13 +38,7 @@ impl<D> Clone for EndpointClient<D> {
     }
 }
 
-impl<D, Io> EndpointClient<D>
-where
-    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
-    D::Error: Into<Error>,
-    D::Future: Send,
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<D: Dial> EndpointClient<D> {
     /// Sends to `addr` (over mTLS when `meshed`) through `client`'s pools.
     pub fn new(client: &Client<Incoming, D>, addr: SocketAddr, meshed: Option<Meshed>) -> Self {
         Self {
@@ -64,13 +57,7 @@ where
     }
 }
 
-impl<D, Io> Inner<D>
-where
-    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
-    D::Error: Into<Error>,
-    D::Future: Send,
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<D: Dial> Inner<D> {
     fn pool(&self, version: Version) -> &Pool<Incoming, D> {
         let i = match version {
             Version::Http1 => 0,
@@ -80,13 +67,7 @@ where
     }
 }
 
-impl<D, Io> tower::Service<Request<Incoming>> for EndpointClient<D>
-where
-    D: tower::Service<Target, Response = Io> + Clone + Send + Sync + 'static,
-    D::Error: Into<Error>,
-    D::Future: Send,
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<D: Dial> tower::Service<Request<Incoming>> for EndpointClient<D> {
     type Response = Response<ProxyBody>;
     type Error = Error;
     type Future = ResponseFuture;
