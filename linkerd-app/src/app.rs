@@ -123,8 +123,9 @@ impl App {
             )?),
             None => None,
         };
-        let authz = AuthzMetrics::register(&mut registry);
-        let pool_metrics = PoolMetrics::register(&mut registry);
+        // Registered after discovery's, so /metrics lists the families in the order it always
+        // has.
+        let pool_metrics = PoolMetrics::new();
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
@@ -166,6 +167,8 @@ impl App {
             }
             None => None,
         };
+        let authz = AuthzMetrics::register(&mut registry);
+        pool_metrics.register_in(&mut registry);
         let outbound = Outbound::new(
             &config,
             connector,

@@ -94,8 +94,9 @@ mod tests {
     use super::*;
     use tower::{Layer, ServiceExt};
 
-    /// Echoes the request's headers back as response headers, with `status`.
-    fn echo(
+    /// Answers with `status`, the names of the request's headers in `x-seen`, and hop-by-hop
+    /// headers of its own.
+    fn upstream(
         status: StatusCode,
     ) -> impl tower::Service<
         Request<()>,
@@ -104,11 +105,21 @@ mod tests {
         Future = impl Future<Output = Result<Response<ProxyBody>, Error>>,
     > + Clone {
         tower::service_fn(move |req: Request<()>| async move {
+            let mut seen: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
+            seen.sort_unstable();
             let mut rsp = Response::new(ProxyBody::empty());
             *rsp.status_mut() = status;
-            *rsp.headers_mut() = req.headers().clone();
-            rsp.headers_mut()
-                .insert("keep-alive", "timeout=5".parse().unwrap());
+            let h = rsp.headers_mut();
+            h.insert("x-seen", seen.join(",").parse().unwrap());
+            for (k, v) in req.headers() {
+                if k == "connection" || k == "upgrade" {
+                    h.append(k, v.clone());
+                }
+            }
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.append("connection", "x-rsp-hop".parse().unwrap());
+            h.insert("x-rsp-hop", "1".parse().unwrap());
+            h.insert("x-rsp", "kept".parse().unwrap());
             Ok(rsp)
         })
     }
@@ -123,7 +134,7 @@ mod tests {
 
     #[tokio::test]
     async fn strips_both_ways() {
-        let svc = HopByHopLayer.layer(echo(StatusCode::OK));
+        let svc = HopByHopLayer.layer(upstream(StatusCode::OK));
         let rsp = svc
             .oneshot(req(&[
                 ("connection", "x-hop"),
@@ -133,24 +144,30 @@ mod tests {
             ]))
             .await
             .unwrap();
+        assert_eq!(
+            rsp.headers()["x-seen"],
+            "x-app",
+            "the request's hop headers are gone"
+        );
         let mut names: Vec<_> = rsp.headers().keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(
-            names,
-            ["x-app"],
-            "the request's and the response's hop headers are gone"
-        );
+        assert_eq!(names, ["x-rsp", "x-seen"], "and the response's");
     }
 
     #[tokio::test]
     async fn an_upgrade_keeps_its_headers_only_when_the_upstream_switches() {
         let ws = [("connection", "upgrade"), ("upgrade", "websocket")];
-        let switched = HopByHopLayer.layer(echo(StatusCode::SWITCHING_PROTOCOLS));
+        let switched = HopByHopLayer.layer(upstream(StatusCode::SWITCHING_PROTOCOLS));
         let rsp = switched.oneshot(req(&ws)).await.unwrap();
+        assert_eq!(
+            rsp.headers()["x-seen"],
+            "connection,upgrade",
+            "carried upstream"
+        );
         assert_eq!(rsp.headers()["upgrade"], "websocket");
         assert_eq!(rsp.headers()["connection"], "upgrade");
 
-        let refused = HopByHopLayer.layer(echo(StatusCode::OK));
+        let refused = HopByHopLayer.layer(upstream(StatusCode::OK));
         let rsp = refused.oneshot(req(&ws)).await.unwrap();
         assert!(rsp.headers().get("upgrade").is_none());
         assert!(rsp.headers().get("connection").is_none());

@@ -37,6 +37,11 @@ impl<I> PrefixedIo<I> {
     pub fn prefix(&self) -> &[u8] {
         &self.prefix
     }
+
+    /// The bytes not yet replayed, and the wrapped I/O.
+    pub fn into_parts(self) -> (Bytes, I) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<I: AsyncRead> AsyncRead for PrefixedIo<I> {

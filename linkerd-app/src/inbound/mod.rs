@@ -32,7 +32,7 @@ mod tls;
 use self::{
     http::AuthorizeLayer,
     policy::{Authorize, Authorized, AuthzMetrics, Decide, InboundTarget, Policy},
-    tls::{InboundConn, InboundTls, Label},
+    tls::{InboundConn, InboundTls, Label, LabelledIo},
 };
 use crate::{app::ConnStack, own::OwnListeners, own::RefuseOwnLayer, Config, PortSet};
 use hyper::body::Incoming;
@@ -42,8 +42,8 @@ use linkerd_http::{
     orig_proto::DowngradeLayer, Client, EndpointClient, ErrorResponseLayer, HopByHopLayer,
     HttpMetrics, HttpServer, MetricsLayer, RequestStack, Routes, ServerConfig, Version,
 };
-use linkerd_proxy_transport::{Direction, Metered, TcpMetrics};
-use linkerd_tls::{TerminateLayer, TerminateParams, TlsConfigs, TlsIo, TransportHeaderLayer};
+use linkerd_proxy_transport::{Direction, TcpMetrics};
+use linkerd_tls::{TerminateLayer, TerminateParams, TlsConfigs, TransportHeaderLayer};
 use std::{
     convert::Infallible,
     future::Future,
@@ -77,7 +77,7 @@ pub(crate) struct Inbound {
 }
 
 /// A connection's I/O once its protocol is known.
-type DetectedIo = PrefixedIo<PrefixedIo<Metered<TlsIo<TcpStream>>>>;
+type DetectedIo = PrefixedIo<PrefixedIo<LabelledIo<TcpStream>>>;
 
 impl Inbound {
     #[allow(clippy::too_many_arguments)]

@@ -4,11 +4,12 @@
 use super::policy::{AuthzLabels, AuthzMetrics, ClientAuth, DenyReason};
 use crate::PortSet;
 use linkerd_proxy_transport::{
-    Accepted, Direction, Metered, NoTlsReason, Peer, TcpMetrics, TlsLabel,
+    Accepted, Direction, Metered, NoTlsReason, Peer, PrefixedIo, TcpMetrics, TlsLabel,
 };
-use linkerd_tls::ServerTls;
+use linkerd_tls::{ServerTls, ServerTlsStream, TlsIo};
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tower::BoxError;
 
 /// An inbound connection, as accepted.
@@ -92,12 +93,17 @@ impl Label {
     }
 }
 
-impl<I> tower::filter::Predicate<(InboundConn, ServerTls, I)> for Label {
-    type Request = (InboundTls, Metered<I>);
+/// A connection after step 2, counted: the terminated stream's plaintext, or the client's
+/// bytes (those read to look for a ClientHello counted at once, and replayed).
+pub(crate) type LabelledIo<I> =
+    Either<Metered<ServerTlsStream<PrefixedIo<I>>>, PrefixedIo<Metered<I>>>;
+
+impl<I> tower::filter::Predicate<(InboundConn, ServerTls, TlsIo<I>)> for Label {
+    type Request = (InboundTls, LabelledIo<I>);
 
     fn check(
         &mut self,
-        (conn, tls, io): (InboundConn, ServerTls, I),
+        (conn, tls, io): (InboundConn, ServerTls, TlsIo<I>),
     ) -> Result<Self::Request, BoxError> {
         // (label, auth, a transport header follows, opaque, the transport ALPN was negotiated)
         let (label, auth, transport, opaque, alpn) = match tls {
@@ -139,7 +145,15 @@ impl<I> tower::filter::Predicate<(InboundConn, ServerTls, I)> for Label {
         let metrics = self
             .tcp
             .open(Direction::Inbound, Peer::Src, conn.orig_dst, label.clone());
-        let io = Metered::new(io, metrics);
+        let io = match io {
+            Either::Left(tls) => Either::Left(Metered::new(tls, metrics)),
+            Either::Right(plain) => {
+                let (peeked, socket) = plain.into_parts();
+                let socket = Metered::new(socket, metrics);
+                socket.record_read(peeked.len());
+                Either::Right(PrefixedIo::new(peeked, socket))
+            }
+        };
         if transport && !alpn {
             return Err("mTLS to the inbound port must use the opaque-transport protocol (ALPN transport.l5d.io/v1)".into());
         }
@@ -187,6 +201,11 @@ mod tests {
         Label::new(tcp, AuthzMetrics::register(reg), true)
     }
 
+    /// A plaintext connection whose first `n` bytes were read looking for a ClientHello.
+    fn peeked(n: usize) -> TlsIo<()> {
+        Either::Right(PrefixedIo::new(bytes::Bytes::from(vec![b'x'; n]), ()))
+    }
+
     fn terminated(id: Option<&str>, transport: bool) -> ServerTls {
         ServerTls::Terminated {
             client_id: id.map(|i| Id::parse(i).unwrap()),
@@ -199,24 +218,31 @@ mod tests {
         let mut reg = Registry::default();
         let mut label = label(&mut reg);
         let (t, _) = label
-            .check((conn(false), terminated(Some(ID), false), ()))
+            .check((conn(false), terminated(Some(ID), false), peeked(0)))
             .unwrap();
         assert_eq!(t.auth, ClientAuth::Authenticated(Id::parse(ID).unwrap()));
         assert!(!t.transport && !t.opaque);
         let (t, _) = label
-            .check((conn(false), terminated(Some(ID), true), ()))
+            .check((conn(false), terminated(Some(ID), true), peeked(0)))
             .unwrap();
         assert!(t.transport, "the transport ALPN: a header follows");
         let passthrough = ServerTls::Passthrough { sni: None };
-        let (t, _) = label.check((conn(false), passthrough, ())).unwrap();
+        let (t, _) = label.check((conn(false), passthrough, peeked(0))).unwrap();
         assert_eq!(
             (t.label, t.auth, t.opaque),
             (TlsLabel::Opaque, ClientAuth::Plaintext, true)
         );
         let (t, _) = label
-            .check((conn(false), ServerTls::NoTls { silent: true }, ()))
+            .check((conn(false), ServerTls::NoTls { silent: true }, peeked(0)))
             .unwrap();
         assert!(t.opaque, "a silent client is forwarded without detection");
+        // Bytes read while looking for a ClientHello count as read, replayed or not.
+        let (_, _io) = label
+            .check((conn(false), ServerTls::NoTls { silent: false }, peeked(5)))
+            .unwrap();
+        assert!(reg.encode().contains(
+            "tcp_read_bytes_total{direction=\"inbound\",peer=\"src\",target_addr=\"10.0.0.1:8080\",target_ip=\"10.0.0.1\",target_port=\"8080\",tls=\"no_identity\",no_tls_reason=\"not_provided_by_remote\"} 5"
+        ), "{}", reg.encode());
         assert!(reg.encode().contains(
             "tcp_open_total{direction=\"inbound\",peer=\"src\",target_addr=\"10.0.0.1:8080\""
         ));
@@ -229,7 +255,7 @@ mod tests {
         let other = ServerTls::Passthrough {
             sni: Some("db".into()),
         };
-        let mut refused = |tls| match label.check((conn(true), tls, ())) {
+        let mut refused = |tls| match label.check((conn(true), tls, peeked(0))) {
             Ok(_) => panic!("accepted"),
             Err(e) => e.to_string(),
         };
@@ -243,7 +269,7 @@ mod tests {
             .encode()
             .contains("inbound_tcp_authz_deny_total{target_port=\"0\",policy=\"opaque-transport\",reason=\"unauthenticated\""));
         assert!(label
-            .check((conn(true), terminated(Some(ID), true), ()))
+            .check((conn(true), terminated(Some(ID), true), peeked(0)))
             .is_ok());
     }
 

@@ -104,7 +104,7 @@ pub(crate) async fn resolve(
     if let Some(addr) = target.literal() {
         return Ok(addr);
     }
-    let host = &*target.host;
+    let host = target.host.trim_start_matches('[').trim_end_matches(']');
     let fail = |reason: String| Error::Resolve {
         name: target.host.to_string(),
         reason,

@@ -36,7 +36,9 @@ pub(crate) struct RouteLayer {
 #[derive(Clone)]
 pub(crate) struct Route<F> {
     discovery: Option<Arc<Discovery>>,
-    default: Option<HttpBalance>,
+    /// The connection's own service (held, so the service and its resolution live as long
+    /// as the connection), and its balancer.
+    default: Option<(Arc<Service>, HttpBalance)>,
     explicit: bool,
     /// The last authority looked up and the service it named (or not).
     last: Arc<Mutex<Option<LastLookup>>>,
@@ -86,7 +88,7 @@ impl<F> tower::Layer<F> for RouteLayer {
     fn layer(&self, fallback: F) -> Route<F> {
         Route {
             discovery: self.discovery.clone(),
-            default: self.default.as_ref().map(|s| s.http()),
+            default: self.default.as_ref().map(|s| (s.clone(), s.http())),
             explicit: self.explicit,
             last: Arc::new(Mutex::new(None)),
             fallback,
@@ -118,7 +120,7 @@ where
             Lookup::Found(Some(svc)) => State::Balanced {
                 inner: self.balanced(svc.http(), req),
             },
-            Lookup::Found(None) => match self.default.clone() {
+            Lookup::Found(None) => match self.default.as_ref().map(|(_, b)| b.clone()) {
                 Some(balance) => State::Balanced {
                     inner: self.balanced(balance, req),
                 },
@@ -170,7 +172,9 @@ where
             None => None,
         };
         *self.last.lock() = Some((authority, svc.clone()));
-        let balance = svc.map(|s| s.http()).or_else(|| self.default.clone());
+        let balance = svc
+            .map(|s| s.http())
+            .or_else(|| self.default.as_ref().map(|(_, b)| b.clone()));
         match balance {
             Some(balance) => self.balanced(balance, req).await,
             None => self.fallback.oneshot(req).await,
@@ -252,6 +256,21 @@ mod tests {
             status_of(route, "web.default.svc.cluster.local:8080").await,
             204
         );
+    }
+
+    #[tokio::test]
+    async fn a_connection_holds_its_own_service() {
+        let d = discovery();
+        let own = d.service("db.default.svc.cluster.local:5432").unwrap();
+        let held = Arc::downgrade(&own);
+        let fallback =
+            tower::service_fn(|_: Req| async { Ok::<_, Error>(Response::new(ProxyBody::empty())) });
+        let route = RouteLayer::new(Some(d.clone()), Some(own), false).layer(fallback);
+        // Discovery's map and the connection's route: the idle sweep keeps a service that
+        // more than the map holds, so its endpoints keep following the control plane.
+        assert_eq!(held.strong_count(), 2);
+        drop(route);
+        assert_eq!(held.strong_count(), 1);
     }
 
     async fn status_of(route: RouteLayer, authority: &str) -> u16 {

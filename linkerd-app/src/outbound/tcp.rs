@@ -35,7 +35,12 @@ impl TcpForward {
             return Box::pin(async move { Err(error.into()) });
         };
         if let Some(svc) = target.service {
-            return Box::pin(Forward::new(svc.tcp()).oneshot(io));
+            // The service (and its resolution) lives as long as the connection.
+            let forward = Forward::new(svc.tcp()).oneshot(io);
+            return Box::pin(futures_util::FutureExt::map(forward, move |res| {
+                drop(svc);
+                res
+            }));
         }
         if self.own.contains(dst) {
             tracing::warn!(%dst, "refusing to forward to this proxy's own listener (a forwarding loop)");

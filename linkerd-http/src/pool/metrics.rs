@@ -31,10 +31,23 @@ pub(super) struct PoolHandles {
     pub(super) in_flight: Gauge,
 }
 
+impl Default for PoolMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PoolMetrics {
     /// Creates and registers the families.
     pub fn register(reg: &mut Registry) -> Self {
-        let m = Self {
+        let m = Self::new();
+        m.register_in(reg);
+        m
+    }
+
+    /// Creates the families, to be registered later ([`PoolMetrics::register_in`]).
+    pub fn new() -> Self {
+        Self {
             open: Arc::new(Family::new(
                 "http_pool_connections_open",
                 "Connections the HTTP client pool holds open, per endpoint.",
@@ -47,11 +60,14 @@ impl PoolMetrics {
                 "http_pool_requests_in_flight",
                 "Requests (HTTP/2 streams, or HTTP/1 exchanges) in flight on the pool's connections.",
             )),
-        };
-        reg.register(m.open.clone());
-        reg.register(m.opened.clone());
-        reg.register(m.in_flight.clone());
-        m
+        }
+    }
+
+    /// Registers the families in `reg`.
+    pub fn register_in(&self, reg: &mut Registry) {
+        reg.register(self.open.clone());
+        reg.register(self.opened.clone());
+        reg.register(self.in_flight.clone());
     }
 
     pub(super) fn handles(&self, labels: &PoolLabels) -> PoolHandles {

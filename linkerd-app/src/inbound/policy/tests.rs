@@ -219,7 +219,9 @@ fn authorize_closes_a_refused_tcp_client_and_hands_http_its_denial() {
         ))
         .unwrap();
     assert!(a.authz.is_none());
-    assert!(reg.encode().contains("inbound_tcp_authz_audit_total{"));
+    assert!(reg.encode().contains(
+        "inbound_tcp_authz_audit_total{target_port=\"8080\",policy=\"deny\",reason=\"deny\",tls=\"opaque\"} 1"
+    ));
 
     // HTTP: the decision goes to the requests, counted there.
     let (a, ()) = authorize
