@@ -46,10 +46,14 @@ pub(crate) async fn roundtrip(
     use http_body_util::BodyExt;
     let (client, io) = tokio::io::duplex(64 * 1024);
     let config = ServerConfig::default();
-    tokio::spawn(async move {
-        let never = std::future::pending();
-        let _ = linkerd_http::serve(io, Version::Http1, &config, stack, never).await;
-    });
+    let never = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(linkerd_http::serve(
+        io,
+        Version::Http1,
+        &config,
+        stack,
+        never,
+    ));
     let (mut tx, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))
             .await

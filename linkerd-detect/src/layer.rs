@@ -2,10 +2,9 @@
 
 use crate::{classify, Classification, PrefixedIo, Protocol};
 use bytes::BytesMut;
+use linkerd_stack::ThenCall;
 use std::{
-    future::Future,
     io,
-    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
@@ -131,7 +130,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = ThenCall<S, (T, Detected, PrefixedIo<I>), Error>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness is checked on the clone that serves the connection.
@@ -141,8 +140,7 @@ where
     fn call(&mut self, (target, io): (T, I)) -> Self::Future {
         let params = self.params;
         let known = (self.known)(&target);
-        let inner = self.inner.clone();
-        Box::pin(async move {
+        let detecting = async move {
             let (detected, io) = match known {
                 Some(protocol) => {
                     let detected = Detected {
@@ -153,14 +151,16 @@ where
                 }
                 None => detect(io, params).await?,
             };
-            tower::ServiceExt::oneshot(inner, (target, detected, io)).await
-        })
+            Ok((target, detected, io))
+        };
+        ThenCall::new(detecting, self.inner.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
     use tokio::io::AsyncWriteExt;
 
     const PARAMS: DetectParams = DetectParams {

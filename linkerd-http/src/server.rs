@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::{util::Oneshot, ServiceExt};
 use tracing::instrument::{Instrument, Instrumented};
 
@@ -106,7 +106,11 @@ where
 {
     type Response = ();
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<(), Infallible>> + Send>>;
+    /// The connection's own future (no box): it is polled at every wake-up of the connection.
+    type Future = futures_util::future::Map<
+        Serving<I, S>,
+        fn(Result<(), hyper::Error>) -> Result<(), Infallible>,
+    >;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -114,35 +118,34 @@ where
 
     fn call(&mut self, (target, version, io): (T, Version, I)) -> Self::Future {
         let stack = (self.new_stack)(target);
-        let (config, drain) = (self.config.clone(), self.drain.clone());
-        Box::pin(async move {
-            let drained = drain.cancelled_owned();
-            if let Err(error) = serve(io, version, &config, stack, drained).await {
+        let serving = serve(io, version, &self.config, stack, self.drain.clone());
+        let logged: fn(Result<(), hyper::Error>) -> Result<(), Infallible> = |res| {
+            if let Err(error) = res {
                 tracing::debug!(%error, "HTTP connection closed with an error");
             }
             Ok(())
-        })
+        };
+        futures_util::FutureExt::map(serving, logged)
     }
 }
 
-/// Serves HTTP on `io` with the request stack `svc` until the client is done; when `shutdown`
-/// fires, in-flight requests finish and the connection then closes (HTTP/1: after the current
-/// response; HTTP/2: GOAWAY).
-pub async fn serve<I, S>(
+/// Serves HTTP on `io` with the request stack `svc` until the client is done; once `drain`
+/// is cancelled, in-flight requests finish and the connection then closes (HTTP/1: after the
+/// current response; HTTP/2: GOAWAY).
+pub fn serve<I, S>(
     io: I,
     version: Version,
     config: &ServerConfig,
     svc: S,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), hyper::Error>
+    drain: CancellationToken,
+) -> Serving<I, S>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: RequestStack,
 {
     let io = TokioIo::new(io);
     let svc = PerRequest(svc);
-    tokio::pin!(shutdown);
-    match version {
+    let conn = match version {
         Version::Http2 => {
             // Streams run in this connection's task (see `conn_tasks`).
             let (exec, tasks) = crate::conn_tasks::conn_executor();
@@ -155,26 +158,73 @@ where
                 .max_header_list_size(config.h2.max_header_list_size)
                 .keep_alive_interval(config.h2_keep_alive_interval)
                 .keep_alive_timeout(config.h2_keep_alive_timeout);
-            let mut conn = tasks.drive(b.serve_connection(io, svc));
-            tokio::select! {
-                res = &mut conn => return res,
-                () = &mut shutdown => conn.conn().graceful_shutdown(),
+            Conn::Http2 {
+                conn: tasks.drive(b.serve_connection(io, svc)),
             }
-            conn.await
         }
-        Version::Http1 => {
-            let conn = hyper::server::conn::http1::Builder::new()
+        Version::Http1 => Conn::Http1 {
+            conn: hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(config.h1_header_read_timeout)
                 .max_buf_size(config.h1_max_buf_size)
                 .serve_connection(io, svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => return res,
-                () = &mut shutdown => conn.as_mut().graceful_shutdown(),
+                .with_upgrades(),
+        },
+    };
+    Serving {
+        conn,
+        drained: drain.cancelled_owned(),
+        draining: false,
+    }
+}
+
+type H1Conn<I, S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<I>, PerRequest<S>>;
+type H2Conn<I, S> = crate::conn_tasks::WithConnTasks<
+    hyper::server::conn::http2::Connection<
+        TokioIo<I>,
+        PerRequest<S>,
+        crate::conn_tasks::ConnExecutor,
+    >,
+>;
+
+pin_project_lite::pin_project! {
+    /// One connection being served (see [`serve`]).
+    pub struct Serving<I, S: RequestStack> {
+        #[pin]
+        conn: Conn<I, S>,
+        #[pin]
+        drained: WaitForCancellationFutureOwned,
+        draining: bool,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ConnProj]
+    enum Conn<I, S: RequestStack> {
+        Http1 { #[pin] conn: H1Conn<I, S> },
+        Http2 { #[pin] conn: H2Conn<I, S> },
+    }
+}
+
+impl<I, S> Future for Serving<I, S>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: RequestStack,
+{
+    type Output = Result<(), hyper::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.draining && this.drained.as_mut().poll(cx).is_ready() {
+            *this.draining = true;
+            match this.conn.as_mut().project() {
+                ConnProj::Http1 { conn } => conn.graceful_shutdown(),
+                ConnProj::Http2 { conn } => conn.get_mut().conn().graceful_shutdown(),
             }
-            conn.await
+        }
+        match this.conn.project() {
+            ConnProj::Http1 { conn } => conn.poll(cx),
+            ConnProj::Http2 { conn } => conn.poll(cx),
         }
     }
 }
@@ -182,7 +232,7 @@ where
 /// hyper calls a service by reference, once per request; a `tower` service is called after
 /// it is ready, by `&mut`. Each request gets its own clone of the connection's stack, driven
 /// to readiness and called, in a span of its own.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct PerRequest<S>(S);
 
 /// The future hyper holds for each request.

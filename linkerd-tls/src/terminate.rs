@@ -6,17 +6,15 @@ use crate::{
 use bytes::BytesMut;
 use linkerd_metrics::Counter;
 use linkerd_proxy_transport::PrefixedIo;
+use linkerd_stack::ThenCall;
 use std::{
-    future::Future,
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::either::Either;
-use tower::ServiceExt;
 
 /// What the TLS step found on a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,7 +113,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = ThenCall<S, (T, ServerTls, TlsIo<I>), Error>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness is checked on the clone that serves the connection.
@@ -124,8 +122,8 @@ where
 
     fn call(&mut self, (target, io): (T, I)) -> Self::Future {
         let peer = (self.peer)(&target);
-        let (params, inner) = (self.params.clone(), self.inner.clone());
-        Box::pin(async move {
+        let params = self.params.clone();
+        let terminating = async move {
             let (tls, io) = match (peer, &params.local) {
                 (Some(peer), Some((configs, name))) => {
                     accept(io, peer, configs, name, &params).await?
@@ -135,8 +133,9 @@ where
                     Either::Right(PrefixedIo::new(bytes::Bytes::new(), io)),
                 ),
             };
-            inner.oneshot((target, tls, io)).await
-        })
+            Ok((target, tls, io))
+        };
+        ThenCall::new(terminating, self.inner.clone())
     }
 }
 

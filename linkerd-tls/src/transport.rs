@@ -2,14 +2,12 @@
 
 use crate::{HeaderError, TransportHeader};
 use linkerd_proxy_transport::PrefixedIo;
+use linkerd_stack::ThenCall;
 use std::{
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
 use tokio::io::AsyncRead;
-use tower::ServiceExt;
 
 /// A `tower` layer over a connection's `(target, io)`: when `expects(&target)` (a peer proxy
 /// dialed the inbound port with the opaque-transport protocol), reads the transport header
@@ -60,7 +58,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = ThenCall<S, (T, Option<TransportHeader>, PrefixedIo<I>), HeaderError>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness is checked on the clone that serves the connection.
@@ -69,8 +67,8 @@ where
 
     fn call(&mut self, (target, mut io): (T, I)) -> Self::Future {
         let expects = (self.expects)(&target);
-        let (timeout, inner) = (self.timeout, self.inner.clone());
-        Box::pin(async move {
+        let timeout = self.timeout;
+        let reading = async move {
             let (header, io) = match expects {
                 true => {
                     let (header, rest) = TransportHeader::read(&mut io, timeout).await?;
@@ -78,8 +76,9 @@ where
                 }
                 false => (None, PrefixedIo::new(bytes::Bytes::new(), io)),
             };
-            inner.oneshot((target, header, io)).await
-        })
+            Ok((target, header, io))
+        };
+        ThenCall::new(reading, self.inner.clone())
     }
 }
 
@@ -88,7 +87,7 @@ mod tests {
     use super::*;
     use crate::SessionProtocol;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tower::Layer;
+    use tower::{Layer, ServiceExt};
 
     type Inner = (
         bool,

@@ -35,6 +35,7 @@ use self::{
     tls::{InboundConn, InboundTls, Label, LabelledIo},
 };
 use crate::{app::ConnStack, own::OwnListeners, own::RefuseOwnLayer, Config, PortSet};
+use futures_util::{future, TryFutureExt};
 use hyper::body::Incoming;
 use linkerd_connect::{Connector, Forward, Target};
 use linkerd_detect::{DetectLayer, DetectParams, PrefixedIo, Protocol};
@@ -54,7 +55,10 @@ use std::{
 };
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tower::{util::BoxCloneSyncService, BoxError, ServiceBuilder, ServiceExt};
+use tower::{
+    util::{BoxCloneSyncService, Oneshot},
+    BoxError, ServiceBuilder, ServiceExt,
+};
 
 /// At most this much of a connection is buffered to read a ClientHello.
 const CLIENT_HELLO_CAPACITY: usize = 32 * 1024;
@@ -210,7 +214,10 @@ where
 {
     type Response = ();
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+    type Future = future::Either<
+        future::ErrInto<Oneshot<H, (Authorized, Version, DetectedIo)>, BoxError>,
+        Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -224,24 +231,22 @@ where
                 let app = app_addr(conn.target.port);
                 if self.own.contains(app) {
                     tracing::warn!(target = %app, "refusing to forward to this proxy's own port (a forwarding loop)");
-                    return Box::pin(async { Ok(()) });
+                    return future::Either::Right(Box::pin(async { Ok(()) }));
                 }
                 let connect = self.connector.to(Target {
                     addr: app,
                     meshed: None,
                     protocol: None,
                 });
-                return Box::pin(async move {
+                return future::Either::Right(Box::pin(async move {
                     Forward::new(connect).oneshot(io).await?;
                     Ok(())
-                });
+                }));
             }
         };
-        let http = self.http.clone();
-        Box::pin(async move {
-            http.oneshot((conn, version, io)).await?;
-            Ok(())
-        })
+        // Polled at every wake-up of the connection: the HTTP server's own future, unboxed.
+        let serving = self.http.clone().oneshot((conn, version, io));
+        future::Either::Left(serving.err_into())
     }
 }
 

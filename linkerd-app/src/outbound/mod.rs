@@ -34,6 +34,7 @@ pub(crate) use self::profile::OutboundTarget;
 
 use self::{discover::Discovery, explicit::Explicit, http::target_stack, profile::ProfileLayer};
 use crate::{app::ConnStack, own::OwnListeners, Config, PortSet};
+use futures_util::{future, TryFutureExt};
 use hyper::body::Incoming;
 use linkerd_connect::Connector;
 use linkerd_detect::{DetectLayer, DetectParams, Detected, PrefixedIo, Protocol};
@@ -45,15 +46,13 @@ use linkerd_proxy_transport::{
 };
 use std::{
     convert::Infallible,
-    future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::{
-    util::{BoxCloneSyncService, Either},
+    util::{BoxCloneSyncService, Either, Oneshot},
     BoxError, ServiceBuilder, ServiceExt,
 };
 
@@ -219,7 +218,10 @@ where
 {
     type Response = ();
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+    type Future = future::Either<
+        future::ErrInto<Oneshot<H, (OutboundTarget, Version, PrefixedIo<AcceptedIo>)>, BoxError>,
+        tcp::Forwarding,
+    >;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -234,14 +236,13 @@ where
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
             Protocol::Tls | Protocol::Opaque => {
-                return self.tcp.forward(target, io);
+                return future::Either::Right(self.tcp.forward(target, io));
             }
         };
-        let http = self.http.clone();
-        Box::pin(async move {
-            http.oneshot((target, version, io)).await?;
-            Ok(())
-        })
+        // The connection is served for as long as it lasts: this future is polled at every
+        // wake-up, so it is the HTTP server's own, not a box around it.
+        let serving = self.http.clone().oneshot((target, version, io));
+        future::Either::Left(serving.err_into())
     }
 }
 

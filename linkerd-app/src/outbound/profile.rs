@@ -5,14 +5,13 @@ use crate::{own::OwnListeners, PortSet};
 use linkerd_connect::Meshed;
 use linkerd_destination::ProtocolHint;
 use linkerd_detect::Protocol;
+use linkerd_stack::ThenCall;
 use std::{
-    future::Future,
+    convert::Infallible,
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
-use tower::ServiceExt;
 
 /// An outbound connection with what the control plane said of its original destination.
 #[derive(Clone)]
@@ -116,11 +115,11 @@ impl<I, S> tower::Service<(OutboundConn, I)> for Profile<S>
 where
     I: Send + 'static,
     S: tower::Service<(OutboundTarget, I)> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Error: From<Infallible>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = ThenCall<S, (OutboundTarget, I), Infallible>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         // Readiness is checked on the clone that serves the connection.
@@ -128,18 +127,16 @@ where
     }
 
     fn call(&mut self, (conn, io): (OutboundConn, I)) -> Self::Future {
-        let (layer, inner) = (self.layer.clone(), self.inner.clone());
-        Box::pin(async move {
-            let target = layer.target(conn).await;
-            inner.oneshot((target, io)).await
-        })
+        let layer = self.layer.clone();
+        let looking_up = async move { Ok((layer.target(conn).await, io)) };
+        ThenCall::new(looking_up, self.inner.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::Layer;
+    use tower::{Layer, ServiceExt};
 
     /// Reports what the inner service was given.
     fn inner() -> impl tower::Service<
