@@ -28,7 +28,7 @@ enum Checkout<B> {
 }
 
 impl<B: RequestBody, D: Dial> Pool<B, D> {
-    pub(super) async fn send_h1(&self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
+    pub(super) async fn send_h1(self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
         let addr = self.addr();
         let connect = req.method() == http::Method::CONNECT;
         loop {

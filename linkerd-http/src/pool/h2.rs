@@ -36,7 +36,7 @@ impl<B> H2Conn<B> {
 }
 
 impl<B: RequestBody, D: Dial> Pool<B, D> {
-    pub(super) async fn send_h2(&self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
+    pub(super) async fn send_h2(self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
         let addr = self.addr();
         let mut retried = false;
         loop {

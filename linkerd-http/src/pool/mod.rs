@@ -34,6 +34,7 @@ use linkerd_proxy_transport::Direction;
 use parking_lot::{Mutex, RwLock};
 use std::{
     collections::{HashMap, VecDeque},
+    future::Future,
     net::SocketAddr,
     sync::{Arc, Weak},
     time::Duration,
@@ -323,14 +324,23 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
     ///
     /// A request that a stale pooled connection could not take (closed by the peer while idle)
     /// is retried once on a new connection; it was never sent, so this is safe.
-    pub async fn send(&self, req: Request<B>) -> Result<Response<PoolBody<B>>, Error> {
+    ///
+    /// The future owns what it needs (`'static`), and is no larger than the version's own
+    /// send: it is boxed once per request, and small enough for the allocator's fast path.
+    pub fn send(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<PoolBody<B>>, Error>> + Send + 'static {
+        use futures_util::{future::Either, FutureExt};
         let in_flight = self.state.metrics.in_flight.guard();
-        let rsp = match self.state.version {
-            Version::Http1 => self.send_h1(req).await,
-            Version::Http2 => self.send_h2(req).await,
+        let sent = match self.state.version {
+            Version::Http1 => Either::Left(self.clone().send_h1(req)),
+            Version::Http2 => Either::Right(self.clone().send_h2(req)),
         };
-        rsp.map(|r| {
-            r.map(|(inner, release, stream)| PoolBody::new(inner, release, in_flight, stream))
+        sent.map(move |rsp| {
+            rsp.map(|r| {
+                r.map(|(inner, release, stream)| PoolBody::new(inner, release, in_flight, stream))
+            })
         })
     }
 

@@ -82,10 +82,9 @@ impl<D: Dial> tower::Service<Request<Incoming>> for EndpointClient<D> {
             http::Version::HTTP_2 => Version::Http2,
             _ => Version::Http1,
         };
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let rsp = inner.pool(version).send(req).await?;
-            Ok(rsp.map(ProxyBody::pool))
-        })
+        let sent = self.inner.pool(version).send(req);
+        Box::pin(futures_util::FutureExt::map(sent, |rsp| {
+            rsp.map(|rsp| rsp.map(ProxyBody::pool))
+        }))
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use linkerd_metrics::Registry;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -250,4 +251,26 @@ async fn busy_http2_connections_spread_up_to_the_maximum_then_idle_out() {
         4,
         "a new connection after the old ones idled out"
     );
+}
+
+/// The one allocation every request makes is the pool's send future: at most 1000 bytes, so
+/// it takes the allocator's per-thread fast path (glibc's tcache holds chunks up to 1032
+/// bytes).
+#[tokio::test]
+async fn the_boxed_send_future_stays_small() {
+    let (dial, _release) = TestDial::new(Duration::ZERO);
+    let mut reg = Registry::default();
+    let client = client::<Incoming>(&dial, &mut reg);
+    for version in [Version::Http1, Version::Http2] {
+        let pool = client.pool(addr(), version, None);
+        let size = size_of_send(&|req| pool.send(req));
+        eprintln!("{version:?}: {size} bytes");
+        assert!(size <= 1000, "{version:?}: {size} bytes");
+    }
+}
+
+/// The size of the future `send` returns for a request of hyper's own body type (which only a
+/// connection makes, so no request is sent).
+fn size_of_send<F>(_: &dyn Fn(Request<Incoming>) -> F) -> usize {
+    std::mem::size_of::<F>()
 }
