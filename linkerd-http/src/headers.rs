@@ -22,6 +22,16 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
+/// The authority a request names: its URI's (`:authority`, or an absolute-form request line),
+/// else its `Host` header.
+pub fn authority_of<B>(req: &http::Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
 /// Whether the request asks to switch protocols in a way the proxy can carry (e.g. WebSocket):
 /// an `Upgrade` header named by `Connection`, other than `h2c`.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {

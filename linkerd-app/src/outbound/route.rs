@@ -5,9 +5,9 @@ use super::{
     discover::{Discovery, HttpBalance, Lookup, Service},
     explicit,
 };
-use http::{header, Method, Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
-use linkerd_http::{Error, ProxyBody};
+use linkerd_http::{authority_of, Error, ProxyBody};
 use parking_lot::Mutex;
 use std::{
     future::Future,
@@ -182,15 +182,6 @@ where
     }
 }
 
-/// The request's authority: the URI's, or the `Host` header.
-fn authority_of<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
-}
-
 impl<F> Future for ResponseFuture<F>
 where
     F: Future<Output = Rsp>,
@@ -210,6 +201,7 @@ where
 mod tests {
     use super::*;
     use crate::outbound::discover::tests::discovery;
+    use http::header;
     use linkerd_http::ErrorResponseLayer;
     use tower::Layer;
 

@@ -2,7 +2,7 @@
 
 use super::{HttpMetrics, ResponseRecorder, RouteLabels, RouteMetrics};
 use crate::{Error, ProxyBody};
-use http::{header, Request, Response};
+use http::{Request, Response};
 use linkerd_proxy_transport::{Direction, TlsLabel};
 use parking_lot::Mutex;
 use std::{
@@ -169,11 +169,7 @@ impl Routes {
 impl AuthorityRoutes {
     /// The route of `req`'s authority (its URI's, or its `Host`).
     fn route<B>(&self, req: &Request<B>) -> RouteMetrics {
-        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
+        let authority = crate::authority_of(req);
         let mut last = self.last.lock();
         if let Some(r) = last.as_ref() {
             if r.labels().authority.as_deref() == authority {
