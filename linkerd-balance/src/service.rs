@@ -58,11 +58,6 @@ impl<T, S, E> Balance<T, S, E> {
             waiting: None,
         }
     }
-
-    /// The balancer.
-    pub fn balancer(&self) -> &Arc<Balancer<T>> {
-        &self.balancer
-    }
 }
 
 impl<T, S, E> Clone for Balance<T, S, E> {

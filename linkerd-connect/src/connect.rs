@@ -81,11 +81,6 @@ impl Connector {
         }))
     }
 
-    /// The TLS configs meshed targets are dialed with, when the proxy has an identity.
-    pub fn tls(&self) -> Option<&TlsConfigs> {
-        self.0.tls.as_ref()
-    }
-
     /// The connect timeout.
     pub fn timeout(&self) -> Duration {
         self.0.timeout
@@ -172,13 +167,6 @@ impl tower::Service<Target> for Connector {
 }
 
 // === impl Connect ===
-
-impl Connect {
-    /// The target this service dials.
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-}
 
 impl tower::Service<()> for Connect {
     type Response = ClientIo;

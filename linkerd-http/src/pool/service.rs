@@ -50,11 +50,6 @@ impl<D: Dial> EndpointClient<D> {
             }),
         }
     }
-
-    /// The endpoint's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
-    }
 }
 
 impl<D: Dial> Inner<D> {
