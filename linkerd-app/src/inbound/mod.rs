@@ -69,7 +69,6 @@ pub(crate) struct Inbound {
     opaque_ports: PortSet,
     server: ServerConfig,
     terminate: TerminateParams,
-    tls_enabled: bool,
     policy: Arc<Policy>,
     tcp: TcpMetrics,
     http_metrics: HttpMetrics,
@@ -111,7 +110,6 @@ impl Inbound {
             detect,
             opaque_ports: config.opaque_ports.clone(),
             server: config.server.clone(),
-            tls_enabled: terminate.local.is_some(),
             terminate,
             policy: Arc::new(config.policy.clone()),
             tcp,
@@ -126,13 +124,15 @@ impl Inbound {
 
     /// The inbound connection stack.
     pub(crate) fn stack(self: &Arc<Self>) -> ConnStack {
+        // With an identity, TLS addressed to this proxy is looked for.
+        let tls_enabled = self.terminate.local.is_some();
         let this = self.clone();
         let http = HttpServer::new(self.server.clone(), self.drain.clone(), move |a| {
             this.request_stack(a)
         });
         let stack = ServiceBuilder::new()
             // 1. The app's port, or the inbound port itself.
-            .map_request(tls::accept(self.tls_enabled, self.opaque_ports.clone()))
+            .map_request(tls::accept(tls_enabled, self.opaque_ports.clone()))
             // 2. TLS addressed to this proxy is terminated; other TLS and plaintext pass
             //    through. The connection is labelled by what its TLS proved, and counted.
             .layer(TerminateLayer::new(
@@ -142,7 +142,7 @@ impl Inbound {
             .filter(Label::new(
                 self.tcp.clone(),
                 self.authz.clone(),
-                self.tls_enabled,
+                tls_enabled,
             ))
             // 3. A peer proxy's transport header names the app port.
             .layer(TransportHeaderLayer::new(

@@ -37,8 +37,8 @@ pub(crate) struct RouteLayer {
 pub(crate) struct Route<F> {
     discovery: Option<Arc<Discovery>>,
     /// The connection's own service (held, so the service and its resolution live as long
-    /// as the connection), and its balancer.
-    default: Option<(Arc<Service>, HttpBalance)>,
+    /// as the connection).
+    default: Option<Arc<Service>>,
     explicit: bool,
     /// The last authority looked up and the service it named (or not).
     last: Arc<Mutex<Option<LastLookup>>>,
@@ -88,7 +88,7 @@ impl<F> tower::Layer<F> for RouteLayer {
     fn layer(&self, fallback: F) -> Route<F> {
         Route {
             discovery: self.discovery.clone(),
-            default: self.default.as_ref().map(|s| (s.clone(), s.http())),
+            default: self.default.clone(),
             explicit: self.explicit,
             last: Arc::new(Mutex::new(None)),
             fallback,
@@ -120,7 +120,7 @@ where
             Lookup::Found(Some(svc)) => State::Balanced {
                 inner: self.balanced(svc.http(), req),
             },
-            Lookup::Found(None) => match self.default.as_ref().map(|(_, b)| b.clone()) {
+            Lookup::Found(None) => match self.default.as_ref().map(|s| s.http()) {
                 Some(balance) => State::Balanced {
                     inner: self.balanced(balance, req),
                 },
@@ -174,7 +174,7 @@ where
         *self.last.lock() = Some((authority, svc.clone()));
         let balance = svc
             .map(|s| s.http())
-            .or_else(|| self.default.as_ref().map(|(_, b)| b.clone()));
+            .or_else(|| self.default.as_ref().map(|s| s.http()));
         match balance {
             Some(balance) => self.balanced(balance, req).await,
             None => self.fallback.oneshot(req).await,
