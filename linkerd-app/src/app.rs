@@ -12,7 +12,7 @@ use linkerd_connect::Connector;
 use linkerd_http::{Client, HttpMetrics, PoolMetrics};
 use linkerd_metrics::Registry;
 use linkerd_proxy_transport::{
-    accept, bind, Accepted, Direction, OrigDst, SoOriginalDst, TcpMetrics,
+    accept, bind, Accepted, Direction, OrigDst, SoOriginalDst, SocketOptions, TcpMetrics,
 };
 use std::{
     net::SocketAddr,
@@ -41,6 +41,8 @@ pub struct Proxy {
     pub inbound_addr: SocketAddr,
     /// The bound outbound listener address.
     pub outbound_addr: SocketAddr,
+    /// The second outbound listener's address (`_OUTBOUND_LISTEN_ADDRS` with two).
+    pub outbound_also_addr: Option<SocketAddr>,
     /// The bound admin listener address.
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -106,10 +108,32 @@ impl App {
             orig_dst,
             log,
         } = self;
-        let (inbound_listener, inbound_addr) = listen("inbound", config.inbound.listen_addr)?;
-        let (outbound_listener, outbound_addr) = listen("outbound", config.outbound.listen_addr)?;
-        let (admin_listener, admin_addr) = listen("admin", config.admin_listen_addr)?;
-        let own = OwnListeners::new(vec![inbound_addr, outbound_addr, admin_addr]);
+        let (inbound_listener, inbound_addr) = listen(
+            "inbound",
+            config.inbound.listen_addr,
+            config.inbound.backlog,
+        )?;
+        let (outbound_listener, outbound_addr) = listen(
+            "outbound",
+            config.outbound.listen_addr,
+            config.outbound.backlog,
+        )?;
+        let outbound_also = match config.outbound.also_listen_addr {
+            Some(addr) => Some(listen("outbound", addr, config.outbound.backlog)?),
+            None => None,
+        };
+        let outbound_also_addr = outbound_also.as_ref().map(|(_, a)| *a);
+        let (admin_listener, admin_addr) = listen(
+            "admin",
+            config.admin_listen_addr,
+            linkerd_proxy_transport::DEFAULT_BACKLOG,
+        )?;
+        let own = OwnListeners::new(
+            [inbound_addr, outbound_addr, admin_addr]
+                .into_iter()
+                .chain(outbound_also_addr)
+                .collect(),
+        );
 
         let mut registry = Registry::default();
         let tcp = TcpMetrics::register(&mut registry);
@@ -136,7 +160,8 @@ impl App {
             config.outbound.client.connect_timeout,
             tcp.clone(),
             Direction::Outbound,
-        );
+        )
+        .with_socket_options(config.outbound.connect);
         let client = Client::new(
             config.outbound.client.clone(),
             Direction::Outbound,
@@ -187,7 +212,8 @@ impl App {
             config.inbound.client.connect_timeout,
             tcp.clone(),
             Direction::Inbound,
-        );
+        )
+        .with_socket_options(config.inbound.connect);
         let client = Client::new(
             config.inbound.client.clone(),
             Direction::Inbound,
@@ -209,17 +235,22 @@ impl App {
 
         // The accept loops are tracked too, so `drained` returns only once the listeners are
         // closed (their ports can be bound again).
-        tracker.spawn(accept_loop(
-            "outbound",
-            outbound_listener,
-            orig_dst.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-            outbound.stack(),
-        ));
+        let outbound_stack = outbound.stack();
+        for listener in std::iter::once(outbound_listener).chain(outbound_also.map(|(l, _)| l)) {
+            tracker.spawn(accept_loop(
+                "outbound",
+                listener,
+                config.outbound.accept,
+                orig_dst.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+                outbound_stack.clone(),
+            ));
+        }
         tracker.spawn(accept_loop(
             "inbound",
             inbound_listener,
+            config.inbound.accept,
             orig_dst,
             shutdown.clone(),
             tracker.clone(),
@@ -244,15 +275,16 @@ impl App {
             .unwrap_or("none");
         match &config.identity {
             Some(id) => {
-                tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, %destination, identity = %id.id, identity_svc = %id.control.addr, "proxy started; meshed traffic is mTLS once the first certificate arrives")
+                tracing::info!(%inbound_addr, %outbound_addr, outbound_also_addr = ?outbound_also_addr, %admin_addr, %destination, identity = %id.id, identity_svc = %id.control.addr, "proxy started; meshed traffic is mTLS once the first certificate arrives")
             }
             None => {
-                tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, %destination, "proxy started; identity is not configured, so traffic between proxies is plaintext")
+                tracing::info!(%inbound_addr, %outbound_addr, outbound_also_addr = ?outbound_also_addr, %admin_addr, %destination, "proxy started; identity is not configured, so traffic between proxies is plaintext")
             }
         }
         Ok(Proxy {
             inbound_addr,
             outbound_addr,
+            outbound_also_addr,
             admin_addr,
             shutdown,
             tracker,
@@ -263,9 +295,13 @@ impl App {
 }
 
 /// Binds the `listener`'s address; an error names the listener and its address.
-fn listen(listener: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+fn listen(
+    listener: &'static str,
+    addr: SocketAddr,
+    backlog: u32,
+) -> Result<(TcpListener, SocketAddr), Error> {
     let fail = |source| Error::Listen { listener, source };
-    let l = bind(addr).map_err(fail)?;
+    let l = bind(addr, backlog).map_err(fail)?;
     let local = l
         .local_addr()
         .map_err(|source| fail(linkerd_proxy_transport::Error::Bind { addr, source }))?;
@@ -308,6 +344,7 @@ fn start_identity(
 async fn accept_loop(
     name: &'static str,
     listener: TcpListener,
+    opts: SocketOptions,
     orig_dst: Arc<dyn OrigDst>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -315,7 +352,7 @@ async fn accept_loop(
 ) {
     loop {
         let conn = tokio::select! {
-            res = accept(&listener, &*orig_dst) => res,
+            res = accept(&listener, &*orig_dst, opts) => res,
             () = shutdown.cancelled() => {
                 tracing::debug!(listener = name, "no longer accepting connections");
                 return;
@@ -393,10 +430,13 @@ mod tests {
             .build()
             .unwrap();
         let _guard = rt.enter();
-        let err = listen("admin", addr).map(|_| ()).unwrap_err().to_string();
+        let err = listen("admin", addr, 16)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         let named = format!("failed to start the admin listener: failed to bind {addr}: ");
         assert!(err.starts_with(&named), "{err}");
-        let (_, bound) = listen("inbound", "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (_, bound) = listen("inbound", "127.0.0.1:0".parse().unwrap(), 16).unwrap();
         assert_ne!(bound.port(), 0, "the bound port, not the configured 0");
     }
 }

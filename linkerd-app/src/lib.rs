@@ -23,6 +23,21 @@ mod process;
 mod test_util;
 
 pub use self::app::{App, Error, Proxy};
+
+/// The commit this binary was built from (short SHA), or `unknown`.
+pub const GIT_SHA: &str = env!("LINKERD2_PROXY_GIT_SHA");
+/// The build commit's date (RFC 3339), or `unknown`.
+pub const BUILD_DATE: &str = env!("LINKERD2_PROXY_BUILD_DATE");
+/// The version line `--version` prints.
+pub const VERSION_LINE: &str = concat!(
+    "linkerd2-proxy ",
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("LINKERD2_PROXY_GIT_SHA"),
+    " ",
+    env!("LINKERD2_PROXY_BUILD_DATE"),
+    ")"
+);
 pub use self::config::{Config, ConfigError, LogFormat};
 pub use self::inbound::policy;
 pub use self::log::{init as init_logging, LogHandle};

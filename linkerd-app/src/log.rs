@@ -18,8 +18,13 @@ pub struct LogHandle {
 pub fn init(filter: &str, format: LogFormat) -> LogHandle {
     let env_filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
     let (filter_layer, reload) = reload::Layer::new(env_filter);
-    let plain = (format == LogFormat::Plain)
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colours only for a terminal: a pod's log collector would store the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let plain = (format == LogFormat::Plain).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+    });
     let json = (format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()

@@ -44,9 +44,11 @@ pub fn collector(start: SystemTime) -> impl Fn(&mut String) + Send + Sync + 'sta
         }
         let _ = writeln!(
             out,
-            "# HELP proxy_build_info Proxy build info.\n# TYPE proxy_build_info gauge\nproxy_build_info{{version=\"{}\",profile=\"{}\",vendor=\"linkerd2-proxy\"}} 1",
-            env!("CARGO_PKG_VERSION"),
+            "# HELP proxy_build_info Proxy build info.\n# TYPE proxy_build_info gauge\nproxy_build_info{{date=\"{}\",git_sha=\"{}\",profile=\"{}\",vendor=\"linkerd2-proxy\",version=\"{}\"}} 1",
+            crate::BUILD_DATE,
+            crate::GIT_SHA,
             if cfg!(debug_assertions) { "debug" } else { "release" },
+            env!("CARGO_PKG_VERSION"),
         );
     }
 }

@@ -36,6 +36,8 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, 
 struct Proxy {
     child: Option<Child>,
     admin: SocketAddr,
+    /// The start-up log line.
+    started: String,
     /// Collects stderr until the process closes it.
     logs: JoinHandle<String>,
 }
@@ -64,7 +66,7 @@ impl Proxy {
             }
             all
         });
-        let admin = loop {
+        let (admin, started) = loop {
             let line = started
                 .recv_timeout(PATIENCE)
                 .expect("the proxy logs that it started");
@@ -73,7 +75,7 @@ impl Proxy {
                 .then(|| admin_addr(&line))
                 .flatten()
             {
-                break addr;
+                break (addr, line);
             }
         };
         // Listening and ready once it says so.
@@ -81,6 +83,7 @@ impl Proxy {
         Self {
             child: Some(child),
             admin,
+            started,
             logs,
         }
     }
@@ -114,6 +117,11 @@ impl Proxy {
 /// The `admin_addr` field of a start-up log line, plain (`admin_addr=…`, perhaps coloured) or
 /// JSON (`"admin_addr":"…"`).
 fn admin_addr(line: &str) -> Option<SocketAddr> {
+    field_addr(line, "admin_addr")
+}
+
+/// The address in a start-up log line's field `name` (`name=…`, `name=Some(…)` or JSON).
+fn field_addr(line: &str, name: &str) -> Option<SocketAddr> {
     let mut plain = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
@@ -124,9 +132,13 @@ fn admin_addr(line: &str) -> Option<SocketAddr> {
             plain.push(c);
         }
     }
-    let rest = &plain[plain.find("admin_addr")? + "admin_addr".len()..];
+    let at = plain
+        .find(&format!("{name}="))
+        .or_else(|| plain.find(&format!("\"{name}\":")).map(|i| i + 1))?;
+    let rest = &plain[at + name.len()..];
     let rest = rest.trim_start_matches(['=', '"', ':']);
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))?;
+    let rest = rest.strip_prefix("Some(").unwrap_or(rest);
+    let end = rest.find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))?;
     rest[..end].parse().ok()
 }
 
@@ -158,9 +170,9 @@ fn bad_env_exits_2_with_one_line() {
             "expected a comma-separated list of ports",
         ),
         (
-            "LINKERD2_PROXY_LOG_FORMAT",
-            "yaml",
-            "expected `plain` or `json`",
+            "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
+            "yes",
+            "expected `true` or `false`",
         ),
     ] {
         let out = Command::new(BIN)
@@ -168,7 +180,11 @@ fn bad_env_exits_2_with_one_line() {
             .env(name, value)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{name}={value}");
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{name}={value}: EX_USAGE, as linkerd2-proxy"
+        );
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(
@@ -238,9 +254,10 @@ fn json_logs() {
     proxy.signal("-INT");
     let (code, logs) = proxy.wait();
     assert_eq!(code, 0);
-    let first = logs.lines().next().expect("a log line");
+    assert!(logs.lines().all(|l| l.starts_with('{')), "{logs}");
     assert!(
-        first.starts_with('{') && first.contains("\"level\":\"INFO\""),
+        logs.lines()
+            .any(|l| l.contains("\"level\":\"INFO\"") && l.contains("proxy started")),
         "{logs}"
     );
     assert!(logs.contains("received SIGINT"), "{logs}");
@@ -253,4 +270,71 @@ fn sigterm_exits_zero() {
     let (code, logs) = proxy.wait();
     assert_eq!(code, 0, "{logs}");
     assert!(logs.contains("all connections closed"), "{logs}");
+}
+
+#[test]
+fn help_and_version_print_and_exit() {
+    for arg in ["--help", "--version"] {
+        // A proxy would bind this taken port and fail; printing never binds.
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let out = Command::new(BIN)
+            .arg(arg)
+            .env_clear()
+            .env(
+                "LINKERD2_PROXY_ADMIN_LISTEN_ADDR",
+                taken.local_addr().unwrap().to_string(),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{arg}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.stderr.is_empty(),
+            "{arg}: nothing logged, no proxy started"
+        );
+        match arg {
+            "--help" => assert!(
+                stdout.contains("LINKERD2_PROXY_INBOUND_LISTEN_ADDR"),
+                "{stdout}"
+            ),
+            _ => assert!(
+                stdout.starts_with(&format!("linkerd2-proxy {} (", env!("CARGO_PKG_VERSION"))),
+                "{stdout}"
+            ),
+        }
+    }
+    let out = Command::new(BIN)
+        .arg("--serve")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn unknown_variables_are_a_warning_and_both_outbound_listeners_serve() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        return eprintln!("no IPv6 loopback here; skipping");
+    }
+    let proxy = Proxy::start(&[
+        (
+            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS",
+            "127.0.0.1:0,[::1]:0",
+        ),
+        ("LINKERD2_PROXY_INBOUND_LISTEN_ADRR", "typo"),
+    ]);
+    let v4 = field_addr(&proxy.started, "outbound_addr").expect("the first listener");
+    let v6 = field_addr(&proxy.started, "outbound_also_addr").expect("the second listener");
+    assert!(v4.is_ipv4() && v6.is_ipv6(), "{}", proxy.started);
+    for addr in [v4, v6] {
+        // Not redirected: the outbound listener answers (explicit-proxy mode) rather than refusing.
+        let (status, _) = http(addr, "GET", "/", "").expect("the listener serves");
+        assert!(status >= 400, "{addr}: {status}");
+    }
+    proxy.signal("-TERM");
+    let (_, logs) = proxy.wait();
+    assert!(
+        logs.contains("unknown variables (typos?) are ignored: LINKERD2_PROXY_INBOUND_LISTEN_ADRR"),
+        "{logs}"
+    );
 }

@@ -642,7 +642,7 @@ fn identity_env(dir: &std::path::Path, name: &str, id: &str) -> Vec<(String, Str
             "127.0.0.1:8086".into(),
         ),
         ("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".into(), anchors),
-        ("LINKERD2_PROXY_IDENTITY_SERVER_ID".into(), id.into()),
+        ("LINKERD2_PROXY_IDENTITY_LOCAL_NAME".into(), id.into()),
         (
             "LINKERD2_PROXY_IDENTITY_TOKEN_FILE".into(),
             token.to_string_lossy().into_owned(),

@@ -2,7 +2,7 @@
 
 use crate::Error;
 use linkerd_proxy_transport::{
-    connect, Direction, Metered, NoTlsReason, Peer, TcpMetrics, TlsLabel,
+    connect, Direction, Metered, NoTlsReason, Peer, SocketOptions, TcpMetrics, TlsLabel,
 };
 use linkerd_tls::{ClientTls, Id, SessionProtocol, TlsConfigs, TransportHeader};
 use std::{
@@ -45,11 +45,13 @@ pub struct Target {
 #[derive(Clone)]
 pub struct Connector(Arc<Config>);
 
+#[derive(Clone)]
 struct Config {
     tls: Option<TlsConfigs>,
     timeout: Duration,
     tcp: TcpMetrics,
     direction: Direction,
+    socket: SocketOptions,
 }
 
 /// A service that dials one [`Target`] each time it is called.
@@ -78,6 +80,25 @@ impl Connector {
             timeout,
             tcp,
             direction,
+            socket: SocketOptions::default(),
+        }))
+    }
+
+    /// Sets keep-alive and user timeout on every dialed socket. Call before cloning.
+    pub fn with_socket_options(self, socket: SocketOptions) -> Self {
+        let Config {
+            tls,
+            timeout,
+            tcp,
+            direction,
+            ..
+        } = Arc::unwrap_or_clone(self.0);
+        Self(Arc::new(Config {
+            tls,
+            timeout,
+            tcp,
+            direction,
+            socket,
         }))
     }
 
@@ -104,8 +125,9 @@ impl Connector {
             timeout,
             tcp,
             direction,
+            socket,
         } = &*self.0;
-        let (timeout, direction, addr) = (*timeout, *direction, target.addr);
+        let (timeout, direction, addr, opts) = (*timeout, *direction, target.addr, *socket);
         let (meshed, tls) = match (&target.meshed, tls) {
             (Some(m), Some(tls)) => (m, tls),
             (_, tls) => {
@@ -114,7 +136,7 @@ impl Connector {
                     Some(_) => NoTlsReason::NotProvidedByServiceDiscovery,
                     None => NoTlsReason::Disabled,
                 };
-                let socket = connect(addr, timeout).await?;
+                let socket = connect(addr, timeout, opts).await?;
                 let metrics = tcp.open(direction, Peer::Dst, addr, TlsLabel::NoIdentity(reason));
                 tracing::debug!(%addr, "connected");
                 return Ok(Either::Left(Metered::new(socket, metrics)));
@@ -126,7 +148,7 @@ impl Connector {
                 .map_err(|_| Error::NoCertificate(timeout))?;
         }
         let dial_addr = SocketAddr::new(addr.ip(), meshed.opaque_port.unwrap_or(addr.port()));
-        let socket = connect(dial_addr, timeout).await?;
+        let socket = connect(dial_addr, timeout, opts).await?;
         let label = TlsLabel::Tls {
             client_id: None,
             server_id: Some(meshed.server_id.as_str().into()),

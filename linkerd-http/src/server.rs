@@ -32,6 +32,12 @@ pub struct ServerConfig {
     pub h2_max_concurrent_streams: u32,
     /// Window, frame and header-list sizes.
     pub h2: crate::H2Settings,
+    /// BDP-based flow control, which overrides the configured windows.
+    pub h2_adaptive_window: bool,
+    /// How many streams a client may open and reset before the server has accepted them.
+    pub h2_max_pending_accept_reset_streams: Option<usize>,
+    /// The most bytes buffered for sending on one stream.
+    pub h2_max_send_buf_size: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +49,9 @@ impl Default for ServerConfig {
             h2_keep_alive_timeout: Duration::from_secs(20),
             h2_max_concurrent_streams: 1000,
             h2: crate::H2Settings::default(),
+            h2_adaptive_window: false,
+            h2_max_pending_accept_reset_streams: None,
+            h2_max_send_buf_size: None,
         }
     }
 }
@@ -157,7 +166,14 @@ where
                 .max_frame_size(config.h2.max_frame_size)
                 .max_header_list_size(config.h2.max_header_list_size)
                 .keep_alive_interval(config.h2_keep_alive_interval)
-                .keep_alive_timeout(config.h2_keep_alive_timeout);
+                .keep_alive_timeout(config.h2_keep_alive_timeout)
+                .adaptive_window(config.h2_adaptive_window);
+            if let Some(n) = config.h2_max_pending_accept_reset_streams {
+                b.max_pending_accept_reset_streams(n);
+            }
+            if let Some(n) = config.h2_max_send_buf_size {
+                b.max_send_buf_size(n);
+            }
             Conn::Http2 {
                 conn: tasks.drive(b.serve_connection(io, svc)),
             }

@@ -1,11 +1,15 @@
 //! Dialing a target.
 
-use crate::Error;
+use crate::{Error, SocketOptions};
 use std::{io, net::SocketAddr, time::Duration};
 use tokio::net::TcpStream;
 
-/// Connects to `addr` within `timeout`, with `TCP_NODELAY` set.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
+/// Connects to `addr` within `timeout`, with `TCP_NODELAY` and `opts` set.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    opts: SocketOptions,
+) -> Result<TcpStream, Error> {
     let socket = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -14,9 +18,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, E
         Ok(Err(source)) => return Err(Error::Connect { addr, source }),
         Err(_) => return Err(Error::ConnectTimeout { addr, timeout }),
     };
-    if let Err(error) = socket.set_nodelay(true) {
-        tracing::debug!(%addr, %error, "failed to set TCP_NODELAY");
-    }
+    opts.apply(&socket);
     Ok(socket)
 }
 
@@ -32,7 +34,9 @@ mod tests {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         socket.bind(&any.into()).unwrap();
         let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        let err = connect(addr, Duration::from_secs(1)).await.unwrap_err();
+        let err = connect(addr, Duration::from_secs(1), SocketOptions::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::ConnectRefused { .. }), "{err}");
         assert_eq!(err.to_string(), format!("connect to {addr} refused"));
     }
@@ -40,9 +44,13 @@ mod tests {
     #[tokio::test]
     async fn connects_with_nodelay() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let s = connect(l.local_addr().unwrap(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let s = connect(
+            l.local_addr().unwrap(),
+            Duration::from_secs(1),
+            SocketOptions::default(),
+        )
+        .await
+        .unwrap();
         assert!(s.nodelay().unwrap());
     }
 }

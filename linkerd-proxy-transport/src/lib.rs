@@ -14,13 +14,15 @@ mod error;
 mod listen;
 mod metered;
 mod metrics;
+mod options;
 mod orig_dst;
 mod prefixed;
 
 pub use self::connect::connect;
 pub use self::error::{errno_name, Error};
-pub use self::listen::{accept, bind, Accepted};
+pub use self::listen::{accept, bind, Accepted, DEFAULT_BACKLOG};
 pub use self::metered::Metered;
 pub use self::metrics::{Direction, NoTlsReason, Peer, TcpConnMetrics, TcpMetrics, TlsLabel};
+pub use self::options::SocketOptions;
 pub use self::orig_dst::{NoOrigDst, OrigDst, SoOriginalDst};
 pub use self::prefixed::PrefixedIo;

@@ -1,6 +1,6 @@
 //! Binding listeners and accepting connections.
 
-use crate::{Error, OrigDst};
+use crate::{Error, OrigDst, SocketOptions};
 use std::{io, net::SocketAddr};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -17,8 +17,11 @@ pub struct Accepted {
     pub orig_dst: Option<SocketAddr>,
 }
 
-/// Binds a listener with `SO_REUSEADDR` and a deep accept backlog.
-pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+/// The accept backlog when none is configured.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Binds a listener with `SO_REUSEADDR` and an accept `backlog` (`LINKERD2_PROXY_*_TCP_LISTEN_BACKLOG`).
+pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {
     let bind = || -> io::Result<TcpListener> {
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -28,21 +31,23 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         sock.set_reuse_address(true)?;
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
-        sock.listen(1024)?;
+        sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         TcpListener::from_std(sock.into())
     };
     bind().map_err(|source| Error::Bind { addr, source })
 }
 
-/// Accepts one connection, sets `TCP_NODELAY` and reads its original destination.
+/// Accepts one connection, sets `TCP_NODELAY` and `opts`, and reads its original destination.
 ///
 /// A failed original-destination lookup is logged and treated as "not redirected".
-pub async fn accept(listener: &TcpListener, orig_dst: &dyn OrigDst) -> io::Result<Accepted> {
+pub async fn accept(
+    listener: &TcpListener,
+    orig_dst: &dyn OrigDst,
+    opts: SocketOptions,
+) -> io::Result<Accepted> {
     let (socket, client) = listener.accept().await?;
     let local = socket.local_addr()?;
-    if let Err(error) = socket.set_nodelay(true) {
-        tracing::debug!(%client, %error, "failed to set TCP_NODELAY");
-    }
+    opts.apply(&socket);
     let orig_dst = orig_dst.orig_dst(&socket).unwrap_or_else(|error| {
         tracing::warn!(%client, %error, "failed to read the original destination");
         None

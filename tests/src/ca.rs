@@ -140,7 +140,7 @@ impl CaControl {
                 "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".into(),
                 self.trust_anchors.clone(),
             ),
-            ("LINKERD2_PROXY_IDENTITY_SERVER_ID".into(), id(name)),
+            ("LINKERD2_PROXY_IDENTITY_LOCAL_NAME".into(), id(name)),
             (
                 "LINKERD2_PROXY_IDENTITY_TOKEN_FILE".into(),
                 self.dir

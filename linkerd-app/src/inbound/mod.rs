@@ -67,6 +67,8 @@ const CLIENT_HELLO_CAPACITY: usize = 32 * 1024;
 pub(crate) struct Inbound {
     detect: DetectParams,
     opaque_ports: PortSet,
+    /// `LINKERD2_PROXY_INBOUND_IPS`; empty accepts any destination.
+    pod_ips: Arc<[std::net::IpAddr]>,
     server: ServerConfig,
     terminate: TerminateParams,
     policy: Arc<Policy>,
@@ -109,7 +111,8 @@ impl Inbound {
         Arc::new(Self {
             detect,
             opaque_ports: config.opaque_ports.clone(),
-            server: config.server.clone(),
+            pod_ips: config.inbound_ips.clone().into(),
+            server: config.inbound.server.clone(),
             terminate,
             policy: Arc::new(config.policy.clone()),
             tcp,
@@ -133,6 +136,7 @@ impl Inbound {
         let stack = ServiceBuilder::new()
             // 1. The app's port, or the inbound port itself.
             .map_request(tls::accept(tls_enabled, self.opaque_ports.clone()))
+            .filter(tls::PodIps(self.pod_ips.clone()))
             // 2. TLS addressed to this proxy is terminated; other TLS and plaintext pass
             //    through. The connection is labelled by what its TLS proved, and counted.
             .layer(TerminateLayer::new(

@@ -73,6 +73,31 @@ pub(crate) fn accept(
     }
 }
 
+/// Step 1, with `LINKERD2_PROXY_INBOUND_IPS`: refuses a connection whose destination IP is not
+/// one of the pod's (anything else reaching the inbound listener is misrouted).
+#[derive(Clone)]
+pub(crate) struct PodIps(pub std::sync::Arc<[std::net::IpAddr]>);
+
+impl<I> tower::filter::Predicate<(InboundConn, I)> for PodIps {
+    type Request = (InboundConn, I);
+
+    fn check(&mut self, (conn, io): (InboundConn, I)) -> Result<Self::Request, BoxError> {
+        let ip = conn.orig_dst.ip();
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if self.0.is_empty() || ip.is_loopback() || self.0.contains(&ip) {
+            return Ok((conn, io));
+        }
+        Err(format!(
+            "the destination {} is not one of this pod's IPs (LINKERD2_PROXY_INBOUND_IPS)",
+            conn.orig_dst
+        )
+        .into())
+    }
+}
+
 /// Step 2, after the TLS layer: labels the connection by what its TLS proved and counts it in
 /// the TCP metrics; refuses TLS for another name on the inbound port itself, and opaque
 /// transport without the opaque-transport ALPN or a client identity (counted as a denial).
@@ -186,6 +211,33 @@ mod tests {
     use tower::filter::Predicate;
 
     const ID: &str = "web.ns.serviceaccount.identity.linkerd.cluster.local";
+
+    #[test]
+    fn only_the_pods_ips_are_accepted() {
+        let to = |dst: &str| InboundConn {
+            orig_dst: dst.parse().unwrap(),
+            ..conn(false)
+        };
+        let mut none = PodIps(Vec::new().into());
+        assert!(none.check((to("10.9.9.9:80"), ())).is_ok(), "empty: any");
+        let mut ips = PodIps(vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()].into());
+        for ok in [
+            "10.0.0.1:8080",
+            "[fd00::1]:80",
+            "[::ffff:10.0.0.1]:80",
+            "127.0.0.1:80",
+        ] {
+            assert!(ips.check((to(ok), ())).is_ok(), "{ok}");
+        }
+        let err = ips
+            .check((to("10.0.0.2:8080"), ()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("10.0.0.2:8080 is not one of this pod's IPs"),
+            "{err}"
+        );
+    }
 
     fn conn(to_listener: bool) -> InboundConn {
         InboundConn {

@@ -44,6 +44,8 @@ pub(crate) struct Discovery {
     balancer: BalancerConfig,
     idle_timeout: Duration,
     profile_timeout: Duration,
+    /// `None`: every original destination is looked up.
+    profile_networks: Option<Vec<ipnet::IpNet>>,
     services: Mutex<HashMap<String, Arc<Service>>>,
     new_endpoint: NewEndpoint,
 }
@@ -107,6 +109,7 @@ impl Discovery {
             },
             idle_timeout: config.idle_timeout,
             profile_timeout: config.profile_initial_timeout,
+            profile_networks: config.profile_networks.clone(),
             services: Mutex::new(HashMap::new()),
             new_endpoint,
         });
@@ -141,7 +144,15 @@ impl Discovery {
 
     /// What the control plane says about an original destination, waiting at most the profile
     /// initial timeout for a first answer; `None` when it has not answered by then.
+    /// `GetProfile` for an original destination in the profile networks
+    /// (`LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS`); `None` outside them, or without an
+    /// answer within the initial timeout.
     pub(crate) async fn profile(&self, addr: SocketAddr) -> Option<Arc<Profile>> {
+        if let Some(nets) = &self.profile_networks {
+            if !nets.iter().any(|n| n.contains(&addr.ip())) {
+                return None;
+            }
+        }
         let mut rx = self.resolver.profile(&addr.to_string());
         let answered = async {
             loop {
@@ -345,6 +356,7 @@ pub(crate) mod tests {
             name: None,
             context: String::new(),
             suffixes: vec!["svc.cluster.local.".into()],
+            profile_networks: None,
             idle_timeout: Duration::from_secs(5),
             queue_capacity: 10,
             failfast_timeout: Duration::from_secs(1),

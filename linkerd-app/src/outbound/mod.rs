@@ -101,7 +101,7 @@ impl Outbound {
                 capacity: 1024,
             },
             opaque_ports: config.opaque_ports.clone(),
-            server: config.server.clone(),
+            server: config.outbound.server.clone(),
             tcp,
             http_metrics,
             connector,
@@ -145,8 +145,8 @@ impl Outbound {
     pub(crate) fn request_stack(&self, target: OutboundTarget) -> impl RequestStack {
         let tls = discover::tls_label(target.meshed.as_ref(), self.tls_enabled);
         // Where requests go that no discovered name claims.
-        let fallback = match target.orig_dst {
-            // 3. The original destination.
+        let fallback = match target.dial {
+            // 3. The original destination (the profile's endpoint address for it).
             Some(addr) => Either::Left(target_stack(
                 &self.http_metrics,
                 &self.own,

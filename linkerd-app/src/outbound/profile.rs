@@ -21,6 +21,9 @@ pub(crate) struct OutboundTarget {
     /// The discovered service the original destination is (its profile named one: a
     /// ClusterIP): its endpoints are balanced.
     pub service: Option<Arc<super::discover::Service>>,
+    /// The address to dial for the original destination: the profile's endpoint address when
+    /// the profile names one (it may differ from the address asked about), else `orig_dst`.
+    pub dial: Option<SocketAddr>,
     /// The original destination's proxy and identity, when it is a meshed endpoint.
     pub meshed: Option<Meshed>,
     /// The original destination's proxy takes HTTP/2 (HTTP/1 is carried as HTTP/2).
@@ -71,6 +74,7 @@ impl ProfileLayer {
     async fn target(&self, conn: OutboundConn) -> OutboundTarget {
         let mut target = OutboundTarget {
             orig_dst: conn.orig_dst,
+            dial: conn.orig_dst,
             service: None,
             meshed: None,
             h2: false,
@@ -89,6 +93,9 @@ impl ProfileLayer {
                 .fully_qualified_name
                 .as_ref()
                 .and_then(|name| discovery.service(&format!("{name}:{}", dst.port())));
+            if let Some(e) = &p.endpoint {
+                target.dial = Some(e.addr);
+            }
             target.meshed = p.endpoint.as_ref().and_then(super::discover::meshed);
             target.h2 = p
                 .endpoint

@@ -30,7 +30,7 @@ impl TcpForward {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Some(dst) = target.orig_dst else {
+        let Some(dst) = target.dial else {
             let error = "not HTTP, and not redirected, so there is no target (use CONNECT)";
             return Box::pin(async move { Err(error.into()) });
         };
@@ -75,6 +75,7 @@ mod tests {
     fn target(orig_dst: Option<std::net::SocketAddr>) -> OutboundTarget {
         OutboundTarget {
             orig_dst,
+            dial: orig_dst,
             service: None,
             meshed: None,
             h2: false,

@@ -29,6 +29,7 @@ async fn a_requests_future_stays_small() {
     let outbound = outbound(&config(&[]), None);
     let target = |orig_dst: Option<SocketAddr>, h2| OutboundTarget {
         orig_dst,
+        dial: orig_dst,
         service: None,
         meshed: None,
         h2,

@@ -84,8 +84,9 @@ pub struct H2Settings {
 impl Default for H2Settings {
     fn default() -> Self {
         Self {
-            initial_stream_window_size: 1024 * 1024,
-            initial_connection_window_size: 4 * 1024 * 1024,
+            // linkerd2-proxy's (and RFC 9113's) stream window; its connection window.
+            initial_stream_window_size: 65_535,
+            initial_connection_window_size: 1024 * 1024,
             max_frame_size: 16 * 1024,
             max_header_list_size: 400 * 1024,
         }
