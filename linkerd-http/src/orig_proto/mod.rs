@@ -61,8 +61,8 @@ pub fn upgrade_request<B>(req: &mut Request<B>) -> Result<Version, Error> {
         *req.uri_mut() = Uri::from_parts(parts)
             .map_err(|e| Error::BadRequest(format!("invalid request target: {e}")))?;
     }
-    // :authority carries the host; a Host header beside it is redundant in HTTP/2.
-    req.headers_mut().remove(header::HOST);
+    // The Host header stays beside :authority, as linkerd2-proxy's upgrade keeps it: its
+    // downgrade does not rebuild Host, and an HTTP/1.1 app answers 400 without one.
     req.headers_mut().insert(L5D_ORIG_PROTO, value);
     *req.version_mut() = Version::HTTP_2;
     Ok(orig)
@@ -116,7 +116,14 @@ pub fn downgrade_request<B>(req: &mut Request<B>) -> Result<bool, Error> {
 
 /// On the server proxy: the app's HTTP/1.x response to a downgraded request, as HTTP/2 (its
 /// hop-by-hop headers are already stripped).
+/// Tagged with `l5d-orig-proto` naming the app's version, as linkerd2-proxy tags it.
 pub fn upgrade_response<B>(rsp: &mut Response<B>) {
+    let orig = match rsp.version() {
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    rsp.headers_mut()
+        .insert(L5D_ORIG_PROTO, HeaderValue::from_static(orig));
     *rsp.version_mut() = Version::HTTP_2;
 }
 
@@ -223,7 +230,11 @@ mod tests {
                 "HTTP/1.1"
             };
             assert_eq!(r.headers()[&L5D_ORIG_PROTO], want);
-            assert!(r.headers().get("host").is_none());
+            assert_eq!(
+                r.headers()["host"],
+                "web.ns.svc.cluster.local:8080",
+                "kept for peers that do not rebuild it"
+            );
 
             assert!(downgrade_request(&mut r).unwrap());
             assert_eq!(r.version(), v);
@@ -272,5 +283,6 @@ mod tests {
         assert!(rsp.headers().get(&L5D_ORIG_PROTO).is_none());
         upgrade_response(&mut rsp);
         assert_eq!(rsp.version(), Version::HTTP_2);
+        assert_eq!(rsp.headers()[&L5D_ORIG_PROTO], "HTTP/1.0", "tagged, as upstream");
     }
 }
