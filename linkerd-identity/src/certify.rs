@@ -23,36 +23,48 @@ pub struct CertifyConfig {
     pub request_timeout: Duration,
 }
 
-/// `identity_cert_*` metrics.
+/// `control_identity_cert_*` metrics, linkerd2-proxy's names since 2024 (#2887).
 #[derive(Clone)]
 pub struct IdentityMetrics {
     expiration: Gauge,
+    refreshed_at: Gauge,
     refresh: Counter,
     failures: Counter,
+}
+
+/// `result="ok"` or `result="error"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Outcome(&'static str);
+
+impl linkerd_metrics::EncodeLabels for Outcome {
+    fn encode(&self, w: &mut linkerd_metrics::LabelWriter<'_>) {
+        w.label("result", self.0);
+    }
 }
 
 impl IdentityMetrics {
     /// Creates and registers the metrics.
     pub fn register(reg: &mut Registry) -> Self {
         let expiration = Arc::new(Family::<NoLabels, Gauge>::new(
-            "identity_cert_expiration_timestamp_seconds",
+            "control_identity_cert_expiration_timestamp_seconds",
             "Time when this proxy's current certificate expires (in seconds since the UNIX epoch).",
         ));
-        let refresh = Arc::new(Family::<NoLabels, Counter>::new(
-            "identity_cert_refresh_total",
-            "Total count of certificates issued to this proxy.",
+        let refreshed_at = Arc::new(Family::<NoLabels, Gauge>::new(
+            "control_identity_cert_refresh_timestamp_seconds",
+            "Time of this proxy's last certificate refresh (in seconds since the UNIX epoch).",
         ));
-        let failures = Arc::new(Family::<NoLabels, Counter>::new(
-            "identity_cert_refresh_failures_total",
-            "Total count of failed attempts to get a certificate.",
+        let refreshes = Arc::new(Family::<Outcome, Counter>::new(
+            "control_identity_cert_refreshes_total",
+            "Total count of certificate refreshes, by result.",
         ));
         reg.register(expiration.clone());
-        reg.register(refresh.clone());
-        reg.register(failures.clone());
+        reg.register(refreshed_at.clone());
+        reg.register(refreshes.clone());
         Self {
             expiration: expiration.get(&NoLabels),
-            refresh: refresh.get(&NoLabels),
-            failures: failures.get(&NoLabels),
+            refreshed_at: refreshed_at.get(&NoLabels),
+            refresh: refreshes.get(&Outcome("ok")),
+            failures: refreshes.get(&Outcome("error")),
         }
     }
 }
@@ -70,6 +82,12 @@ pub async fn refresh(
         let wait = match certify(&creds, &csr, &mut client, &config).await {
             Ok(expiry) => {
                 metrics.refresh.incr();
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                metrics
+                    .refreshed_at
+                    .set(i64::try_from(now).unwrap_or(i64::MAX));
                 let secs = expiry
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());

@@ -105,6 +105,21 @@ async fn two_proxies_mesh_with_mtls() {
         body.lines().next().unwrap().ends_with("/headers HTTP/2.0"),
         "{body}"
     );
+    // The app learns the client proxy's verified identity; what the client wrote is dropped.
+    let forged = Request::get(format!("http://{WEB}:8080/headers"))
+        .header(
+            "l5d-client-id",
+            "admin.ns.serviceaccount.identity.linkerd.cluster.local",
+        )
+        .body(Full::default())
+        .unwrap();
+    let (status, body) = client::text(h2.send_request(forged).await.unwrap()).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("l5d-client-id: "))
+        .collect();
+    assert_eq!(ids, [id("client")], "{body}");
 
     // The server proxy saw the client proxy's identity; the client proxy verified the server's.
     let m = scrape(server.admin_addr).await;
@@ -130,12 +145,22 @@ async fn two_proxies_mesh_with_mtls() {
         ) >= 1.0,
         "{m}"
     );
-    let expiry = metric(&m, "identity_cert_expiration_timestamp_seconds", &[]).unwrap();
+    let expiry = metric(
+        &m,
+        "control_identity_cert_expiration_timestamp_seconds",
+        &[],
+    )
+    .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
     assert!(expiry > now + 23.0 * 3600.0, "{expiry} vs {now}");
+    let refreshed = metric(&m, "control_identity_cert_refresh_timestamp_seconds", &[]).unwrap();
+    assert!(
+        (now - 600.0..=now + 1.0).contains(&refreshed),
+        "{refreshed} vs {now}"
+    );
     let m = scrape(client.admin_addr).await;
     let server_id = format!("server_id=\"{}\"", id("server"));
     assert!(
@@ -159,7 +184,14 @@ async fn two_proxies_mesh_with_mtls() {
         ) >= 6.0,
         "{m}"
     );
-    assert_eq!(metric(&m, "identity_cert_refresh_total", &[]), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "control_identity_cert_refreshes_total",
+            &["result=\"ok\""]
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,10 +346,19 @@ async fn traffic_continues_while_certificates_rotate() {
     assert!(ok > 100, "{ok} requests");
     for p in [&server, &client] {
         let m = scrape(p.admin_addr).await;
-        let refreshes = metric(&m, "identity_cert_refresh_total", &[]).unwrap();
+        let refreshes = metric(
+            &m,
+            "control_identity_cert_refreshes_total",
+            &["result=\"ok\""],
+        )
+        .unwrap();
         assert!(refreshes >= 3.0, "{refreshes} certificates in 25s:\n{m}");
         assert_eq!(
-            metric(&m, "identity_cert_refresh_failures_total", &[]),
+            metric(
+                &m,
+                "control_identity_cert_refreshes_total",
+                &["result=\"error\""]
+            ),
             Some(0.0)
         );
     }
@@ -633,7 +674,11 @@ async fn meshed_traffic_and_readiness_wait_for_the_first_certificate() {
     // The Identity service has refused the token at least once.
     eventually(Duration::from_secs(5), || async {
         let m = scrape(server.admin_addr).await;
-        let failures = metric(&m, "identity_cert_refresh_failures_total", &[]);
+        let failures = metric(
+            &m,
+            "control_identity_cert_refreshes_total",
+            &["result=\"error\""],
+        );
         holds(failures >= Some(1.0), failures)
     })
     .await;
@@ -649,7 +694,15 @@ async fn meshed_traffic_and_readiness_wait_for_the_first_certificate() {
     .await;
     assert!(res.is_err() || get_over(res.unwrap(), "/").await.is_err());
     let m = scrape(server.admin_addr).await;
-    assert!(metric(&m, "identity_cert_refresh_failures_total", &[]).unwrap() >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "control_identity_cert_refreshes_total",
+            &["result=\"error\""]
+        )
+        .unwrap()
+            >= 1.0
+    );
 
     // Plaintext traffic flows meanwhile.
     let plain = tokio::net::TcpStream::connect(server.inbound_addr)

@@ -66,6 +66,72 @@ where
     }
 }
 
+/// `l5d-client-id`: the client's verified mesh identity, set on each request to the app; a
+/// header the client sent is removed first, so the app can trust it (it is never forgeable).
+#[derive(Clone, Debug)]
+pub(crate) struct ClientIdLayer {
+    id: Option<http::HeaderValue>,
+}
+
+/// The service made by [`ClientIdLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct ClientId<S> {
+    inner: S,
+    id: Option<http::HeaderValue>,
+}
+
+/// The header's name.
+pub(crate) const L5D_CLIENT_ID: http::HeaderName = http::HeaderName::from_static("l5d-client-id");
+
+impl ClientIdLayer {
+    /// The connection's client identity, made a header value once per connection.
+    pub(crate) fn new(auth: &super::policy::ClientAuth) -> Self {
+        let id = match auth {
+            super::policy::ClientAuth::Authenticated(id) => {
+                // An identity is a DNS-like name: always a valid header value.
+                http::HeaderValue::from_str(id.as_str()).ok()
+            }
+            _ => None,
+        };
+        Self { id }
+    }
+}
+
+impl<S> tower::Layer<S> for ClientIdLayer {
+    type Service = ClientId<S>;
+
+    fn layer(&self, inner: S) -> ClientId<S> {
+        ClientId {
+            inner,
+            id: self.id.clone(),
+        }
+    }
+}
+
+impl<B, S: tower::Service<Request<B>>> tower::Service<Request<B>> for ClientId<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> S::Future {
+        let headers = req.headers_mut();
+        match &self.id {
+            // `insert` replaces every value the client sent.
+            Some(id) => {
+                headers.insert(L5D_CLIENT_ID, id.clone());
+            }
+            None => {
+                headers.remove(L5D_CLIENT_ID);
+            }
+        }
+        self.inner.call(req)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +179,36 @@ mod tests {
         assert_eq!(audited.counter.value(), 1);
         let svc = AuthorizeLayer::new(None).layer(app());
         assert_eq!(svc.oneshot(Request::new(())).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn the_client_id_header_is_the_verified_identity_and_never_the_clients() {
+        use crate::inbound::policy::ClientAuth;
+        let echo = tower::service_fn(|req: Request<()>| async move {
+            let ids: Vec<String> = req
+                .headers()
+                .get_all(L5D_CLIENT_ID)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect();
+            Ok::<_, Error>(ids)
+        });
+        let forged = || {
+            let mut r = Request::new(());
+            r.headers_mut()
+                .append(L5D_CLIENT_ID, "admin.ns.serviceaccount".parse().unwrap());
+            r.headers_mut()
+                .append(L5D_CLIENT_ID, "root.ns.serviceaccount".parse().unwrap());
+            r
+        };
+        let web =
+            linkerd_identity::Id::parse("web.ns.serviceaccount.identity.linkerd.cluster.local")
+                .unwrap();
+        let meshed = ClientIdLayer::new(&ClientAuth::Authenticated(web.clone())).layer(echo);
+        assert_eq!(meshed.oneshot(forged()).await.unwrap(), [web.as_str()]);
+        for auth in [ClientAuth::Plaintext, ClientAuth::Tls] {
+            let svc = ClientIdLayer::new(&auth).layer(echo);
+            assert!(svc.oneshot(forged()).await.unwrap().is_empty(), "{auth:?}");
+        }
     }
 }

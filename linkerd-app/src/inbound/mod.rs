@@ -19,11 +19,12 @@
 //! The life of an inbound request, top to bottom ([`Inbound::request_stack`]):
 //! 1. a failure anywhere below becomes the proxy's error response (`l5d-proxy-error`);
 //! 2. the policy: a refused client's request gets 403;
-//! 3. request metrics, by authority;
-//! 4. the app's port must not be one of this proxy's own;
-//! 5. a peer proxy's HTTP/1 carried as HTTP/2 (`l5d-orig-proto`) goes back to HTTP/1;
-//! 6. hop-by-hop headers stay on this hop; protocol upgrades are carried;
-//! 7. the pool, to the app on loopback.
+//! 3. `l5d-client-id`: the client's verified identity, and nothing the client wrote;
+//! 4. request metrics, by authority;
+//! 5. the app's port must not be one of this proxy's own;
+//! 6. a peer proxy's HTTP/1 carried as HTTP/2 (`l5d-orig-proto`) goes back to HTTP/1;
+//! 7. hop-by-hop headers stay on this hop; protocol upgrades are carried;
+//! 8. the pool, to the app on loopback.
 
 mod http;
 pub mod policy;
@@ -182,15 +183,17 @@ impl Inbound {
             .layer(ErrorResponseLayer)
             // 2. The policy, per request.
             .layer(AuthorizeLayer::new(conn.authz))
-            // 3. Request metrics, by authority.
+            // 3. The app learns the client's verified identity (and only that).
+            .layer(http::ClientIdLayer::new(&conn.target.auth))
+            // 4. Request metrics, by authority.
             .layer(MetricsLayer::new(routes))
-            // 4. The app's port must not be this proxy's own.
+            // 5. The app's port must not be this proxy's own.
             .layer(RefuseOwnLayer::loop_to(&self.own, app))
-            // 5. A peer proxy's upgraded HTTP/1 goes to the app as HTTP/1.
+            // 6. A peer proxy's upgraded HTTP/1 goes to the app as HTTP/1.
             .layer(DowngradeLayer)
-            // 6. Hop-by-hop headers stay on this hop.
+            // 7. Hop-by-hop headers stay on this hop.
             .layer(HopByHopLayer)
-            // 7. The pool, to the app.
+            // 8. The pool, to the app.
             .service(EndpointClient::new(&self.client, app, None))
     }
 }

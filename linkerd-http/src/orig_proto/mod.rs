@@ -283,6 +283,10 @@ mod tests {
         assert!(rsp.headers().get(&L5D_ORIG_PROTO).is_none());
         upgrade_response(&mut rsp);
         assert_eq!(rsp.version(), Version::HTTP_2);
-        assert_eq!(rsp.headers()[&L5D_ORIG_PROTO], "HTTP/1.0", "tagged, as upstream");
+        assert_eq!(
+            rsp.headers()[&L5D_ORIG_PROTO],
+            "HTTP/1.0",
+            "tagged, as upstream"
+        );
     }
 }
