@@ -130,6 +130,55 @@ impl Error {
         matches!(self, Error::Connect(_))
     }
 
+    /// The gRPC status code a gRPC client gets for this failure (linkerd2-proxy's mapping).
+    pub fn grpc_code(&self) -> u16 {
+        use linkerd_balance::Error as B;
+        use linkerd_proxy_transport::Error as T;
+        const DEADLINE_EXCEEDED: u16 = 4;
+        const NOT_FOUND: u16 = 5;
+        const PERMISSION_DENIED: u16 = 7;
+        const INTERNAL: u16 = 13;
+        const UNAVAILABLE: u16 = 14;
+        match self {
+            Error::Connect(T::ConnectTimeout { .. }) => DEADLINE_EXCEEDED,
+            Error::Unavailable(B::Unavailable { .. }) => DEADLINE_EXCEEDED,
+            Error::Unavailable(B::NotFound { .. }) => NOT_FOUND,
+            Error::Unavailable(B::QueueFull { .. }) => UNAVAILABLE,
+            Error::Connect(_)
+            | Error::Handshake { .. }
+            | Error::Upstream { .. }
+            | Error::Tls { .. }
+            | Error::TransportHeader { .. }
+            | Error::NoCertificate(_)
+            | Error::Loop { .. }
+            | Error::Resolve { .. } => UNAVAILABLE,
+            Error::Forbidden { .. } | Error::Unauthorized(_) => PERMISSION_DENIED,
+            Error::BadRequest(_) => INTERNAL,
+        }
+    }
+
+    /// The answer to a gRPC request: trailers-only (`:status 200`, an empty body), with
+    /// `grpc-status`, `grpc-message` (percent-encoded, as gRPC requires) and `l5d-proxy-error`.
+    pub fn to_grpc_response(&self) -> Response<ProxyBody> {
+        let msg = self.to_string();
+        let mut rsp = Response::new(ProxyBody::empty());
+        let h = rsp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        h.insert("grpc-status", HeaderValue::from(self.grpc_code()));
+        // Percent-encoding leaves only visible ASCII: always a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&msg)) {
+            h.insert("grpc-message", v);
+        }
+        let value =
+            HeaderValue::from_str(&msg).unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
+        h.insert(L5D_PROXY_ERROR, value);
+        rsp
+    }
+
     /// The response sent to the client: the status, the `l5d-proxy-error` header and the
     /// message as a plain-text body.
     pub fn to_response(&self) -> Response<ProxyBody> {
@@ -149,11 +198,46 @@ impl Error {
     }
 }
 
+/// gRPC's `grpc-message` encoding: bytes outside visible ASCII, and `%`, as `%XX`.
+fn grpc_percent_encode(msg: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(msg.len());
+    for b in msg.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use linkerd_proxy_transport::Error as T;
     use std::time::Duration;
+
+    #[test]
+    fn grpc_answers() {
+        let addr: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let refused = Error::Connect(T::ConnectRefused { addr });
+        let rsp = refused.to_grpc_response();
+        assert_eq!(rsp.status(), 200);
+        assert_eq!(rsp.headers()["grpc-status"], "14");
+        assert_eq!(rsp.headers()["content-length"], "0");
+        assert!(rsp.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .contains("10.0.0.1:80"));
+        let timeout = Error::Connect(T::ConnectTimeout {
+            addr,
+            timeout: Duration::from_secs(1),
+        });
+        assert_eq!(timeout.grpc_code(), 4);
+        assert_eq!(Error::Unauthorized("no".into()).grpc_code(), 7);
+        assert_eq!(grpc_percent_encode("50% é\n"), "50%25 %C3%A9%0A");
+    }
 
     #[test]
     fn statuses() {

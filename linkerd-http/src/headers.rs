@@ -103,6 +103,15 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether `req` is gRPC: HTTP/2 with a `content-type` starting `application/grpc`.
+pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.version() == http::Version::HTTP_2
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ mod upgrade;
 
 pub use self::body::ProxyBody;
 pub use self::error::Error;
-pub use self::headers::{authority_of, strip_hop_by_hop, wants_upgrade, L5D_PROXY_ERROR};
+pub use self::headers::{authority_of, is_grpc, strip_hop_by_hop, wants_upgrade, L5D_PROXY_ERROR};
 pub use self::hop::{HopByHop, HopByHopLayer};
 pub use self::metrics::{
     AuthorityRoutes, HttpMetrics, Metrics, MetricsLayer, OnceRoute, RecordBody, ResponseRecorder,

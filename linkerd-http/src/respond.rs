@@ -1,7 +1,7 @@
 //! The top of every request stack: a failure becomes the proxy's error response.
 
 use crate::{Error, ProxyBody};
-use http::Response;
+use http::{Request, Response};
 use std::{
     convert::Infallible,
     future::Future,
@@ -27,6 +27,8 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
+        // A gRPC request's failure is answered in gRPC.
+        grpc: bool,
     }
 }
 
@@ -60,9 +62,9 @@ impl<S> tower::Layer<S> for ErrorResponseLayer {
     }
 }
 
-impl<R, S> tower::Service<R> for ErrorResponse<S>
+impl<B, S> tower::Service<Request<B>> for ErrorResponse<S>
 where
-    S: tower::Service<R, Response = Response<ProxyBody>, Error = Error>,
+    S: tower::Service<Request<B>, Response = Response<ProxyBody>, Error = Error>,
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
@@ -77,15 +79,18 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let grpc = crate::is_grpc(&req);
         match self.unready.take() {
             Some(error) => ResponseFuture {
                 state: State::Unready { error: Some(error) },
+                grpc,
             },
             None => ResponseFuture {
                 state: State::Inner {
                     inner: self.inner.call(req),
                 },
+                grpc,
             },
         }
     }
@@ -98,7 +103,9 @@ where
     type Output = Result<Response<ProxyBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let res = match self.project().state.project() {
+        let this = self.project();
+        let grpc = *this.grpc;
+        let res = match this.state.project() {
             Proj::Inner { inner } => ready!(inner.poll(cx)),
             Proj::Unready { error } => match error.take() {
                 Some(e) => Err(e),
@@ -116,7 +123,10 @@ where
             Error::Loop { .. } => tracing::warn!(%error, "request refused"),
             _ => tracing::info!(%error, "request failed"),
         }
-        Poll::Ready(Ok(error.to_response()))
+        Poll::Ready(Ok(match grpc {
+            true => error.to_grpc_response(),
+            false => error.to_response(),
+        }))
     }
 }
 
@@ -128,17 +138,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_becomes_its_status_and_message() {
-        let inner = tower::service_fn(|fail: bool| async move {
-            match fail {
+        let inner = tower::service_fn(|req: Request<bool>| async move {
+            match *req.body() {
                 true => Err(Error::BadRequest("no Host".into())),
                 false => Ok(Response::new(ProxyBody::full("ok"))),
             }
         });
         let svc = ErrorResponseLayer.layer(inner);
-        let rsp = svc.clone().oneshot(true).await.unwrap();
+        let rsp = svc.clone().oneshot(Request::new(true)).await.unwrap();
         assert_eq!(rsp.status(), 400);
         assert_eq!(rsp.headers()[L5D_PROXY_ERROR], "bad request: no Host");
-        let rsp = svc.oneshot(false).await.unwrap();
+        let grpc = Request::builder()
+            .version(http::Version::HTTP_2)
+            .header("content-type", "application/grpc+proto")
+            .body(true)
+            .unwrap();
+        let rsp = svc.clone().oneshot(grpc).await.unwrap();
+        assert_eq!(rsp.status(), 200, "gRPC failures are trailers-only answers");
+        assert_eq!(rsp.headers()["grpc-status"], "13");
+        assert_eq!(rsp.headers()["grpc-message"], "bad request: no Host");
+        assert_eq!(rsp.headers()["content-type"], "application/grpc");
+        let rsp = svc.oneshot(Request::new(false)).await.unwrap();
         assert_eq!(rsp.status(), 200);
         assert!(rsp.headers().get(L5D_PROXY_ERROR).is_none());
     }
@@ -147,7 +167,7 @@ mod tests {
     #[derive(Clone)]
     struct Unready;
 
-    impl tower::Service<()> for Unready {
+    impl tower::Service<Request<()>> for Unready {
         type Response = Response<ProxyBody>;
         type Error = Error;
         type Future = std::future::Ready<Result<Response<ProxyBody>, Error>>;
@@ -156,14 +176,18 @@ mod tests {
             Poll::Ready(Err(Error::Unauthorized("unready".into())))
         }
 
-        fn call(&mut self, (): ()) -> Self::Future {
+        fn call(&mut self, _: Request<()>) -> Self::Future {
             unreachable!("never called: never ready")
         }
     }
 
     #[tokio::test]
     async fn a_failed_readiness_answers_the_request() {
-        let rsp = ErrorResponseLayer.layer(Unready).oneshot(()).await.unwrap();
+        let rsp = ErrorResponseLayer
+            .layer(Unready)
+            .oneshot(Request::new(()))
+            .await
+            .unwrap();
         assert_eq!(rsp.status(), 403);
     }
 }

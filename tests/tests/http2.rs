@@ -163,3 +163,27 @@ async fn grpc_unary_and_server_streaming() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_request_the_proxy_cannot_serve_gets_a_grpc_status() {
+    // Nothing listens there: the proxy cannot connect.
+    let (_reserved, refusing) = linkerd_tests::refusing_addr();
+    let proxy = proxy(&[], Some(refusing));
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.outbound_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let err = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains(&refusing.to_string()),
+        "the reason names the target: {err:?}"
+    );
+}
