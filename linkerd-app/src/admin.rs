@@ -52,9 +52,12 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(socket), svc);
-            if let Err(error) = conn.await {
+            // HTTP/1 (probes, linkerd-await) or HTTP/2 (a meshed Prometheus), by the preface.
+            let conn =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), svc)
+                    .await;
+            if let Err(error) = conn {
                 tracing::debug!(%peer, %error, "admin connection failed");
             }
         });
@@ -62,11 +65,14 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
 }
 
 impl Admin {
+    /// Answers one request as linkerd2-proxy's admin server does
+    /// (`LINKERD-CONTRACT.md`, section (e)).
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        let loopback = peer.ip().is_loopback();
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
-            (&Method::GET, "/ready") => {
+        let loopback = peer.ip().is_loopback()
+            || matches!(peer.ip(), std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+        match req.uri().path() {
+            "/live" => text(StatusCode::OK, "live\n"),
+            "/ready" => {
                 let certified = self.identity.as_ref().is_none_or(|c| c.is_ready());
                 if self.ready.load(Ordering::Acquire) && certified {
                     text(StatusCode::OK, "ready\n")
@@ -78,34 +84,106 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, why)
                 }
             }
-            (&Method::GET, "/metrics") => {
-                let mut rsp = text(StatusCode::OK, self.registry.encode());
-                rsp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                rsp
-            }
-            (&Method::GET, "/env.json") => {
-                let body = serde_json::to_string_pretty(&self.env).unwrap_or_default();
-                let mut rsp = text(StatusCode::OK, body);
-                rsp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
-                rsp
-            }
-            (_, "/proxy-log-level") => self.log_level(req, loopback).await,
-            (&Method::POST, "/shutdown") if self.shutdown_enabled && loopback => {
-                tracing::info!(%peer, "shutdown requested on the admin endpoint");
-                self.shutdown.cancel();
-                text(StatusCode::OK, "shutdown\n")
-            }
-            (_, "/live" | "/ready" | "/metrics" | "/env.json") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-            }
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            "/metrics" => self.metrics(&req),
+            "/env.json" => self.env_json(&req),
+            "/proxy-log-level" => self.log_level(req, loopback).await,
+            "/shutdown" => match *req.method() {
+                Method::POST if !loopback => text(
+                    StatusCode::FORBIDDEN,
+                    "shutdown may only be requested from localhost\n",
+                ),
+                Method::POST if !self.shutdown_enabled => {
+                    text(StatusCode::NOT_FOUND, "shutdown endpoint is not enabled\n")
+                }
+                Method::POST => {
+                    tracing::info!(%peer, "shutdown requested on the admin endpoint");
+                    self.shutdown.cancel();
+                    text(StatusCode::OK, "shutdown\n")
+                }
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
+            },
+            _ => text(StatusCode::NOT_FOUND, ""),
         }
+    }
+
+    /// The Prometheus text, ending with `# EOF`; gzipped when the client accepts it.
+    fn metrics(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let mut body = self.registry.encode();
+        if !body.ends_with('\n') && !body.is_empty() {
+            body.push('\n');
+        }
+        body.push_str("# EOF\n");
+        let gzip = req
+            .headers()
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("gzip")));
+        let mut rsp = match gzip.then(|| gzip_bytes(body.as_bytes())).flatten() {
+            Some(zipped) => {
+                let mut rsp = text(StatusCode::OK, zipped);
+                rsp.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    header::HeaderValue::from_static("gzip"),
+                );
+                rsp
+            }
+            None => text(StatusCode::OK, body),
+        };
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        rsp
+    }
+
+    /// The process environment as JSON; `?A&B` names the variables wanted (`null` if unset).
+    fn env_json(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "");
+        }
+        let accepts_json = req.headers().get_all(header::ACCEPT).iter().all(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',').any(|t| {
+                    let t = t.split(';').next().unwrap_or("").trim();
+                    matches!(t, "application/json" | "application/*" | "*/*")
+                })
+            })
+        });
+        if !accepts_json {
+            return text(
+                StatusCode::NOT_ACCEPTABLE,
+                "only application/json is served\n",
+            );
+        }
+        let body = match req.uri().query().filter(|q| !q.is_empty()) {
+            None => serde_json::to_string_pretty(&self.env),
+            Some(q) if q.contains('=') => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "the query names variables (?A&B); it has no values\n",
+                )
+            }
+            Some(q) => {
+                let wanted: serde_json::Map<String, serde_json::Value> = q
+                    .split('&')
+                    .filter(|n| !n.is_empty())
+                    .map(|n| {
+                        let v = self
+                            .env
+                            .get(n)
+                            .map_or(serde_json::Value::Null, |v| v.clone().into());
+                        (n.to_string(), v)
+                    })
+                    .collect();
+                serde_json::to_string_pretty(&wanted)
+            }
+        };
+        let mut rsp = text(StatusCode::OK, body.unwrap_or_default());
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        rsp
     }
 
     async fn log_level(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
@@ -116,11 +194,11 @@ impl Admin {
             );
         };
         match *req.method() {
-            Method::GET => text(StatusCode::OK, format!("{}\n", log.get())),
-            Method::PUT if !loopback => text(
+            Method::GET | Method::PUT if !loopback => text(
                 StatusCode::FORBIDDEN,
-                "the log level may only be changed from localhost\n",
+                "the log level may only be read or changed from localhost\n",
             ),
+            Method::GET => text(StatusCode::OK, format!("{}\n", log.get())),
             Method::PUT => {
                 let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                     Ok(b) => b.to_bytes(),
@@ -138,9 +216,17 @@ impl Admin {
                     ),
                 }
             }
-            _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
         }
     }
+}
+
+/// `body` gzipped; `None` if compression failed (the caller sends it plain).
+fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(body).ok()?;
+    enc.finish().ok()
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

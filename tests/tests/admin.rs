@@ -45,8 +45,122 @@ async fn admin_endpoints() {
         .send_request(Request::post("/live").body(Full::default()).unwrap())
         .await
         .unwrap();
+    assert_eq!(rsp.status(), 200, "/live answers any method, as upstream");
+    tx.ready().await.unwrap();
+    let rsp = tx
+        .send_request(Request::get("/shutdown").body(Full::default()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 405);
     assert_eq!(client::get(admin, "/live").await.0, 200);
+}
+
+/// One request to the admin server over HTTP/1 with these headers; status, headers, body.
+async fn admin_req(
+    admin: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Bytes) {
+    use http_body_util::BodyExt;
+    let mut tx = client::http1::<Full<Bytes>>(admin).await;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let rsp = tx
+        .send_request(req.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = rsp.into_parts();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_as_linkerd2_proxy_answers_them() {
+    let proxy = proxy(&[("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "1s")], None);
+    let admin = proxy.admin_addr;
+
+    // /env.json: the whole environment, or the variables the query names.
+    let (status, _, body) = admin_req(
+        admin,
+        "GET",
+        "/env.json?LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD&NOT_SET_ANYWHERE",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD": "1s", "NOT_SET_ANYWHERE": null})
+    );
+    assert_eq!(admin_req(admin, "GET", "/env.json?A=1", &[]).await.0, 400);
+    assert_eq!(admin_req(admin, "POST", "/env.json", &[]).await.0, 405);
+    assert_eq!(
+        admin_req(admin, "GET", "/env.json", &[("accept", "text/html")])
+            .await
+            .0,
+        406
+    );
+    assert_eq!(
+        admin_req(
+            admin,
+            "GET",
+            "/env.json",
+            &[("accept", "text/html, application/*;q=0.5")]
+        )
+        .await
+        .0,
+        200
+    );
+
+    // /metrics: ends with # EOF; gzipped when asked.
+    let (_, headers, plain) = admin_req(admin, "GET", "/metrics", &[]).await;
+    assert!(headers.get("content-encoding").is_none());
+    let plain = String::from_utf8(plain.to_vec()).unwrap();
+    assert!(plain.ends_with("# EOF\n"), "{plain}");
+    let (status, headers, zipped) = admin_req(
+        admin,
+        "GET",
+        "/metrics",
+        &[("accept-encoding", "deflate, gzip")],
+    )
+    .await;
+    assert_eq!(
+        (status, headers["content-encoding"].as_bytes()),
+        (200, &b"gzip"[..])
+    );
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&zipped[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert!(
+        unzipped.contains("process_start_time_seconds"),
+        "{unzipped}"
+    );
+    assert!(unzipped.ends_with("# EOF\n"));
+
+    // HTTP/2 (a meshed Prometheus scrapes that way).
+    let mut h2 = client::http2::<Full<Bytes>>(admin).await;
+    let rsp = h2
+        .send_request(
+            Request::get("http://admin/ready")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(client::text(rsp).await, (200, "ready\n".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
