@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [
             "destination.proto",
             "identity.proto",
+            "inbound.proto",
             "opaque_transport.proto",
         ],
         ["../proto"],

@@ -19,6 +19,21 @@ pub mod identity {
     tonic::include_proto!("io.linkerd.proxy.identity");
 }
 
+/// `io.linkerd.proxy.inbound`: per-port inbound server policy.
+pub mod inbound {
+    tonic::include_proto!("io.linkerd.proxy.inbound");
+}
+
+/// `io.linkerd.proxy.http_route`: HTTP route matches and filters.
+pub mod http_route {
+    tonic::include_proto!("io.linkerd.proxy.http_route");
+}
+
+/// `io.linkerd.proxy.grpc_route`: gRPC route matches and filters.
+pub mod grpc_route {
+    tonic::include_proto!("io.linkerd.proxy.grpc_route");
+}
+
 /// `transport.l5d.io`: the opaque-transport header one proxy sends another inside mTLS.
 pub mod opaque_transport {
     tonic::include_proto!("transport.l5d.io");

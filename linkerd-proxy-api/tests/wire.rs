@@ -284,3 +284,228 @@ fn transport_header_fields() {
         vec![0x08, 0x90, 0x3f, 0x1a, 0x02, 0x0a, 0x00]
     );
 }
+
+/// A `Server` with every field the policy controller sends, built from their types.
+fn their_server() -> theirs::inbound::Server {
+    use theirs::{http_route as h, http_types as t, inbound::*, meta, net};
+    let net = |ip: u32, len: u32| net::IpNetwork {
+        ip: Some(net::IpAddress {
+            ip: Some(net::ip_address::Ip::Ipv4(ip)),
+        }),
+        prefix_len: len,
+    };
+    let metadata = |kind: &str, name: &str| meta::Metadata {
+        kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+            group: "policy.linkerd.io".into(),
+            kind: kind.into(),
+            name: name.into(),
+            namespace: "default".into(),
+            section: String::new(),
+            port: 0,
+        })),
+    };
+    let authz = Authz {
+        networks: vec![Network {
+            net: Some(net(0x0a00_0000, 8)),
+            except: vec![net(0x0a00_0100, 24)],
+        }],
+        authentication: Some(Authn {
+            permit: Some(authn::Permit::MeshTls(authn::PermitMeshTls {
+                clients: Some(authn::permit_mesh_tls::Clients::Identities(
+                    authn::permit_mesh_tls::PermitClientIdentities {
+                        identities: vec![Identity {
+                            name: "web.default.serviceaccount.identity.linkerd.cluster.local"
+                                .into(),
+                        }],
+                        suffixes: vec![IdentitySuffix {
+                            parts: vec!["emojivoto".into(), "serviceaccount".into()],
+                        }],
+                    },
+                )),
+            })),
+        }),
+        labels: HashMap::from([("name".into(), "web-authz".into())]),
+        metadata: Some(metadata("AuthorizationPolicy", "web-authz")),
+    };
+    let http_route = HttpRoute {
+        metadata: Some(metadata("HTTPRoute", "web-route")),
+        hosts: vec![
+            h::HostMatch {
+                r#match: Some(h::host_match::Match::Exact("web.example.com".into())),
+            },
+            h::HostMatch {
+                r#match: Some(h::host_match::Match::Suffix(h::host_match::Suffix {
+                    reverse_labels: vec!["com".into(), "example".into()],
+                })),
+            },
+        ],
+        authorizations: vec![authz.clone()],
+        rules: vec![http_route::Rule {
+            matches: vec![h::HttpRouteMatch {
+                path: Some(h::PathMatch {
+                    kind: Some(h::path_match::Kind::Prefix("/api".into())),
+                }),
+                headers: vec![h::HeaderMatch {
+                    name: "x-env".into(),
+                    value: Some(h::header_match::Value::Regex("^prod".into())),
+                }],
+                query_params: vec![h::QueryParamMatch {
+                    name: "debug".into(),
+                    value: Some(h::query_param_match::Value::Exact("1".into())),
+                }],
+                method: Some(t::HttpMethod {
+                    r#type: Some(t::http_method::Type::Registered(
+                        t::http_method::Registered::Get.into(),
+                    )),
+                }),
+            }],
+            filters: vec![
+                http_route::Filter {
+                    kind: Some(http_route::filter::Kind::FailureInjector(
+                        h::HttpFailureInjector {
+                            status: 503,
+                            message: "injected".into(),
+                            ratio: Some(h::Ratio {
+                                numerator: 1,
+                                denominator: 2,
+                            }),
+                        },
+                    )),
+                },
+                http_route::Filter {
+                    kind: Some(http_route::filter::Kind::RequestHeaderModifier(
+                        h::RequestHeaderModifier {
+                            add: Some(t::Headers {
+                                headers: vec![t::headers::Header {
+                                    name: "x-a".into(),
+                                    value: b"1".to_vec(),
+                                }],
+                            }),
+                            set: None,
+                            remove: vec!["x-b".into()],
+                        },
+                    )),
+                },
+                http_route::Filter {
+                    kind: Some(http_route::filter::Kind::Redirect(h::RequestRedirect {
+                        scheme: None,
+                        host: "other".into(),
+                        path: Some(h::PathModifier {
+                            replace: Some(h::path_modifier::Replace::Prefix("/v2".into())),
+                        }),
+                        port: 8443,
+                        status: 302,
+                    })),
+                },
+            ],
+        }],
+    };
+    let limit = |rps| {
+        Some(http_local_rate_limit::Limit {
+            requests_per_second: rps,
+        })
+    };
+    Server {
+        protocol: Some(ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Detect(proxy_protocol::Detect {
+                timeout: Some(prost_types::Duration {
+                    seconds: 10,
+                    nanos: 0,
+                }),
+                http_routes: vec![http_route],
+                http_local_rate_limit: Some(HttpLocalRateLimit {
+                    metadata: Some(metadata("HTTPLocalRateLimitPolicy", "rl")),
+                    total: limit(100),
+                    identity: limit(10),
+                    overrides: vec![http_local_rate_limit::Override {
+                        limit: limit(50),
+                        clients: Some(http_local_rate_limit::r#override::ClientIdentities {
+                            identities: vec![Identity {
+                                name: "batch.default.serviceaccount.identity.linkerd.cluster.local"
+                                    .into(),
+                            }],
+                        }),
+                    }],
+                }),
+            })),
+        }),
+        server_ips: vec![],
+        authorizations: vec![authz],
+        labels: HashMap::from([
+            ("group".into(), "policy.linkerd.io".into()),
+            ("kind".into(), "server".into()),
+            ("name".into(), "web-http".into()),
+        ]),
+    }
+}
+
+/// A gRPC route with a match and a failure injector, from their types.
+fn their_grpc_route() -> theirs::inbound::GrpcRoute {
+    use theirs::{grpc_route as g, inbound::*, meta};
+    let metadata = |kind: &str, name: &str| meta::Metadata {
+        kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+            group: "policy.linkerd.io".into(),
+            kind: kind.into(),
+            name: name.into(),
+            namespace: "default".into(),
+            section: String::new(),
+            port: 0,
+        })),
+    };
+    GrpcRoute {
+        metadata: Some(metadata("GRPCRoute", "rpc")),
+        hosts: vec![],
+        authorizations: vec![],
+        rules: vec![grpc_route::Rule {
+            matches: vec![g::GrpcRouteMatch {
+                rpc: Some(g::GrpcRpcMatch {
+                    service: "helloworld.Greeter".into(),
+                    method: "SayHello".into(),
+                }),
+                headers: vec![],
+            }],
+            filters: vec![grpc_route::Filter {
+                kind: Some(grpc_route::filter::Kind::FailureInjector(
+                    g::GrpcFailureInjector {
+                        code: 14,
+                        message: "no".into(),
+                        ratio: None,
+                    },
+                )),
+            }],
+        }],
+    }
+}
+
+#[test]
+fn inbound_policy_round_trips_every_field() {
+    let theirs_server = their_server();
+    let ours_server = ours::inbound::Server::decode(theirs_server.encode_to_vec().as_slice())
+        .expect("ours decodes theirs");
+    let back = theirs::inbound::Server::decode(ours_server.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(back, theirs_server, "no field lost through ours");
+
+    let grpc = theirs::inbound::Server {
+        protocol: Some(theirs::inbound::ProxyProtocol {
+            kind: Some(theirs::inbound::proxy_protocol::Kind::Grpc(
+                theirs::inbound::proxy_protocol::Grpc {
+                    routes: vec![their_grpc_route()],
+                },
+            )),
+        }),
+        ..Default::default()
+    };
+    let ours_grpc = ours::inbound::Server::decode(grpc.encode_to_vec().as_slice()).unwrap();
+    let back = theirs::inbound::Server::decode(ours_grpc.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(back, grpc);
+
+    let spec = ours::inbound::PortSpec {
+        workload: "{\"ns\":\"default\",\"pod\":\"web-0\"}\n".into(),
+        port: 8080,
+    };
+    let theirs_spec = theirs::inbound::PortSpec::decode(spec.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(
+        (theirs_spec.workload.as_str(), theirs_spec.port),
+        (spec.workload.as_str(), 8080)
+    );
+}
