@@ -74,6 +74,34 @@ pub mod net {
         }
     }
 
+    impl IpAddress {
+        /// The address, or `None` when the message lacks one.
+        pub fn to_ip(&self) -> Option<IpAddr> {
+            Some(match self.ip.as_ref()? {
+                ip_address::Ip::Ipv4(v4) => IpAddr::V4(Ipv4Addr::from(*v4)),
+                ip_address::Ip::Ipv6(v6) => IpAddr::V6(Ipv6Addr::from(
+                    (u128::from(v6.first) << 64) | u128::from(v6.last),
+                )),
+            })
+        }
+    }
+
+    impl From<IpAddr> for IpAddress {
+        fn from(ip: IpAddr) -> Self {
+            let ip = match ip {
+                IpAddr::V4(v4) => ip_address::Ip::Ipv4(u32::from(v4)),
+                IpAddr::V6(v6) => {
+                    let n = u128::from(v6);
+                    ip_address::Ip::Ipv6(IPv6 {
+                        first: (n >> 64) as u64,
+                        last: n as u64,
+                    })
+                }
+            };
+            IpAddress { ip: Some(ip) }
+        }
+    }
+
     impl TcpAddress {
         /// The socket address, or `None` when the message lacks an IP or has a port above 65535.
         pub fn to_socket_addr(&self) -> Option<SocketAddr> {

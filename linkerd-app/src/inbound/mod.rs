@@ -28,6 +28,8 @@
 
 mod http;
 pub mod policy;
+mod ratelimit;
+mod server;
 mod tls;
 
 use self::{
