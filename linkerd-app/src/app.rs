@@ -221,6 +221,15 @@ impl App {
             connector.clone(),
             false,
         );
+        let policy_channel = match &config.policy_control {
+            Some(p) => Some(control::channel(
+                "policy",
+                &p.control,
+                tls.as_ref(),
+                config.outbound.client.connect_timeout,
+            )?),
+            None => None,
+        };
         let inbound = Inbound::new(
             &config,
             tls.clone(),
@@ -231,6 +240,8 @@ impl App {
             authz,
             own,
             shutdown.clone(),
+            policy_channel,
+            admin_addr.port(),
         );
 
         // The accept loops are tracked too, so `drained` returns only once the listeners are

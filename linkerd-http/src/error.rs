@@ -83,6 +83,45 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// No route of the port's policy matches the request.
+    #[error("no route found for the request")]
+    RouteNotFound,
+
+    /// The port's local rate limit is exceeded.
+    #[error("too many requests")]
+    RateLimited,
+
+    /// A route's failure injector answered.
+    #[error("{message}")]
+    Injected {
+        /// The configured status.
+        status: StatusCode,
+        /// The configured message.
+        message: String,
+    },
+
+    /// A gRPC route's failure injector answered.
+    #[error("{message}")]
+    InjectedGrpc {
+        /// The configured gRPC status code.
+        code: u16,
+        /// The configured message.
+        message: String,
+    },
+
+    /// A route's redirect filter answered.
+    #[error("redirected to {location:?}")]
+    Redirect {
+        /// A 3xx status.
+        status: StatusCode,
+        /// The `Location`.
+        location: HeaderValue,
+    },
+
+    /// The port's policy from the control plane is invalid (and there is no earlier one).
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(String),
+
     /// An explicit-proxy target name did not resolve.
     #[error("failed to resolve {name}: {reason}")]
     Resolve {
@@ -122,6 +161,11 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Resolve { .. } => StatusCode::BAD_GATEWAY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Error::Injected { status, .. } | Error::Redirect { status, .. } => *status,
+            Error::InjectedGrpc { .. } => StatusCode::OK,
+            Error::InvalidPolicy(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -153,7 +197,11 @@ impl Error {
             | Error::Loop { .. }
             | Error::Resolve { .. } => UNAVAILABLE,
             Error::Forbidden { .. } | Error::Unauthorized(_) => PERMISSION_DENIED,
-            Error::BadRequest(_) => INTERNAL,
+            Error::BadRequest(_) | Error::InvalidPolicy(_) => INTERNAL,
+            Error::RouteNotFound | Error::Redirect { .. } => NOT_FOUND,
+            Error::RateLimited => 8,
+            Error::Injected { .. } => 9,
+            Error::InjectedGrpc { code, .. } => *code,
         }
     }
 
@@ -194,6 +242,10 @@ impl Error {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain"),
         );
+        if let Error::Redirect { location, .. } = self {
+            rsp.headers_mut()
+                .insert(http::header::LOCATION, location.clone());
+        }
         rsp
     }
 }

@@ -119,7 +119,12 @@ where
         // A refusal by policy is expected traffic; a loop is a misconfiguration; the rest is a
         // request that could not be served.
         match &error {
-            Error::Unauthorized(_) => tracing::debug!(%error, "request refused"),
+            Error::Unauthorized(_)
+            | Error::RouteNotFound
+            | Error::RateLimited
+            | Error::Injected { .. }
+            | Error::InjectedGrpc { .. }
+            | Error::Redirect { .. } => tracing::debug!(%error, "request answered by policy"),
             Error::Loop { .. } => tracing::warn!(%error, "request refused"),
             _ => tracing::info!(%error, "request failed"),
         }

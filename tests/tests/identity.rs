@@ -545,7 +545,7 @@ async fn every_policy_mode_allows_and_denies_the_right_clients() {
                 metric(
                     &m,
                     "inbound_http_authz_audit_total",
-                    &["reason=\"unauthenticated\"", "tls=\"no_identity\""]
+                    &["srv_kind=\"default\"", "srv_name=\"audit\"", "tls=\"no_identity\""]
                 )
                 .is_some(),
                 "{m}"
@@ -557,8 +557,9 @@ async fn every_policy_mode_allows_and_denies_the_right_clients() {
                     &m,
                     "inbound_http_authz_deny_total",
                     &[
-                        "policy=\"all-authenticated\"",
-                        "reason=\"unauthenticated\"",
+                        "srv_kind=\"default\"",
+                        "srv_name=\"all-authenticated\"",
+                        "route_name=\"default\"",
                         "tls=\"true\""
                     ]
                 )
@@ -631,8 +632,8 @@ async fn a_denied_tcp_connection_is_closed_and_counted() {
             &m,
             "inbound_tcp_authz_deny_total",
             &[
-                "policy=\"all-authenticated\"",
-                "reason=\"unauthenticated\"",
+                "srv_kind=\"default\"",
+                "srv_name=\"all-authenticated\"",
                 "tls=\"no_identity\""
             ]
         ),

@@ -31,6 +31,7 @@ pub mod policy;
 mod ratelimit;
 mod server;
 mod tls;
+mod watch;
 
 use self::{
     http::AuthorizeLayer,
@@ -82,6 +83,8 @@ pub(crate) struct Inbound {
     client: Client<Incoming, Connector>,
     own: OwnListeners,
     drain: CancellationToken,
+    /// The inbound policy API's watches; `None` without `LINKERD2_PROXY_POLICY_SVC_ADDR`.
+    store: Option<Arc<watch::PolicyStore>>,
 }
 
 /// A connection's I/O once its protocol is known.
@@ -99,7 +102,18 @@ impl Inbound {
         authz: AuthzMetrics,
         own: OwnListeners,
         drain: CancellationToken,
+        policy_channel: Option<tonic::transport::Channel>,
+        admin_port: u16,
     ) -> Arc<Self> {
+        let store = match (policy_channel, &config.policy_control) {
+            (Some(ch), Some(pc)) => Some(watch::PolicyStore::new(
+                ch,
+                pc.clone(),
+                config.control_streams,
+                admin_port,
+            )),
+            _ => None,
+        };
         let detect = DetectParams {
             timeout: config.inbound.detect_timeout,
             capacity: 1024,
@@ -125,6 +139,7 @@ impl Inbound {
             client,
             own,
             drain,
+            store,
         })
     }
 
@@ -157,7 +172,11 @@ impl Inbound {
                 InboundTls::expects_header,
             ))
             // 4. The policy's decision for this client and port.
-            .filter(Decide::new(self.policy.clone(), self.opaque_ports.clone()))
+            .layer(tower::filter::AsyncFilterLayer::new(Decide::new(
+                self.policy.clone(),
+                self.opaque_ports.clone(),
+                self.store.clone(),
+            )))
             // 5. Detect the protocol, unless it is known.
             .layer(DetectLayer::new(self.detect, InboundTarget::known_protocol))
             // 6. Apply the decision.
@@ -184,7 +203,16 @@ impl Inbound {
             // 1. A failure becomes the proxy's error response.
             .layer(ErrorResponseLayer)
             // 2. The policy, per request.
-            .layer(AuthorizeLayer::new(conn.authz))
+            .layer(AuthorizeLayer::new(
+                conn.authz,
+                conn.server.map(|rx| http::ServerCheck {
+                    rx,
+                    client: conn.target.client.ip(),
+                    auth: conn.target.auth.clone(),
+                    labels: conn.target.labels(server::Meta::default_named("default")),
+                    metrics: self.authz.clone(),
+                }),
+            ))
             // 3. The app learns the client's verified identity (and only that).
             .layer(http::ClientIdLayer::new(&conn.target.auth))
             // 4. Request metrics, by authority.
@@ -279,6 +307,8 @@ mod tests {
             AuthzMetrics::register(&mut reg),
             OwnListeners::new(vec![]),
             CancellationToken::new(),
+            None,
+            4191,
         )
     }
 
@@ -288,16 +318,20 @@ mod tests {
         let inbound = inbound(&config(&[]));
         let target = InboundTarget {
             client: "10.0.0.9:40000".parse().unwrap(),
+            target: "10.0.0.1:8080".parse().unwrap(),
             port: 8080,
             label: TlsLabel::Opaque,
             auth: policy::ClientAuth::Plaintext,
             decision: policy::Decision::Allow,
+            default_policy: "all-unauthenticated",
             protocol: None,
+            server: None,
         };
         let conn = Authorized {
             target,
             protocol: Protocol::Http1,
             authz: None,
+            server: None,
         };
         let size = request_future_size(&inbound.request_stack(conn));
         eprintln!("inbound: {size} bytes");

@@ -5,7 +5,7 @@
 //! (`Authorize`, step 6): a refused TCP client is closed, a refused HTTP client gets 403 for
 //! every request (the request layer in `inbound::http`); both are counted ([`AuthzMetrics`]).
 
-use super::tls::InboundTls;
+use super::{server::Meta, tls::InboundTls};
 use crate::PortSet;
 use ipnet::IpNet;
 use linkerd_detect::{Detected, Protocol};
@@ -18,7 +18,15 @@ use std::{
     str::FromStr,
     sync::Arc,
 };
-use tower::{filter::Predicate, BoxError};
+use super::{
+    server::ServerProtocol,
+    watch::{PolicyStore, PortPolicy},
+};
+use tokio::sync::watch;
+use tower::{
+    filter::{AsyncPredicate, Predicate},
+    BoxError,
+};
 
 /// What the proxy does with clients no port override covers
 /// (`LINKERD2_PROXY_INBOUND_DEFAULT_POLICY`).
@@ -212,27 +220,48 @@ impl std::fmt::Display for Denial {
     }
 }
 
-/// `inbound_{tcp,http}_authz_{deny,audit}_total`, and failed TLS handshakes.
+/// `inbound_{http,tcp}_authz_{allow,deny}_total`, `inbound_http_route_not_found_total`,
+/// `inbound_http_local_ratelimit_total`, `inbound_tcp_authz_terminate_total` with
+/// linkerd2-proxy's labels; `inbound_{http,tcp}_authz_audit_total` (ours, for `audit`); failed
+/// TLS handshakes.
 #[derive(Clone)]
 pub struct AuthzMetrics {
     handshake_failures: Counter,
+    tcp_allow: Arc<Family<AuthzLabels, Counter>>,
     tcp_deny: Arc<Family<AuthzLabels, Counter>>,
+    tcp_terminate: Arc<Family<AuthzLabels, Counter>>,
+    http_allow: Arc<Family<AuthzLabels, Counter>>,
     http_deny: Arc<Family<AuthzLabels, Counter>>,
+    http_not_found: Arc<Family<AuthzLabels, Counter>>,
+    http_ratelimit: Arc<Family<AuthzLabels, Counter>>,
     tcp_audit: Arc<Family<AuthzLabels, Counter>>,
     http_audit: Arc<Family<AuthzLabels, Counter>>,
 }
 
-/// The labels of one refused (or audited) client.
+/// The labels of one authorization decision, as linkerd2-proxy writes them: the target, the
+/// server (`srv_*`), the route (`route_*`, HTTP) and the authorization (`authz_*`, allowed).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct AuthzLabels {
-    /// The app port.
-    pub target_port: u16,
-    /// The rule that refused.
-    pub policy: &'static str,
-    /// Why.
-    pub reason: DenyReason,
+pub(crate) struct AuthzLabels {
+    /// The connection's target (the pod address and app port).
+    pub target: SocketAddr,
+    /// The server, or the default policy (`kind="default"`).
+    pub srv: Arc<Meta>,
+    /// The route (HTTP).
+    pub route: Option<Arc<Meta>>,
+    /// The authorization that allowed it.
+    pub authz: Option<Arc<Meta>>,
     /// The connection's TLS status.
     pub tls: TlsLabel,
+}
+
+/// Which decision counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuthzEvent {
+    Allow,
+    Deny,
+    Audit,
+    NotFound,
+    RateLimited,
 }
 
 impl AuthzMetrics {
@@ -246,13 +275,33 @@ impl AuthzMetrics {
         reg.register(handshakes.clone());
         let m = Self {
             handshake_failures: handshakes.get(&NoLabels),
+            tcp_allow: family(
+                "inbound_tcp_authz_allow_total",
+                "The total number of inbound TCP connections that were authorized",
+            ),
             tcp_deny: family(
                 "inbound_tcp_authz_deny_total",
-                "Total count of TCP connections closed by the inbound policy.",
+                "The total number of inbound TCP connections that were denied",
+            ),
+            tcp_terminate: family(
+                "inbound_tcp_authz_terminate_total",
+                "The total number of inbound TCP connections that were terminated due to an authorization change",
+            ),
+            http_allow: family(
+                "inbound_http_authz_allow_total",
+                "The total number of inbound HTTP requests that were authorized",
             ),
             http_deny: family(
                 "inbound_http_authz_deny_total",
-                "Total count of HTTP requests refused (403) by the inbound policy.",
+                "The total number of inbound HTTP requests that could not be processed due to a proxy error.",
+            ),
+            http_not_found: family(
+                "inbound_http_route_not_found_total",
+                "The number of inbound requests that did not match a route",
+            ),
+            http_ratelimit: family(
+                "inbound_http_local_ratelimit_total",
+                "The total number of inbound HTTP requests that were rate-limited",
             ),
             tcp_audit: family(
                 "inbound_tcp_authz_audit_total",
@@ -263,7 +312,17 @@ impl AuthzMetrics {
                 "Total count of HTTP requests the audit policy allowed but all-authenticated would refuse.",
             ),
         };
-        for f in [&m.tcp_deny, &m.http_deny, &m.tcp_audit, &m.http_audit] {
+        for f in [
+            &m.tcp_allow,
+            &m.tcp_deny,
+            &m.tcp_terminate,
+            &m.http_allow,
+            &m.http_deny,
+            &m.http_not_found,
+            &m.http_ratelimit,
+            &m.tcp_audit,
+            &m.http_audit,
+        ] {
             reg.register(f.clone());
         }
         m
@@ -274,46 +333,90 @@ impl AuthzMetrics {
         self.handshake_failures.clone()
     }
 
-    /// The counter for TCP (`http: false`) or HTTP, denied or audited.
-    pub fn counter(&self, http: bool, audit: bool, labels: &AuthzLabels) -> Counter {
-        match (http, audit) {
-            (false, false) => self.tcp_deny.get(labels),
-            (true, false) => self.http_deny.get(labels),
-            (false, true) => self.tcp_audit.get(labels),
-            (true, true) => self.http_audit.get(labels),
-        }
+    /// The counter of one decision, for TCP (`http: false`) or HTTP.
+    pub(crate) fn counter(&self, http: bool, event: AuthzEvent, labels: &AuthzLabels) -> Counter {
+        use AuthzEvent::*;
+        let family = match (http, event) {
+            (false, Allow) => &self.tcp_allow,
+            (false, Deny) => &self.tcp_deny,
+            (false, Audit) => &self.tcp_audit,
+            (true, Allow) => &self.http_allow,
+            (true, Deny) => &self.http_deny,
+            (true, Audit) => &self.http_audit,
+            (_, NotFound) => &self.http_not_found,
+            (_, RateLimited) => &self.http_ratelimit,
+        };
+        family.get(labels)
+    }
+
+    /// `inbound_tcp_authz_terminate_total`.
+    #[allow(dead_code)]
+    pub(crate) fn terminated(&self, labels: &AuthzLabels) -> Counter {
+        self.tcp_terminate.get(labels)
     }
 }
 
 impl EncodeLabels for AuthzLabels {
     fn encode(&self, w: &mut LabelWriter<'_>) {
-        w.label("target_port", self.target_port)
-            .label("policy", self.policy)
-            .label("reason", self.reason.as_str());
+        w.label("target_addr", self.target)
+            .label("target_ip", self.target.ip())
+            .label("target_port", self.target.port())
+            .label("srv_group", &*self.srv.group)
+            .label("srv_kind", &*self.srv.kind)
+            .label("srv_name", &*self.srv.name)
+            .label("srv_port", self.target.port());
+        if let Some(r) = &self.route {
+            w.label("route_group", &*r.group)
+                .label("route_kind", &*r.kind)
+                .label("route_name", &*r.name);
+        }
+        if let Some(a) = &self.authz {
+            w.label("authz_group", &*a.group)
+                .label("authz_kind", &*a.kind)
+                .label("authz_name", &*a.name);
+        }
         self.tls.encode(w);
     }
 }
 
 // === the connection steps ===
 
-/// An inbound connection with its app port and the policy's decision.
+/// An inbound connection with its app port and what the policy says of it.
 #[derive(Clone, Debug)]
 pub(crate) struct InboundTarget {
     pub client: SocketAddr,
+    /// The connection's target: the pod address the client dialed, with the app port.
+    pub target: SocketAddr,
     /// The app port: the original destination's, or the one a transport header names.
     pub port: u16,
     pub label: TlsLabel,
     pub auth: ClientAuth,
+    /// The default policy's decision (used while the port has no server policy).
     pub decision: Decision,
+    /// The default policy's name.
+    pub default_policy: &'static str,
     /// The protocol, when known without detection (a transport header names it; the app's
-    /// own TLS, a silent client and an opaque port are opaque).
+    /// own TLS, a silent client, an opaque port or the server's protocol).
     pub protocol: Option<Protocol>,
+    /// The port's policy from the control plane, and its updates.
+    pub server: Option<(PortPolicy, watch::Receiver<PortPolicy>)>,
 }
 
 impl InboundTarget {
     /// The protocol known without detection.
     pub(crate) fn known_protocol(&self) -> Option<Protocol> {
         self.protocol
+    }
+
+    /// The labels of this connection's decisions under `srv`.
+    pub(crate) fn labels(&self, srv: Arc<Meta>) -> AuthzLabels {
+        AuthzLabels {
+            target: self.target,
+            srv,
+            route: None,
+            authz: None,
+            tls: self.label.clone(),
+        }
     }
 }
 
@@ -323,75 +426,107 @@ impl InboundTarget {
 pub(crate) struct Authorized {
     pub target: InboundTarget,
     pub protocol: Protocol,
-    /// For HTTP: a refused client's requests get 403, an audited one's are counted.
+    /// HTTP under the default policy: the decision each request gets (and is counted in).
     pub authz: Option<Arc<Authz>>,
+    /// HTTP under a server policy: each request is routed and authorized by its current
+    /// version.
+    pub server: Option<watch::Receiver<PortPolicy>>,
 }
 
-/// A policy decision against the connection's client, applied to each request.
+/// The default policy's decision against the connection's client, applied to each request.
 #[derive(Debug)]
 pub(crate) struct Authz {
-    pub denial: Denial,
-    /// Allowed (audit policy), only counted.
-    pub audit: bool,
+    /// `None`: allowed (perhaps audited: counted only).
+    pub denial: Option<Denial>,
     pub counter: Counter,
 }
 
-/// Step 4: the app port (the transport header's, or the original destination's) and the
-/// policy's decision for the client; the protocol when it is known without detection.
+/// Step 4: the app port (the transport header's, or the original destination's), the port's
+/// policy (waiting for its first answer, bounded) and the default policy's decision; the
+/// protocol when it is known without detection.
 #[derive(Clone)]
 pub(crate) struct Decide {
     policy: Arc<Policy>,
     opaque_ports: PortSet,
+    store: Option<Arc<PolicyStore>>,
 }
 
 impl Decide {
-    pub(crate) fn new(policy: Arc<Policy>, opaque_ports: PortSet) -> Self {
+    pub(crate) fn new(
+        policy: Arc<Policy>,
+        opaque_ports: PortSet,
+        store: Option<Arc<PolicyStore>>,
+    ) -> Self {
         Self {
             policy,
             opaque_ports,
+            store,
         }
     }
 }
 
-impl<I> Predicate<(InboundTls, Option<TransportHeader>, I)> for Decide {
+impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)> for Decide {
     type Request = (InboundTarget, I);
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Request, BoxError>> + Send + 'static>,
+    >;
 
-    fn check(
-        &mut self,
-        (tls, header, io): (InboundTls, Option<TransportHeader>, I),
-    ) -> Result<Self::Request, BoxError> {
-        let (port, protocol) = match header {
-            Some(h) => {
-                tracing::debug!(port = h.port, protocol = ?h.protocol, "opaque transport");
-                let protocol = match h.protocol {
-                    Some(SessionProtocol::Http1) => Protocol::Http1,
-                    Some(SessionProtocol::Http2) => Protocol::Http2,
-                    None => Protocol::Opaque,
-                };
-                (h.port, Some(protocol))
-            }
-            None => {
-                let port = tls.conn.orig_dst.port();
-                let opaque = tls.opaque || self.opaque_ports.contains(port);
-                (port, opaque.then_some(Protocol::Opaque))
-            }
-        };
-        let client = tls.conn.client;
-        let target = InboundTarget {
-            client,
-            port,
-            decision: self.policy.check(port, client.ip(), &tls.auth),
-            label: tls.label,
-            auth: tls.auth,
-            protocol,
-        };
-        Ok((target, io))
+    fn check(&mut self, (tls, header, io): (InboundTls, Option<TransportHeader>, I)) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let (port, named) = match header {
+                Some(h) => {
+                    tracing::debug!(port = h.port, protocol = ?h.protocol, "opaque transport");
+                    let protocol = match h.protocol {
+                        Some(SessionProtocol::Http1) => Protocol::Http1,
+                        Some(SessionProtocol::Http2) => Protocol::Http2,
+                        None => Protocol::Opaque,
+                    };
+                    (h.port, Some(protocol))
+                }
+                None => (tls.conn.orig_dst.port(), None),
+            };
+            let server = match &this.store {
+                Some(store) => {
+                    let (current, rx) = store.get(port).await;
+                    let current = match current {
+                        PortPolicy::Pending => PortPolicy::Default,
+                        c => c,
+                    };
+                    Some((current, rx))
+                }
+                None => None,
+            };
+            let from_server = match server.as_ref().map(|(p, _)| p) {
+                Some(PortPolicy::Server(p)) => match p.protocol {
+                    ServerProtocol::Opaque | ServerProtocol::Tls => Some(Protocol::Opaque),
+                    ServerProtocol::Http1 => Some(Protocol::Http1),
+                    ServerProtocol::Http2 | ServerProtocol::Grpc => Some(Protocol::Http2),
+                    ServerProtocol::Detect { .. } => None,
+                },
+                // Without a server policy, opaque ports skip detection.
+                _ => this.opaque_ports.contains(port).then_some(Protocol::Opaque),
+            };
+            let protocol = named.or_else(|| tls.opaque.then_some(Protocol::Opaque)).or(from_server);
+            let client = tls.conn.client;
+            let target = InboundTarget {
+                client,
+                target: SocketAddr::new(tls.conn.orig_dst.ip(), port),
+                port,
+                decision: this.policy.check(port, client.ip(), &tls.auth),
+                default_policy: this.policy.default.as_str(),
+                label: tls.label,
+                auth: tls.auth,
+                protocol,
+                server,
+            };
+            Ok((target, io))
+        })
     }
 }
 
-/// Step 6: applies the decision once the protocol is known. A refused TCP client is counted
-/// and closed; an audited one is counted and logged; an HTTP client's decision goes to its
-/// requests.
+/// Step 6: applies the policy once the protocol is known. A TCP client is authorized (or
+/// counted and closed) now; an HTTP client's requests are authorized one by one.
 #[derive(Clone)]
 pub(crate) struct Authorize {
     authz: AuthzMetrics,
@@ -413,53 +548,103 @@ impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
         let protocol = detected.protocol;
         tracing::Span::current().record("protocol", tracing::field::debug(protocol));
         let http = matches!(protocol, Protocol::Http1 | Protocol::Http2);
-        let (denial, audit) = match target.decision {
-            Decision::Allow => {
-                let authorized = Authorized {
-                    target,
-                    protocol,
-                    authz: None,
-                };
-                return Ok((authorized, io));
+        match target.server.clone() {
+            Some((PortPolicy::Server(p), rx)) => {
+                if http {
+                    let authorized = Authorized { target, protocol, authz: None, server: Some(rx) };
+                    return Ok((authorized, io));
+                }
+                let mut labels = target.labels(p.meta.clone());
+                match p.authorize(target.client.ip(), &target.auth) {
+                    Some(a) => {
+                        labels.authz = Some(a.meta.clone());
+                        self.authz.counter(false, AuthzEvent::Allow, &labels).incr();
+                        let authorized = Authorized { target, protocol, authz: None, server: None };
+                        Ok((authorized, io))
+                    }
+                    None => {
+                        self.authz.counter(false, AuthzEvent::Deny, &labels).incr();
+                        Err(Box::new(Refused(format!(
+                            "unauthorized connection on server {}",
+                            p.meta.name
+                        ))))
+                    }
+                }
             }
-            Decision::Deny(denial) => (denial, false),
-            Decision::Audit(denial) => (denial, true),
+            Some((PortPolicy::Invalid(why), rx)) => {
+                if http {
+                    let authorized = Authorized { target, protocol, authz: None, server: Some(rx) };
+                    return Ok((authorized, io));
+                }
+                let labels = target.labels(Meta::default_named("invalid"));
+                self.authz.counter(false, AuthzEvent::Deny, &labels).incr();
+                Err(Box::new(Refused(format!("the port's policy is invalid: {why}"))))
+            }
+            _ => self.default_policy(target, protocol, http, io),
+        }
+    }
+}
+
+impl Authorize {
+    /// The default policy (no server policy for the port).
+    fn default_policy<I>(
+        &self,
+        target: InboundTarget,
+        protocol: Protocol,
+        http: bool,
+        io: I,
+    ) -> Result<(Authorized, I), BoxError> {
+        let (denial, audit) = match target.decision {
+            Decision::Allow => (None, false),
+            Decision::Deny(denial) => (Some(denial), false),
+            Decision::Audit(denial) => (Some(denial), true),
         };
-        let labels = AuthzLabels {
-            target_port: target.port,
-            policy: denial.policy,
-            reason: denial.reason,
-            tls: target.label.clone(),
+        let name = denial.map_or(target.default_policy, |d| d.policy);
+        let mut labels = target.labels(Meta::default_named(name));
+        if http {
+            labels.route = Some(Meta::default_named("default"));
+        }
+        let event = match (denial, audit) {
+            (None, _) => AuthzEvent::Allow,
+            (Some(_), false) => AuthzEvent::Deny,
+            (Some(_), true) => AuthzEvent::Audit,
         };
-        let counter = self.authz.counter(http, audit, &labels);
+        if event == AuthzEvent::Allow {
+            labels.authz = Some(Meta::default_named(name));
+        }
+        let counter = self.authz.counter(http, event, &labels);
         if !http {
             counter.incr();
-            if !audit {
+            if let (Some(denial), false) = (denial, audit) {
                 // Logged, with the connection's client and identity, as the stack closes it.
-                return Err(Box::new(Refused(denial)));
+                return Err(Box::new(Refused(denial.to_string())));
             }
         }
-        log_denial(&denial, audit, &target, http);
+        if let Some(denial) = &denial {
+            log_denial(denial, audit, &target, http);
+        }
         let authz = http.then(|| {
             Arc::new(Authz {
-                denial,
-                audit,
+                denial: denial.filter(|_| !audit),
                 counter,
             })
         });
-        let authorized = Authorized {
-            target,
-            protocol,
-            authz,
-        };
-        Ok((authorized, io))
+        Ok((
+            Authorized {
+                target,
+                protocol,
+                authz,
+                server: None,
+            },
+            io,
+        ))
     }
 }
 
 /// A TCP client the policy refuses.
 #[derive(Debug, thiserror::Error)]
 #[error("refusing the client's connection: {0}")]
-struct Refused(Denial);
+struct Refused(String);
 
 fn log_denial(denial: &Denial, audit: bool, target: &InboundTarget, http: bool) {
     let client = target.client;

@@ -3,7 +3,7 @@
 //!
 //! Each limit is a lock-free GCRA cell (one atomic); per-identity cells live in a bounded map.
 
-use super::server::{InvalidPolicy, Meta};
+use super::server::InvalidPolicy;
 use linkerd_proxy_api::inbound as api;
 use parking_lot::Mutex;
 use std::{
@@ -21,7 +21,6 @@ const MAX_IDENTITIES: usize = 10_000;
 /// A server's local rate limits.
 #[derive(Debug)]
 pub(crate) struct RateLimit {
-    pub meta: Arc<Meta>,
     total: Option<Cell>,
     identity: Option<u32>,
     overrides: Vec<(Vec<String>, Cell)>,
@@ -77,7 +76,6 @@ impl RateLimit {
                 .filter(|n| *n > 0)
         };
         Ok(Self {
-            meta: Meta::from_api(r.metadata.as_ref(), "ratelimit"),
             total: rps(&r.total).map(Cell::new),
             identity: rps(&r.identity),
             overrides: r

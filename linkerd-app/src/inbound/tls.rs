@@ -1,7 +1,7 @@
 //! Steps 1 and 2 of an inbound connection: which port it is for, and what its TLS says of the
 //! client.
 
-use super::policy::{AuthzLabels, AuthzMetrics, ClientAuth, DenyReason};
+use super::policy::{AuthzLabels, AuthzMetrics, ClientAuth};
 use crate::PortSet;
 use linkerd_proxy_transport::{
     Accepted, Direction, Metered, NoTlsReason, Peer, PrefixedIo, TcpMetrics, TlsLabel,
@@ -184,12 +184,15 @@ impl<I> tower::filter::Predicate<(InboundConn, ServerTls, TlsIo<I>)> for Label {
         }
         if transport && !matches!(auth, ClientAuth::Authenticated(_)) {
             let labels = AuthzLabels {
-                target_port: 0,
-                policy: "opaque-transport",
-                reason: DenyReason::Unauthenticated,
+                target: conn.orig_dst,
+                srv: super::server::Meta::default_named("opaque-transport"),
+                route: None,
+                authz: None,
                 tls: label,
             };
-            self.authz.counter(false, false, &labels).incr();
+            self.authz
+                .counter(false, super::policy::AuthzEvent::Deny, &labels)
+                .incr();
             return Err("opaque transport requires a client identity".into());
         }
         let target = InboundTls {
@@ -319,7 +322,7 @@ mod tests {
         assert!(err.contains("client identity"), "{err}");
         assert!(reg
             .encode()
-            .contains("inbound_tcp_authz_deny_total{target_port=\"0\",policy=\"opaque-transport\",reason=\"unauthenticated\""));
+            .contains("srv_kind=\"default\",srv_name=\"opaque-transport\""));
         assert!(label
             .check((conn(true), terminated(Some(ID), true), peeked(0)))
             .is_ok());

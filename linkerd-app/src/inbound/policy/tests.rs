@@ -140,11 +140,12 @@ fn inbound_tls(auth: ClientAuth, opaque: bool) -> InboundTls {
     }
 }
 
-#[test]
-fn decide_takes_the_port_and_protocol_a_header_names() {
+#[tokio::test]
+async fn decide_takes_the_port_and_protocol_a_header_names() {
     let mut decide = Decide::new(
         Arc::new(policy(DefaultPolicy::AllUnauthenticated)),
         PortSet::parse("5432").unwrap(),
+        None,
     );
     let header = TransportHeader {
         port: 9000,
@@ -152,19 +153,20 @@ fn decide_takes_the_port_and_protocol_a_header_names() {
         protocol: Some(SessionProtocol::Http2),
     };
     let tls = inbound_tls(ClientAuth::Plaintext, false);
-    let (t, ()) = decide.check((tls.clone(), Some(header), ())).unwrap();
+    let (t, ()) = decide.check((tls.clone(), Some(header), ())).await.unwrap();
     assert_eq!((t.port, t.protocol), (9000, Some(Protocol::Http2)));
     assert!(
         matches!(t.decision, Decision::Deny(_)),
         "9000 requires an identity"
     );
 
-    let (t, ()) = decide.check((tls, None, ())).unwrap();
+    let (t, ()) = decide.check((tls, None, ())).await.unwrap();
     assert_eq!((t.port, t.protocol), (8080, None), "detected");
     assert_eq!(t.decision, Decision::Allow);
 
     let (t, ()) = decide
         .check((inbound_tls(ClientAuth::Plaintext, true), None, ()))
+        .await
         .unwrap();
     assert_eq!(t.protocol, Some(Protocol::Opaque), "the app's own TLS");
 }
@@ -172,11 +174,14 @@ fn decide_takes_the_port_and_protocol_a_header_names() {
 fn target(decision: Decision) -> InboundTarget {
     InboundTarget {
         client: "192.0.2.1:40000".parse().unwrap(),
+        target: "10.0.0.1:8080".parse().unwrap(),
         port: 8080,
         label: TlsLabel::Opaque,
         auth: ClientAuth::Plaintext,
         decision,
+        default_policy: "deny",
         protocol: None,
+        server: None,
     }
 }
 
@@ -207,7 +212,7 @@ fn authorize_closes_a_refused_tcp_client_and_hands_http_its_denial() {
         "{err}"
     );
     assert!(reg.encode().contains(
-        "inbound_tcp_authz_deny_total{target_port=\"8080\",policy=\"deny\",reason=\"deny\",tls=\"opaque\"} 1"
+        "inbound_tcp_authz_deny_total{target_addr=\"10.0.0.1:8080\",target_ip=\"10.0.0.1\",target_port=\"8080\",srv_group=\"\",srv_kind=\"default\",srv_name=\"deny\",srv_port=\"8080\",tls=\"opaque\"} 1"
     ));
 
     // Audited TCP goes on, counted.
@@ -220,7 +225,7 @@ fn authorize_closes_a_refused_tcp_client_and_hands_http_its_denial() {
         .unwrap();
     assert!(a.authz.is_none());
     assert!(reg.encode().contains(
-        "inbound_tcp_authz_audit_total{target_port=\"8080\",policy=\"deny\",reason=\"deny\",tls=\"opaque\"} 1"
+        "inbound_tcp_authz_audit_total{target_addr=\"10.0.0.1:8080\",target_ip=\"10.0.0.1\",target_port=\"8080\",srv_group=\"\",srv_kind=\"default\",srv_name=\"deny\",srv_port=\"8080\",tls=\"opaque\"} 1"
     ));
 
     // HTTP: the decision goes to the requests, counted there.
@@ -232,7 +237,7 @@ fn authorize_closes_a_refused_tcp_client_and_hands_http_its_denial() {
         ))
         .unwrap();
     let authz = a.authz.expect("each request is refused");
-    assert!(!authz.audit);
+    assert!(authz.denial.is_some());
     assert_eq!(
         authz.counter.value(),
         0,
@@ -241,5 +246,6 @@ fn authorize_closes_a_refused_tcp_client_and_hands_http_its_denial() {
     let (a, ()) = authorize
         .check((target(Decision::Allow), detected(Protocol::Http2), ()))
         .unwrap();
-    assert!(a.authz.is_none());
+    let allowed = a.authz.expect("allowed requests are counted");
+    assert!(allowed.denial.is_none());
 }
