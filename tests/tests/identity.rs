@@ -545,7 +545,11 @@ async fn every_policy_mode_allows_and_denies_the_right_clients() {
                 metric(
                     &m,
                     "inbound_http_authz_audit_total",
-                    &["srv_kind=\"default\"", "srv_name=\"audit\"", "tls=\"no_identity\""]
+                    &[
+                        "srv_kind=\"default\"",
+                        "srv_name=\"audit\"",
+                        "tls=\"no_identity\""
+                    ]
                 )
                 .is_some(),
                 "{m}"

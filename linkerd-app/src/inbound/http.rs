@@ -1,11 +1,10 @@
 //! The inbound request stack's own layer: the policy's decision, applied to each request.
 
 use super::{
-    policy::{AuthzEvent, AuthzLabels, AuthzMetrics, Authz, ClientAuth},
+    policy::{Authz, AuthzEvent, AuthzLabels, AuthzMetrics, ClientAuth},
     server::{Filter, PathRewrite, ServerPolicy},
     watch::PortPolicy,
 };
-use tokio::sync::watch;
 use futures_util::future::Either;
 use http::{Request, Response};
 use linkerd_http::{Error, ProxyBody};
@@ -14,6 +13,7 @@ use std::{
     sync::Arc,
     task::{Context, Poll},
 };
+use tokio::sync::watch;
 
 /// Each request is authorized: under the default policy, by the connection's decision (a
 /// refused client gets 403 for every request, an audited one is counted); under a server
@@ -143,7 +143,9 @@ impl ServerCheck {
                 return Err(Error::RateLimited);
             }
         }
-        self.metrics.counter(true, AuthzEvent::Allow, &labels).incr();
+        self.metrics
+            .counter(true, AuthzEvent::Allow, &labels)
+            .incr();
         for filter in &rule.filters {
             apply_filter(filter, req)?;
         }

@@ -6,6 +6,10 @@
 //! every request (the request layer in `inbound::http`); both are counted ([`AuthzMetrics`]).
 
 use super::{server::Meta, tls::InboundTls};
+use super::{
+    server::ServerProtocol,
+    watch::{PolicyStore, PortPolicy},
+};
 use crate::PortSet;
 use ipnet::IpNet;
 use linkerd_detect::{Detected, Protocol};
@@ -17,10 +21,6 @@ use std::{
     net::{IpAddr, SocketAddr},
     str::FromStr,
     sync::Arc,
-};
-use super::{
-    server::ServerProtocol,
-    watch::{PolicyStore, PortPolicy},
 };
 use tokio::sync::watch;
 use tower::{
@@ -471,7 +471,10 @@ impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)>
         Box<dyn std::future::Future<Output = Result<Self::Request, BoxError>> + Send + 'static>,
     >;
 
-    fn check(&mut self, (tls, header, io): (InboundTls, Option<TransportHeader>, I)) -> Self::Future {
+    fn check(
+        &mut self,
+        (tls, header, io): (InboundTls, Option<TransportHeader>, I),
+    ) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
             let (port, named) = match header {
@@ -507,7 +510,9 @@ impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)>
                 // Without a server policy, opaque ports skip detection.
                 _ => this.opaque_ports.contains(port).then_some(Protocol::Opaque),
             };
-            let protocol = named.or_else(|| tls.opaque.then_some(Protocol::Opaque)).or(from_server);
+            let protocol = named
+                .or_else(|| tls.opaque.then_some(Protocol::Opaque))
+                .or(from_server);
             let client = tls.conn.client;
             let target = InboundTarget {
                 client,
@@ -551,7 +556,12 @@ impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
         match target.server.clone() {
             Some((PortPolicy::Server(p), rx)) => {
                 if http {
-                    let authorized = Authorized { target, protocol, authz: None, server: Some(rx) };
+                    let authorized = Authorized {
+                        target,
+                        protocol,
+                        authz: None,
+                        server: Some(rx),
+                    };
                     return Ok((authorized, io));
                 }
                 let mut labels = target.labels(p.meta.clone());
@@ -559,7 +569,12 @@ impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
                     Some(a) => {
                         labels.authz = Some(a.meta.clone());
                         self.authz.counter(false, AuthzEvent::Allow, &labels).incr();
-                        let authorized = Authorized { target, protocol, authz: None, server: None };
+                        let authorized = Authorized {
+                            target,
+                            protocol,
+                            authz: None,
+                            server: None,
+                        };
                         Ok((authorized, io))
                     }
                     None => {
@@ -573,12 +588,19 @@ impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
             }
             Some((PortPolicy::Invalid(why), rx)) => {
                 if http {
-                    let authorized = Authorized { target, protocol, authz: None, server: Some(rx) };
+                    let authorized = Authorized {
+                        target,
+                        protocol,
+                        authz: None,
+                        server: Some(rx),
+                    };
                     return Ok((authorized, io));
                 }
                 let labels = target.labels(Meta::default_named("invalid"));
                 self.authz.counter(false, AuthzEvent::Deny, &labels).incr();
-                Err(Box::new(Refused(format!("the port's policy is invalid: {why}"))))
+                Err(Box::new(Refused(format!(
+                    "the port's policy is invalid: {why}"
+                ))))
             }
             _ => self.default_policy(target, protocol, http, io),
         }

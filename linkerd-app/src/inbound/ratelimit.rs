@@ -71,9 +71,7 @@ impl Cell {
 impl RateLimit {
     pub(crate) fn from_api(r: &api::HttpLocalRateLimit) -> Result<Self, InvalidPolicy> {
         let rps = |l: &Option<api::http_local_rate_limit::Limit>| {
-            l.as_ref()
-                .map(|l| l.requests_per_second)
-                .filter(|n| *n > 0)
+            l.as_ref().map(|l| l.requests_per_second).filter(|n| *n > 0)
         };
         Ok(Self {
             total: rps(&r.total).map(Cell::new),
@@ -82,7 +80,13 @@ impl RateLimit {
                 .overrides
                 .iter()
                 .filter_map(|o| {
-                    let ids = o.clients.as_ref()?.identities.iter().map(|i| i.name.clone()).collect();
+                    let ids = o
+                        .clients
+                        .as_ref()?
+                        .identities
+                        .iter()
+                        .map(|i| i.name.clone())
+                        .collect();
                     Some((ids, Cell::new(rps(&o.limit)?)))
                 })
                 .collect(),
@@ -93,7 +97,11 @@ impl RateLimit {
     /// Whether a request from this client (its identity, if any) is within the limits.
     pub(crate) fn allows(&self, id: Option<&str>) -> bool {
         if let Some(id) = id {
-            if let Some((_, cell)) = self.overrides.iter().find(|(ids, _)| ids.iter().any(|i| i == id)) {
+            if let Some((_, cell)) = self
+                .overrides
+                .iter()
+                .find(|(ids, _)| ids.iter().any(|i| i == id))
+            {
                 return cell.take();
             }
             if let Some(rps) = self.identity {
@@ -133,12 +141,20 @@ mod tests {
     async fn overrides_and_identities() {
         let api = api::HttpLocalRateLimit {
             metadata: None,
-            total: Some(api::http_local_rate_limit::Limit { requests_per_second: 100 }),
-            identity: Some(api::http_local_rate_limit::Limit { requests_per_second: 2 }),
+            total: Some(api::http_local_rate_limit::Limit {
+                requests_per_second: 100,
+            }),
+            identity: Some(api::http_local_rate_limit::Limit {
+                requests_per_second: 2,
+            }),
             overrides: vec![api::http_local_rate_limit::Override {
-                limit: Some(api::http_local_rate_limit::Limit { requests_per_second: 50 }),
+                limit: Some(api::http_local_rate_limit::Limit {
+                    requests_per_second: 50,
+                }),
                 clients: Some(api::http_local_rate_limit::r#override::ClientIdentities {
-                    identities: vec![api::Identity { name: "batch".into() }],
+                    identities: vec![api::Identity {
+                        name: "batch".into(),
+                    }],
                 }),
             }],
         };

@@ -38,7 +38,9 @@ pub(crate) struct ServerPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ServerProtocol {
     /// Detect HTTP within the timeout; anything else is TCP.
-    Detect { timeout: Option<Duration> },
+    Detect {
+        timeout: Option<Duration>,
+    },
     Http1,
     Http2,
     Grpc,
@@ -203,9 +205,7 @@ impl Meta {
 
     /// The server's labels (`group`, `kind`, `name`; upstream's defaults when absent).
     fn from_labels(labels: &std::collections::HashMap<String, String>) -> Arc<Self> {
-        let get = |k: &str, d: &str| -> Arc<str> {
-            labels.get(k).map_or(d, String::as_str).into()
-        };
+        let get = |k: &str, d: &str| -> Arc<str> { labels.get(k).map_or(d, String::as_str).into() };
         Arc::new(Self {
             group: get("group", "policy.linkerd.io"),
             kind: get("kind", "server"),
@@ -406,8 +406,15 @@ impl RouteMatch {
                 if !headers.iter().all(|h| h.matches(req.headers())) {
                     return None;
                 }
-                let len = service.as_ref().map_or(0, String::len) + method.as_ref().map_or(0, String::len);
-                Some((u8::from(service.is_some()) + u8::from(method.is_some()), len, headers.len(), 0, false))
+                let len = service.as_ref().map_or(0, String::len)
+                    + method.as_ref().map_or(0, String::len);
+                Some((
+                    u8::from(service.is_some()) + u8::from(method.is_some()),
+                    len,
+                    headers.len(),
+                    0,
+                    false,
+                ))
             }
         }
     }
@@ -423,7 +430,8 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 fn full_match(re: &regex::Regex, s: &str) -> bool {
-    re.find(s).is_some_and(|m| m.start() == 0 && m.end() == s.len())
+    re.find(s)
+        .is_some_and(|m| m.start() == 0 && m.end() == s.len())
 }
 
 fn query_matches(query: &str, name: &str, v: &ValueMatch) -> bool {
@@ -439,10 +447,13 @@ fn query_matches(query: &str, name: &str, v: &ValueMatch) -> bool {
 
 impl HeaderMatch {
     fn matches(&self, headers: &http::HeaderMap) -> bool {
-        headers.get_all(&self.name).iter().any(|v| match &self.value {
-            ValueMatch::Exact(e) => v.as_bytes() == e.as_slice(),
-            ValueMatch::Regex(re) => v.to_str().is_ok_and(|v| full_match(re, v)),
-        })
+        headers
+            .get_all(&self.name)
+            .iter()
+            .any(|v| match &self.value {
+                ValueMatch::Exact(e) => v.as_bytes() == e.as_slice(),
+                ValueMatch::Regex(re) => v.to_str().is_ok_and(|v| full_match(re, v)),
+            })
     }
 }
 
@@ -516,8 +527,16 @@ impl Authorization {
         let meta = match &a.metadata {
             Some(m) => Meta::from_api(Some(m), fallback),
             None => Arc::new(Meta {
-                group: a.labels.get("group").map_or("policy.linkerd.io", String::as_str).into(),
-                kind: a.labels.get("kind").map_or("serverauthorization", String::as_str).into(),
+                group: a
+                    .labels
+                    .get("group")
+                    .map_or("policy.linkerd.io", String::as_str)
+                    .into(),
+                kind: a
+                    .labels
+                    .get("kind")
+                    .map_or("serverauthorization", String::as_str)
+                    .into(),
                 name: fallback.into(),
             }),
         };
@@ -545,7 +564,9 @@ impl Authorization {
                 (Authn::Identities { exact, suffixes }, ClientAuth::Authenticated(id)) => {
                     let id = id.as_str();
                     exact.iter().any(|e| e == id)
-                        || suffixes.iter().any(|s| s.is_empty() || id.ends_with(s.as_str()))
+                        || suffixes
+                            .iter()
+                            .any(|s| s.is_empty() || id.ends_with(s.as_str()))
                 }
                 _ => false,
             }
@@ -554,11 +575,10 @@ impl Authorization {
 
 fn ip_net(n: Option<&linkerd_proxy_api::net::IpNetwork>) -> Result<IpNet, InvalidPolicy> {
     let n = n.ok_or_else(|| invalid("a network without an address"))?;
-    let ip = n
-        .ip
-        .as_ref()
-        .and_then(|ip| ip.to_ip())
-        .ok_or_else(|| invalid("a network without an address"))?;
+    let ip =
+        n.ip.as_ref()
+            .and_then(|ip| ip.to_ip())
+            .ok_or_else(|| invalid("a network without an address"))?;
     let len = u8::try_from(n.prefix_len).map_err(|_| invalid("a prefix length over 128"))?;
     IpNet::new(ip, len)
         .map(|n| n.trunc())
@@ -598,10 +618,15 @@ fn hosts(hosts: &[http_api::HostMatch]) -> Result<Vec<HostMatch>, InvalidPolicy>
     hosts
         .iter()
         .map(|h| match h.r#match.as_ref() {
-            Some(Match::Exact(e)) => Ok(HostMatch::Exact(e.trim_end_matches('.').to_ascii_lowercase())),
+            Some(Match::Exact(e)) => Ok(HostMatch::Exact(
+                e.trim_end_matches('.').to_ascii_lowercase(),
+            )),
             Some(Match::Suffix(s)) => {
                 let labels: Vec<&str> = s.reverse_labels.iter().rev().map(String::as_str).collect();
-                Ok(HostMatch::Suffix(format!(".{}", labels.join(".").to_ascii_lowercase())))
+                Ok(HostMatch::Suffix(format!(
+                    ".{}",
+                    labels.join(".").to_ascii_lowercase()
+                )))
             }
             None => Err(invalid("a host match without a host")),
         })
@@ -626,7 +651,11 @@ fn headers_filter(m: &http_api::RequestHeaderModifier) -> Result<Filter, Invalid
     Ok(Filter::Headers {
         add: pairs(m.add.as_ref())?,
         set: pairs(m.set.as_ref())?,
-        remove: m.remove.iter().map(|n| header_name(n)).collect::<Result<_, _>>()?,
+        remove: m
+            .remove
+            .iter()
+            .map(|n| header_name(n))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -651,16 +680,26 @@ fn http_routes(routes: &[api::HttpRoute]) -> Result<Vec<Route>, InvalidPolicy> {
                                     Some(P::Prefix(p)) => Some(PathMatch::Prefix(p.clone())),
                                     Some(P::Regex(re)) => Some(PathMatch::Regex(regex(re)?)),
                                 },
-                                headers: m.headers.iter().map(header_match).collect::<Result<_, _>>()?,
+                                headers: m
+                                    .headers
+                                    .iter()
+                                    .map(header_match)
+                                    .collect::<Result<_, _>>()?,
                                 query: m
                                     .query_params
                                     .iter()
                                     .map(|q| {
                                         use http_api::query_param_match::Value;
                                         let v = match q.value.as_ref() {
-                                            Some(Value::Exact(e)) => ValueMatch::Exact(e.as_bytes().to_vec()),
+                                            Some(Value::Exact(e)) => {
+                                                ValueMatch::Exact(e.as_bytes().to_vec())
+                                            }
                                             Some(Value::Regex(r)) => ValueMatch::Regex(regex(r)?),
-                                            None => return Err(invalid("a query match without a value")),
+                                            None => {
+                                                return Err(invalid(
+                                                    "a query match without a value",
+                                                ))
+                                            }
                                         };
                                         Ok((q.name.clone(), v))
                                     })
@@ -677,7 +716,9 @@ fn http_routes(routes: &[api::HttpRoute]) -> Result<Vec<Route>, InvalidPolicy> {
                                 status: u16::try_from(fi.status)
                                     .ok()
                                     .and_then(|s| http::StatusCode::from_u16(s).ok())
-                                    .ok_or_else(|| invalid(format!("failure status {}", fi.status)))?,
+                                    .ok_or_else(|| {
+                                        invalid(format!("failure status {}", fi.status))
+                                    })?,
                                 message: fi.message.clone(),
                                 ratio: ratio(fi.ratio.as_ref())?,
                             }),
@@ -698,7 +739,10 @@ fn http_routes(routes: &[api::HttpRoute]) -> Result<Vec<Route>, InvalidPolicy> {
                     .map(Authorization::from_api)
                     .collect::<Result<_, _>>()?,
                 rules: match rules.is_empty() {
-                    true => vec![Rule { matches: Vec::new(), filters: Vec::new() }],
+                    true => vec![Rule {
+                        matches: Vec::new(),
+                        filters: Vec::new(),
+                    }],
                     false => rules,
                 },
             })
@@ -723,7 +767,11 @@ fn grpc_routes(routes: &[api::GrpcRoute]) -> Result<Vec<Route>, InvalidPolicy> {
                             Ok(RouteMatch::Grpc {
                                 service: m.rpc.as_ref().and_then(|r| nonempty(&r.service)),
                                 method: m.rpc.as_ref().and_then(|r| nonempty(&r.method)),
-                                headers: m.headers.iter().map(header_match).collect::<Result<_, _>>()?,
+                                headers: m
+                                    .headers
+                                    .iter()
+                                    .map(header_match)
+                                    .collect::<Result<_, _>>()?,
                             })
                         })
                         .collect::<Result<Vec<_>, InvalidPolicy>>()?;
@@ -752,7 +800,10 @@ fn grpc_routes(routes: &[api::GrpcRoute]) -> Result<Vec<Route>, InvalidPolicy> {
                     .map(Authorization::from_api)
                     .collect::<Result<_, _>>()?,
                 rules: match rules.is_empty() {
-                    true => vec![Rule { matches: Vec::new(), filters: Vec::new() }],
+                    true => vec![Rule {
+                        matches: Vec::new(),
+                        filters: Vec::new(),
+                    }],
                     false => rules,
                 },
             })

@@ -123,9 +123,10 @@ async fn sweep(store: std::sync::Weak<PolicyStore>) {
         let Some(store) = store.upgrade() else {
             return;
         };
-        store.ports.lock().retain(|port, w| {
-            store.eager.contains(port) || w.last_used.lock().elapsed() < idle
-        });
+        store
+            .ports
+            .lock()
+            .retain(|port, w| store.eager.contains(port) || w.last_used.lock().elapsed() < idle);
     }
 }
 
@@ -205,9 +206,7 @@ async fn stream_once(
             (true, Some(t), _) | (false, _, Some(t)) => Some(t),
             _ => None,
         };
-        let lifetime_left = limits
-            .lifetime
-            .map(|l| l.saturating_sub(opened.elapsed()));
+        let lifetime_left = limits.lifetime.map(|l| l.saturating_sub(opened.elapsed()));
         let wait = match (wait, lifetime_left) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -229,7 +228,8 @@ async fn stream_once(
                         tx.send_replace(PortPolicy::Server(Arc::new(p)));
                     }
                     Err(error) => {
-                        let kept = !matches!(*tx.borrow(), PortPolicy::Pending | PortPolicy::Invalid(_));
+                        let kept =
+                            !matches!(*tx.borrow(), PortPolicy::Pending | PortPolicy::Invalid(_));
                         tracing::warn!(port, %error, kept_previous = kept, "ignoring an invalid policy from the control plane");
                         if !kept {
                             tx.send_replace(PortPolicy::Invalid(error.to_string().into()));

@@ -1,7 +1,7 @@
 use super::*;
 use linkerd_identity::Id;
-use linkerd_proxy_api::{http_route as h, inbound::*, net};
 use linkerd_proxy_api::inbound::{Authn, Network};
+use linkerd_proxy_api::{http_route as h, inbound::*, net};
 
 fn cidr(s: &str) -> net::IpNetwork {
     let n: IpNet = s.parse().unwrap();
@@ -34,7 +34,12 @@ fn ids(exact: &[&str], suffixes: &[&[&str]]) -> authn::Permit {
     authn::Permit::MeshTls(authn::PermitMeshTls {
         clients: Some(authn::permit_mesh_tls::Clients::Identities(
             authn::permit_mesh_tls::PermitClientIdentities {
-                identities: exact.iter().map(|n| Identity { name: n.to_string() }).collect(),
+                identities: exact
+                    .iter()
+                    .map(|n| Identity {
+                        name: n.to_string(),
+                    })
+                    .collect(),
                 suffixes: suffixes
                     .iter()
                     .map(|p| IdentitySuffix {
@@ -95,28 +100,84 @@ const WEB: &str = "web.emojivoto.serviceaccount.identity.linkerd.cluster.local";
 fn authorizations_match_networks_and_identities() {
     let s = ServerPolicy::from_api(&server(
         vec![
-            authz(&["10.0.0.0/8"], &["10.9.0.0/16"], authn::Permit::Unauthenticated(Default::default()), "net"),
-            authz(&["0.0.0.0/0", "::/0"], &[], ids(&[], &[&["emojivoto", "serviceaccount", "identity", "linkerd", "cluster", "local"]]), "suffix"),
-            authz(&["0.0.0.0/0"], &[], ids(&["db.other.serviceaccount.identity.linkerd.cluster.local"], &[]), "exact"),
+            authz(
+                &["10.0.0.0/8"],
+                &["10.9.0.0/16"],
+                authn::Permit::Unauthenticated(Default::default()),
+                "net",
+            ),
+            authz(
+                &["0.0.0.0/0", "::/0"],
+                &[],
+                ids(
+                    &[],
+                    &[&[
+                        "emojivoto",
+                        "serviceaccount",
+                        "identity",
+                        "linkerd",
+                        "cluster",
+                        "local",
+                    ]],
+                ),
+                "suffix",
+            ),
+            authz(
+                &["0.0.0.0/0"],
+                &[],
+                ids(
+                    &["db.other.serviceaccount.identity.linkerd.cluster.local"],
+                    &[],
+                ),
+                "exact",
+            ),
         ],
         vec![],
     ))
     .unwrap();
     assert_eq!(&*s.meta.name, "web-http");
-    assert_eq!((&*s.meta.group, &*s.meta.kind), ("policy.linkerd.io", "server"));
-    let who = |ip: &str, auth: ClientAuth| s.authorize(ip.parse().unwrap(), &auth).map(|a| a.meta.name.to_string());
-    assert_eq!(who("10.1.2.3", ClientAuth::Plaintext).as_deref(), Some("net"));
+    assert_eq!(
+        (&*s.meta.group, &*s.meta.kind),
+        ("policy.linkerd.io", "server")
+    );
+    let who = |ip: &str, auth: ClientAuth| {
+        s.authorize(ip.parse().unwrap(), &auth)
+            .map(|a| a.meta.name.to_string())
+    };
+    assert_eq!(
+        who("10.1.2.3", ClientAuth::Plaintext).as_deref(),
+        Some("net")
+    );
     assert_eq!(who("10.9.2.3", ClientAuth::Plaintext), None, "except");
     assert_eq!(who("192.168.1.1", ClientAuth::Plaintext), None);
     assert_eq!(who("192.168.1.1", authed(WEB)).as_deref(), Some("suffix"));
-    assert_eq!(who("192.168.1.1", ClientAuth::Tls), None, "an identity is required");
     assert_eq!(
-        who("192.168.1.1", authed("db.other.serviceaccount.identity.linkerd.cluster.local")).as_deref(),
+        who("192.168.1.1", ClientAuth::Tls),
+        None,
+        "an identity is required"
+    );
+    assert_eq!(
+        who(
+            "192.168.1.1",
+            authed("db.other.serviceaccount.identity.linkerd.cluster.local")
+        )
+        .as_deref(),
         Some("exact")
     );
-    assert_eq!(who("::ffff:10.1.2.3", ClientAuth::Plaintext).as_deref(), Some("net"), "mapped v4");
-    assert_eq!(who("127.0.0.1", ClientAuth::Plaintext).as_deref(), Some("localhost"), "always");
-    assert_eq!(who("::1", ClientAuth::Plaintext).as_deref(), Some("localhost"));
+    assert_eq!(
+        who("::ffff:10.1.2.3", ClientAuth::Plaintext).as_deref(),
+        Some("net"),
+        "mapped v4"
+    );
+    assert_eq!(
+        who("127.0.0.1", ClientAuth::Plaintext).as_deref(),
+        Some("localhost"),
+        "always"
+    );
+    assert_eq!(
+        who("::1", ClientAuth::Plaintext).as_deref(),
+        Some("localhost")
+    );
 }
 
 #[test]
@@ -162,7 +223,10 @@ fn hosts_prefer_exact_then_the_longest_suffix() {
     }];
     let s = ServerPolicy::from_api(&server(vec![], vec![a, b])).unwrap();
     let name = |host: &str| {
-        let req = http::Request::get("/").header("host", host).body(()).unwrap();
+        let req = http::Request::get("/")
+            .header("host", host)
+            .body(())
+            .unwrap();
         s.route(&req).map(|(r, _)| r.meta.name.to_string())
     };
     assert_eq!(name("web.example.com:8080").as_deref(), Some("exact"));
@@ -172,15 +236,34 @@ fn hosts_prefer_exact_then_the_longest_suffix() {
 
 #[test]
 fn bad_input_is_an_error_that_says_why() {
-    let bad_regex = server(vec![], vec![route("r", h::path_match::Kind::Regex("(".into()), vec![])]);
+    let bad_regex = server(
+        vec![],
+        vec![route("r", h::path_match::Kind::Regex("(".into()), vec![])],
+    );
     let e = ServerPolicy::from_api(&bad_regex).unwrap_err().to_string();
     assert!(e.contains("does not compile"), "{e}");
     let mut no_protocol = server(vec![], vec![]);
     no_protocol.protocol = None;
     assert!(ServerPolicy::from_api(&no_protocol).is_err());
-    let no_nets = server(vec![authz(&[], &[], authn::Permit::Unauthenticated(Default::default()), "x")], vec![]);
-    assert!(ServerPolicy::from_api(&no_nets).unwrap_err().to_string().contains("without networks"));
-    let mut bad_len = authz(&["10.0.0.0/8"], &[], authn::Permit::Unauthenticated(Default::default()), "x");
+    let no_nets = server(
+        vec![authz(
+            &[],
+            &[],
+            authn::Permit::Unauthenticated(Default::default()),
+            "x",
+        )],
+        vec![],
+    );
+    assert!(ServerPolicy::from_api(&no_nets)
+        .unwrap_err()
+        .to_string()
+        .contains("without networks"));
+    let mut bad_len = authz(
+        &["10.0.0.0/8"],
+        &[],
+        authn::Permit::Unauthenticated(Default::default()),
+        "x",
+    );
     bad_len.networks[0].net.as_mut().unwrap().prefix_len = 40;
     assert!(ServerPolicy::from_api(&server(vec![bad_len], vec![])).is_err());
 }

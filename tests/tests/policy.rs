@@ -1,0 +1,508 @@
+//! The inbound policy API end to end: a policy server built from the published
+//! `linkerd2-proxy-api` crate's generated server (as Linkerd's policy controller is), a proxy
+//! that watches it, and clients that see what the policy allows.
+//!
+//! The proxy always lets `127.0.0.1` in (its `localhost` authorization), so the clients here
+//! connect from other loopback addresses (`127.0.0.2`, `127.0.0.3`).
+
+use linkerd2_proxy_api::{self as api, http_route as h, inbound as pb};
+use linkerd_tests::{backend, eventually, holds, metric, metric_sum, proxy, scrape};
+use std::{collections::HashMap, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::watch,
+};
+
+/// A policy server: one `Server` per port, changeable while proxies watch it.
+#[derive(Clone, Default)]
+struct Policies(Arc<parking_lot::Mutex<HashMap<u32, watch::Sender<Option<pb::Server>>>>>);
+
+impl Policies {
+    fn set(&self, port: u16, server: pb::Server) {
+        let mut ports = self.0.lock();
+        let tx = ports
+            .entry(u32::from(port))
+            .or_insert_with(|| watch::channel(None).0);
+        tx.send_replace(Some(server));
+    }
+}
+
+type Stream = Pin<Box<dyn futures_util::Stream<Item = Result<pb::Server, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::inbound_server_policies_server::InboundServerPolicies for Policies {
+    async fn get_port(
+        &self,
+        _: tonic::Request<pb::PortSpec>,
+    ) -> Result<tonic::Response<pb::Server>, tonic::Status> {
+        Err(tonic::Status::unimplemented("GetPort is unused by proxies"))
+    }
+
+    type WatchPortStream = Stream;
+
+    async fn watch_port(
+        &self,
+        req: tonic::Request<pb::PortSpec>,
+    ) -> Result<tonic::Response<Stream>, tonic::Status> {
+        let spec = req.into_inner();
+        assert!(
+            spec.workload.contains("\"pod\""),
+            "the workload is sent: {spec:?}"
+        );
+        let rx = {
+            let mut ports = self.0.lock();
+            ports
+                .entry(spec.port)
+                .or_insert_with(|| watch::channel(None).0)
+                .subscribe()
+        };
+        // The current policy (once there is one), then each change.
+        let stream = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
+            if !first {
+                rx.changed().await.ok()?;
+            }
+            loop {
+                let current = rx.borrow_and_update().clone();
+                if let Some(s) = current {
+                    return Some((Ok(s), (rx, false)));
+                }
+                rx.changed().await.ok()?;
+            }
+        });
+        let stream: Stream = Box::pin(stream);
+        Ok(tonic::Response::new(stream))
+    }
+}
+
+/// Serves `policies` on a loopback port until the returned handle is aborted.
+async fn serve(policies: Policies) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(
+                pb::inbound_server_policies_server::InboundServerPoliciesServer::new(policies),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+    (addr, task)
+}
+
+fn cidr(s: &str) -> api::net::IpNetwork {
+    let n: ipnet_lite::Net = s.parse().unwrap();
+    n.0
+}
+
+/// A tiny CIDR parser for the tests (`a.b.c.d/n`).
+mod ipnet_lite {
+    pub struct Net(pub super::api::net::IpNetwork);
+    impl std::str::FromStr for Net {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let (ip, len) = s.split_once('/').ok_or(())?;
+            let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| ())?;
+            Ok(Net(super::api::net::IpNetwork {
+                ip: Some(super::api::net::IpAddress {
+                    ip: Some(super::api::net::ip_address::Ip::Ipv4(u32::from(ip))),
+                }),
+                prefix_len: len.parse().map_err(|_| ())?,
+            }))
+        }
+    }
+}
+
+fn meta(kind: &str, name: &str) -> Option<api::meta::Metadata> {
+    Some(api::meta::Metadata {
+        kind: Some(api::meta::metadata::Kind::Resource(api::meta::Resource {
+            group: "policy.linkerd.io".into(),
+            kind: kind.into(),
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        })),
+    })
+}
+
+/// Unauthenticated clients from `net`.
+fn authz_net(net: &str, name: &str) -> pb::Authz {
+    pb::Authz {
+        networks: vec![pb::Network {
+            net: Some(cidr(net)),
+            except: vec![],
+        }],
+        authentication: Some(pb::Authn {
+            permit: Some(pb::authn::Permit::Unauthenticated(Default::default())),
+        }),
+        labels: HashMap::new(),
+        metadata: meta("AuthorizationPolicy", name),
+    }
+}
+
+fn route(name: &str, path: &str, exact: bool, authzs: Vec<pb::Authz>) -> pb::HttpRoute {
+    let kind = match exact {
+        true => h::path_match::Kind::Exact(path.into()),
+        false => h::path_match::Kind::Prefix(path.into()),
+    };
+    pb::HttpRoute {
+        metadata: meta("HTTPRoute", name),
+        hosts: vec![],
+        authorizations: authzs,
+        rules: vec![pb::http_route::Rule {
+            matches: vec![h::HttpRouteMatch {
+                path: Some(h::PathMatch { kind: Some(kind) }),
+                ..Default::default()
+            }],
+            filters: vec![],
+        }],
+    }
+}
+
+fn server(name: &str, kind: pb::proxy_protocol::Kind, authzs: Vec<pb::Authz>) -> pb::Server {
+    pb::Server {
+        protocol: Some(pb::ProxyProtocol { kind: Some(kind) }),
+        server_ips: vec![],
+        authorizations: authzs,
+        labels: HashMap::from([
+            ("group".into(), "policy.linkerd.io".into()),
+            ("kind".into(), "server".into()),
+            ("name".into(), name.into()),
+        ]),
+    }
+}
+
+fn detect(
+    routes: Vec<pb::HttpRoute>,
+    rate_limit: Option<pb::HttpLocalRateLimit>,
+) -> pb::proxy_protocol::Kind {
+    pb::proxy_protocol::Kind::Detect(pb::proxy_protocol::Detect {
+        timeout: Some(prost_types::Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        http_routes: routes,
+        http_local_rate_limit: rate_limit,
+    })
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+/// An HTTP/1 connection from `from`.
+async fn http_from(
+    from: &str,
+    to: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let io = connect_from(from, to).await;
+    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+async fn status(
+    tx: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    path: &str,
+) -> u16 {
+    tx.ready().await.unwrap();
+    let req = http::Request::get(path)
+        .header("host", "web.default.svc.cluster.local:8080")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let rsp = tx.send_request(req).await.unwrap();
+    linkerd_tests::client::text(rsp).await.0
+}
+
+async fn get_from(from: &str, to: SocketAddr, path: &str) -> u16 {
+    status(&mut http_from(from, to).await, path).await
+}
+
+fn policy_env(policy: SocketAddr, app_port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("LINKERD2_PROXY_POLICY_SVC_ADDR", policy.to_string()),
+        (
+            "LINKERD2_PROXY_POLICY_WORKLOAD",
+            "{\"ns\":\"default\", \"pod\":\"web-0\"}\n".into(),
+        ),
+        ("LINKERD2_PROXY_INBOUND_PORTS", app_port.to_string()),
+        ("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", "deny".into()),
+    ]
+}
+
+fn start(env: &[(&'static str, String)], app: SocketAddr) -> linkerd_app::Proxy {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    proxy(&env, Some(app))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_authorizations_and_updates() {
+    let app = backend::http().await;
+    let port = app.addr.port();
+    let policies = Policies::default();
+    policies.set(
+        port,
+        server(
+            "web-http",
+            detect(
+                vec![
+                    // Open to every network, on this route only.
+                    route(
+                        "open",
+                        "/open",
+                        false,
+                        vec![authz_net("127.0.0.0/8", "open-authz")],
+                    ),
+                    // Probes, as the policy controller adds them, pass under `deny`.
+                    route(
+                        "probe",
+                        "/ready",
+                        true,
+                        vec![authz_net("0.0.0.0/0", "probes")],
+                    ),
+                    // Only the server's authorizations.
+                    route("api", "/api", false, vec![]),
+                ],
+                None,
+            ),
+            vec![authz_net("127.0.0.2/32", "web-clients")],
+        ),
+    );
+    let (policy_addr, policy_task) = serve(policies.clone()).await;
+    let proxy = start(&policy_env(policy_addr, port), app.addr);
+    let inbound = proxy.inbound_addr;
+
+    // A network allowed; another not.
+    assert_eq!(get_from("127.0.0.2", inbound, "/api/x").await, 200);
+    assert_eq!(get_from("127.0.0.3", inbound, "/api/x").await, 403);
+    // A per-route authorization: one path allowed, one refused, for the same client.
+    assert_eq!(get_from("127.0.0.3", inbound, "/open").await, 200);
+    assert_eq!(
+        get_from("127.0.0.3", inbound, "/ready").await,
+        200,
+        "probes pass under deny"
+    );
+    // No route: 404.
+    assert_eq!(get_from("127.0.0.2", inbound, "/nowhere").await, 404);
+
+    let m = scrape(proxy.admin_addr).await;
+    let target = format!("target_addr=\"{}\"", app.addr);
+    assert_eq!(
+        metric(
+            &m,
+            "inbound_http_authz_allow_total",
+            &[
+                &target,
+                "srv_kind=\"server\"",
+                "srv_name=\"web-http\"",
+                "route_kind=\"HTTPRoute\"",
+                "route_name=\"api\"",
+                "authz_kind=\"AuthorizationPolicy\"",
+                "authz_name=\"web-clients\"",
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "inbound_http_authz_deny_total",
+            &["srv_name=\"web-http\"", "route_name=\"api\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "inbound_http_route_not_found_total",
+            &["srv_name=\"web-http\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+
+    // An update applies to a live connection's next request.
+    let live = Arc::new(tokio::sync::Mutex::new(
+        http_from("127.0.0.3", inbound).await,
+    ));
+    assert_eq!(status(&mut *live.lock().await, "/api/y").await, 403);
+    policies.set(
+        port,
+        server(
+            "web-http",
+            detect(vec![route("api", "/api", false, vec![])], None),
+            vec![authz_net("127.0.0.0/8", "everyone-local")],
+        ),
+    );
+    eventually(Duration::from_secs(5), || {
+        let live = live.clone();
+        async move {
+            let s = status(&mut *live.lock().await, "/api/y").await;
+            holds(s == 200, s)
+        }
+    })
+    .await;
+
+    // The policy server goes away: the cached policy still applies to new connections
+    // (under the `deny` default, every request would be refused).
+    policy_task.abort();
+    let _ = policy_task.await;
+    assert_eq!(get_from("127.0.0.3", inbound, "/api/z").await, 200);
+    assert_eq!(
+        get_from("127.0.0.3", inbound, "/open").await,
+        404,
+        "the new policy has no /open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rate_limit_answers_429() {
+    let app = backend::http().await;
+    let port = app.addr.port();
+    let policies = Policies::default();
+    let limit = pb::HttpLocalRateLimit {
+        metadata: meta("HTTPLocalRateLimitPolicy", "web-rl"),
+        total: Some(pb::http_local_rate_limit::Limit {
+            requests_per_second: 1,
+        }),
+        identity: None,
+        overrides: vec![],
+    };
+    policies.set(
+        port,
+        server(
+            "web-http",
+            detect(vec![], Some(limit)),
+            vec![authz_net("0.0.0.0/0", "all")],
+        ),
+    );
+    let (policy_addr, _task) = serve(policies).await;
+    let proxy = start(&policy_env(policy_addr, port), app.addr);
+    let mut tx = http_from("127.0.0.2", proxy.inbound_addr).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(status(&mut tx, "/").await);
+    }
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "over 1 rps (a one-second burst): {statuses:?}"
+    );
+    let m = scrape(proxy.admin_addr).await;
+    let limited = metric_sum(
+        &m,
+        "inbound_http_local_ratelimit_total",
+        &["srv_name=\"web-http\""],
+    );
+    assert_eq!(
+        limited,
+        statuses.iter().filter(|s| **s == 429).count() as f64,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_servers_authorize_tcp_connections() {
+    let app = backend::tcp_echo().await;
+    let port = app.port();
+    let policies = Policies::default();
+    policies.set(
+        port,
+        server(
+            "db",
+            pb::proxy_protocol::Kind::Opaque(Default::default()),
+            vec![authz_net("127.0.0.2/32", "db-clients")],
+        ),
+    );
+    let (policy_addr, _task) = serve(policies).await;
+    let proxy = start(&policy_env(policy_addr, port), app);
+
+    let mut s = connect_from("127.0.0.2", proxy.inbound_addr).await;
+    // Client-first bytes that are not HTTP: opaque, no detection wait.
+    s.write_all(b"PING").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"PINGbye");
+
+    let mut s = connect_from("127.0.0.3", proxy.inbound_addr).await;
+    let _ = s.write_all(b"PING").await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed: {read:?} {got:?}"
+    );
+
+    let m = scrape(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "inbound_tcp_authz_allow_total",
+            &["srv_name=\"db\"", "authz_name=\"db-clients\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "inbound_tcp_authz_deny_total", &["srv_name=\"db\""]),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_policy_never_fails_open() {
+    let app = backend::http().await;
+    let port = app.addr.port();
+    let policies = Policies::default();
+    // A route regex that does not compile, as the port's first policy.
+    let mut bad = route("bad", "/", false, vec![]);
+    bad.rules[0].matches[0].path = Some(h::PathMatch {
+        kind: Some(h::path_match::Kind::Regex("([".into())),
+    });
+    policies.set(
+        port,
+        server(
+            "web-http",
+            detect(vec![bad], None),
+            vec![authz_net("0.0.0.0/0", "all")],
+        ),
+    );
+    let (policy_addr, _task) = serve(policies.clone()).await;
+    let mut env = policy_env(policy_addr, port);
+    // Even where the default would let everyone in.
+    env.push((
+        "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
+        "all-unauthenticated".into(),
+    ));
+    let proxy = start(&env, app.addr);
+    assert_eq!(
+        get_from("127.0.0.2", proxy.inbound_addr, "/").await,
+        500,
+        "refused, not open"
+    );
+    // A valid policy replaces it.
+    policies.set(
+        port,
+        server(
+            "web-http",
+            detect(vec![], None),
+            vec![authz_net("127.0.0.0/8", "local")],
+        ),
+    );
+    eventually(Duration::from_secs(5), || async {
+        let s = get_from("127.0.0.2", proxy.inbound_addr, "/").await;
+        holds(s == 200, s)
+    })
+    .await;
+}
