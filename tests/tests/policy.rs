@@ -506,3 +506,109 @@ async fn an_invalid_policy_never_fails_open() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_requiring_mesh_identities_by_suffix() {
+    use linkerd_tests::ca::{self, id, CaControl};
+    let ctl = CaControl::start("24h", &["server", "client"]).await;
+    let app = backend::http().await;
+    let port = app.addr.port();
+    let policies = Policies::default();
+    let suffix = pb::Authz {
+        networks: vec![pb::Network {
+            net: Some(cidr("0.0.0.0/0")),
+            except: vec![],
+        }],
+        authentication: Some(pb::Authn {
+            permit: Some(pb::authn::Permit::MeshTls(pb::authn::PermitMeshTls {
+                clients: Some(pb::authn::permit_mesh_tls::Clients::Identities(
+                    pb::authn::permit_mesh_tls::PermitClientIdentities {
+                        identities: vec![],
+                        suffixes: vec![pb::IdentitySuffix {
+                            parts: [
+                                "ns",
+                                "serviceaccount",
+                                "identity",
+                                "linkerd",
+                                "cluster",
+                                "local",
+                            ]
+                            .map(String::from)
+                            .to_vec(),
+                        }],
+                    },
+                )),
+            })),
+        }),
+        labels: HashMap::new(),
+        metadata: meta("MeshTLSAuthentication", "ns-clients"),
+    };
+    policies.set(port, server("web-http", detect(vec![], None), vec![suffix]));
+    let (policy_addr, _task) = serve(policies).await;
+    let mut env = ctl.proxy_env("server");
+    env.extend(
+        policy_env(policy_addr, port)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v)),
+    );
+    let proxy = ca::start_proxy(&env, Some(app.addr));
+    ca::ready(proxy.admin_addr).await;
+
+    // Plaintext: no identity, refused.
+    assert_eq!(get_from("127.0.0.2", proxy.inbound_addr, "/").await, 403);
+    // TLS with this proxy but no client certificate: no identity, refused.
+    let get_tls = |cert: Option<&'static str>| {
+        let config = ctl.client_config(cert);
+        let inbound = proxy.inbound_addr;
+        async move {
+            let io = connect_from("127.0.0.2", inbound).await;
+            let name = rustls::pki_types::ServerName::try_from(id("server")).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, io)
+                .await
+                .expect("TLS with the server proxy");
+            let (mut tx, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("/headers")
+                .header("host", "web")
+                .body(http_body_util::Full::<bytes::Bytes>::default())
+                .unwrap();
+            linkerd_tests::client::text(tx.send_request(req).await.unwrap()).await
+        }
+    };
+    assert_eq!(get_tls(None).await.0, 403);
+    // An identity under the suffix: allowed, and the app learns it.
+    let (status, body) = get_tls(Some("client")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("l5d-client-id: {}", id("client"))),
+        "{body}"
+    );
+
+    let m = scrape(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "inbound_http_authz_allow_total",
+            &[
+                "authz_kind=\"MeshTLSAuthentication\"",
+                "authz_name=\"ns-clients\"",
+                "tls=\"true\""
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "inbound_http_authz_deny_total",
+            &["srv_name=\"web-http\""]
+        ),
+        2.0,
+        "{m}"
+    );
+}
