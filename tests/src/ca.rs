@@ -20,9 +20,27 @@ pub struct CaControl {
     child: Child,
 }
 
-/// The identity name of `name` in namespace `ns`.
+/// The identity name of `name` in namespace `ns`; a full name (with dots) is itself.
 pub fn id(name: &str) -> String {
-    format!("{name}.ns.serviceaccount.identity.linkerd.cluster.local")
+    match name.contains('.') {
+        true => name.to_string(),
+        false => format!("{name}.ns.serviceaccount.identity.linkerd.cluster.local"),
+    }
+}
+
+/// A second `linkerd-control` serving the same mesh file and CA under another TLS identity
+/// (Linkerd names its destination and identity services differently).
+pub struct ControlAs {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for ControlAs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl CaControl {
@@ -49,38 +67,7 @@ impl CaControl {
             std::fs::write(dir.join(format!("{i}.token")), format!("token-of-{i}\n")).unwrap();
         }
         write_mesh(&dir, &identities, "services: []\n");
-        let mut child = Command::new(&bin)
-            .arg("--config")
-            .arg(dir.join("mesh.yaml"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--cert-lifetime",
-                cert_lifetime,
-                "--ca",
-            ])
-            .arg(dir.join("ca"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // It picks a free port and says which on its first line.
-        let stdout = child.stdout.take().unwrap();
-        let first = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-                .map(|_| line)
-        });
-        let line = tokio::time::timeout(Duration::from_secs(10), first)
-            .await
-            .expect("linkerd-control listens")
-            .unwrap()
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("linkerd-control said {line:?}"));
+        let (child, addr) = spawn_control(&dir, cert_lifetime, &[]).await;
         Self {
             dir,
             addr,
@@ -88,6 +75,42 @@ impl CaControl {
             identities,
             child,
         }
+    }
+
+    /// Another control plane process on the same mesh file and CA, serving as `identity`.
+    pub async fn serve_as(&self, identity: &str) -> ControlAs {
+        let (child, addr) = spawn_control(&self.dir, "24h", &["--identity", identity]).await;
+        ControlAs { addr, child }
+    }
+
+    /// A rustls server config with a certificate for `name` from this CA (mesh TLS 1.3).
+    pub fn server_config(&self, name: &str) -> Arc<rustls::ServerConfig> {
+        let ca = linkerd_control::Ca::load(&self.dir.join("ca")).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let signed = ca.issue(name, &key, Duration::from_secs(3600)).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![signed.leaf_der.into(), signed.issuer_der.into()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(config)
+    }
+
+    /// The trust anchors (PEM).
+    pub fn trust_anchors(&self) -> &str {
+        &self.trust_anchors
+    }
+
+    /// The token file of identity `name`.
+    pub fn token_file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{name}.token"))
     }
 
     /// Waits until the control plane serves `authority` (`name:port`) with endpoints: the mesh
@@ -182,6 +205,48 @@ impl CaControl {
         };
         Arc::new(config)
     }
+}
+
+/// Starts `linkerd-control` on `dir`'s mesh file and CA; returns it and its address.
+async fn spawn_control(
+    dir: &std::path::Path,
+    cert_lifetime: &str,
+    extra: &[&str],
+) -> (Child, SocketAddr) {
+    let bin = crate::workspace_bin("linkerd-control");
+    let mut child = Command::new(&bin)
+        .arg("--config")
+        .arg(dir.join("mesh.yaml"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cert-lifetime",
+            cert_lifetime,
+            "--ca",
+        ])
+        .arg(dir.join("ca"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // It picks a free port and says which on its first line.
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("linkerd-control listens")
+        .unwrap()
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("linkerd-control said {line:?}"));
+    (child, addr)
 }
 
 use rustls::pki_types::pem::PemObject;

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod ca;
 pub mod client;
 pub mod control;
+pub mod policy;
 
 use linkerd_app::{App, Config, Proxy};
 pub use linkerd_netns as netns;
@@ -231,4 +232,46 @@ pub fn proxy_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The environment Linkerd's injector gives the proxy container (`tests/fixtures/
+/// injected-pod.env`, a copy of the compatibility contract's), default variables only, in
+/// order: `# trailing-newline` values end with a newline, as the real ones do; with `ipv6`,
+/// `injected-pod-ipv6.env`'s lines replace theirs. `@TRUST_ANCHORS_PEM@` is left for the
+/// caller.
+pub fn injected_env(ipv6: bool) -> Vec<(String, String)> {
+    fn parse(text: &str, stop_at_conditional: bool) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut newline = false;
+        for line in text.lines() {
+            if stop_at_conditional && line.starts_with("# =====") && line.contains("conditional") {
+                break;
+            }
+            if line.starts_with('#') {
+                newline |= line.starts_with("# trailing-newline");
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let mut v = v.to_string();
+            if std::mem::take(&mut newline) {
+                v.push('\n');
+            }
+            out.push((k.to_string(), v));
+        }
+        out
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("the fixture");
+    let mut env = parse(&read("injected-pod.env"), true);
+    if ipv6 {
+        for (k, v) in parse(&read("injected-pod-ipv6.env"), false) {
+            match env.iter_mut().find(|(name, _)| *name == k) {
+                Some(slot) => slot.1 = v,
+                None => env.push((k, v)),
+            }
+        }
+    }
+    env
 }

@@ -6,88 +6,13 @@
 //! connect from other loopback addresses (`127.0.0.2`, `127.0.0.3`).
 
 use linkerd2_proxy_api::{self as api, http_route as h, inbound as pb};
-use linkerd_tests::{backend, eventually, holds, metric, metric_sum, proxy, scrape};
-use std::{collections::HashMap, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    sync::watch,
+use linkerd_tests::{
+    backend, eventually, holds, metric, metric_sum,
+    policy::{serve, Policies},
+    proxy, scrape,
 };
-
-/// A policy server: one `Server` per port, changeable while proxies watch it.
-#[derive(Clone, Default)]
-struct Policies(Arc<parking_lot::Mutex<HashMap<u32, watch::Sender<Option<pb::Server>>>>>);
-
-impl Policies {
-    fn set(&self, port: u16, server: pb::Server) {
-        let mut ports = self.0.lock();
-        let tx = ports
-            .entry(u32::from(port))
-            .or_insert_with(|| watch::channel(None).0);
-        tx.send_replace(Some(server));
-    }
-}
-
-type Stream = Pin<Box<dyn futures_util::Stream<Item = Result<pb::Server, tonic::Status>> + Send>>;
-
-#[tonic::async_trait]
-impl pb::inbound_server_policies_server::InboundServerPolicies for Policies {
-    async fn get_port(
-        &self,
-        _: tonic::Request<pb::PortSpec>,
-    ) -> Result<tonic::Response<pb::Server>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetPort is unused by proxies"))
-    }
-
-    type WatchPortStream = Stream;
-
-    async fn watch_port(
-        &self,
-        req: tonic::Request<pb::PortSpec>,
-    ) -> Result<tonic::Response<Stream>, tonic::Status> {
-        let spec = req.into_inner();
-        assert!(
-            spec.workload.contains("\"pod\""),
-            "the workload is sent: {spec:?}"
-        );
-        let rx = {
-            let mut ports = self.0.lock();
-            ports
-                .entry(spec.port)
-                .or_insert_with(|| watch::channel(None).0)
-                .subscribe()
-        };
-        // The current policy (once there is one), then each change.
-        let stream = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
-            if !first {
-                rx.changed().await.ok()?;
-            }
-            loop {
-                let current = rx.borrow_and_update().clone();
-                if let Some(s) = current {
-                    return Some((Ok(s), (rx, false)));
-                }
-                rx.changed().await.ok()?;
-            }
-        });
-        let stream: Stream = Box::pin(stream);
-        Ok(tonic::Response::new(stream))
-    }
-}
-
-/// Serves `policies` on a loopback port until the returned handle is aborted.
-async fn serve(policies: Policies) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(
-                pb::inbound_server_policies_server::InboundServerPoliciesServer::new(policies),
-            )
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await;
-    });
-    (addr, task)
-}
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn cidr(s: &str) -> api::net::IpNetwork {
     let n: ipnet_lite::Net = s.parse().unwrap();
