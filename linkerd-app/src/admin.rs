@@ -30,13 +30,24 @@ pub(crate) struct Admin {
     pub env: HashMap<String, String>,
     pub shutdown_enabled: bool,
     pub shutdown: CancellationToken,
+    /// The admin port's inbound policy and TLS.
+    pub policy: crate::inbound::AdminPolicy,
 }
 
 /// The largest request body the admin server reads (a log filter).
 const MAX_BODY: usize = 16 * 1024;
 
-/// Serves admin requests until the process exits.
+/// Serves admin requests until the process exits: mesh TLS addressed to this proxy is
+/// terminated (a meshed Prometheus scrapes over mTLS and HTTP/2), then HTTP/1 or HTTP/2, each
+/// request under the admin port's inbound policy.
 pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
+    use linkerd_tls::{ServerTls, TerminateLayer};
+    use tower::{Layer, ServiceExt};
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let mut params = admin.policy.terminate.clone();
+    // linkerd2-proxy gives the admin port's ClientHello one second.
+    params.timeout = std::time::Duration::from_secs(1);
+    let terminate = TerminateLayer::new(params, |peer: &SocketAddr| Some(*peer));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -47,24 +58,117 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
             }
         };
         let admin = admin.clone();
+        let serve_conn = tower::service_fn(
+            move |(peer, tls, io): (
+                SocketAddr,
+                ServerTls,
+                linkerd_tls::TlsIo<tokio::net::TcpStream>,
+            )| { serve_conn(admin.clone(), port, peer, tls, io) },
+        );
+        let conn = terminate.layer(MapTlsErr(serve_conn));
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
-            });
-            // HTTP/1 (probes, linkerd-await) or HTTP/2 (a meshed Prometheus), by the preface.
-            let conn =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(TokioIo::new(socket), svc)
-                    .await;
-            if let Err(error) = conn {
+            if let Err(error) = conn.oneshot((peer, socket)).await {
                 tracing::debug!(%peer, %error, "admin connection failed");
             }
         });
     }
 }
 
+/// Serves one admin connection after the TLS step.
+async fn serve_conn(
+    admin: Arc<Admin>,
+    port: u16,
+    peer: SocketAddr,
+    tls: linkerd_tls::ServerTls,
+    io: linkerd_tls::TlsIo<tokio::net::TcpStream>,
+) -> Result<(), BoxError> {
+    use crate::inbound::policy::ClientAuth;
+    use linkerd_tls::ServerTls;
+    let auth = match tls {
+        ServerTls::Terminated {
+            client_id: Some(id),
+            ..
+        } => ClientAuth::Authenticated(id),
+        ServerTls::Terminated {
+            client_id: None, ..
+        } => ClientAuth::Tls,
+        ServerTls::Passthrough { .. } => {
+            return Err("TLS for another name on the admin port".into())
+        }
+        _ => ClientAuth::Plaintext,
+    };
+    let auth = Arc::new(auth);
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (admin, auth) = (admin.clone(), auth.clone());
+        async move { Ok::<_, Infallible>(admin.answer(port, peer, &auth, req).await) }
+    });
+    // HTTP/1 (probes, linkerd-await) or HTTP/2 (a meshed Prometheus), by the preface.
+    hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await
+        .map_err(|e| BoxError::from(e.to_string()))
+}
+
+/// Lets the TLS layer's errors through the connection service's boxed error.
+#[derive(Clone)]
+struct MapTlsErr<S>(S);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<R, S> tower::Service<R> for MapTlsErr<S>
+where
+    S: tower::Service<R, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = AdminConnError;
+    type Future = futures_util::future::MapErr<S::Future, fn(BoxError) -> AdminConnError>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(AdminConnError::Serve)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        futures_util::TryFutureExt::map_err(
+            self.0.call(req),
+            AdminConnError::Serve as fn(BoxError) -> AdminConnError,
+        )
+    }
+}
+
+/// Why an admin connection ended badly.
+#[derive(Debug, thiserror::Error)]
+enum AdminConnError {
+    #[error(transparent)]
+    Tls(#[from] linkerd_tls::Error),
+    #[error("{0}")]
+    Serve(BoxError),
+}
+
 impl Admin {
+    /// The admin port's inbound policy first, then the endpoint.
+    async fn answer(
+        &self,
+        port: u16,
+        peer: SocketAddr,
+        auth: &crate::inbound::policy::ClientAuth,
+        req: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        match self.policy.check(port, peer, auth, &req) {
+            Ok(()) => self.handle(req, peer).await,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "admin request refused by policy");
+                let mut rsp = text(e.status(), format!("{e}\n"));
+                if let Ok(v) = header::HeaderValue::from_str(&e.to_string()) {
+                    rsp.headers_mut().insert(linkerd_http::L5D_PROXY_ERROR, v);
+                }
+                rsp
+            }
+        }
+    }
+
     /// Answers one request as linkerd2-proxy's admin server does
     /// (`LINKERD-CONTRACT.md`, section (e)).
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {

@@ -275,6 +275,7 @@ impl App {
             env: config.env.clone(),
             shutdown_enabled: config.shutdown_endpoint_enabled,
             shutdown: shutdown.clone(),
+            policy: inbound.admin_policy(),
         });
         tokio::spawn(admin::serve(admin_state, admin_listener));
 

@@ -727,3 +727,33 @@ async fn meshed_traffic_and_readiness_wait_for_the_first_certificate() {
     .unwrap();
     assert_eq!(get_over(mtls, "/").await.unwrap().0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meshed_client_scrapes_the_admin_port_over_mtls_and_http2() {
+    let ctl = CaControl::start("24h", &["server", "prometheus"]).await;
+    let server = start(&ctl.proxy_env("server"), None);
+    ready(server.admin_addr).await;
+    let tls = tls_connect(
+        server.admin_addr,
+        &id("server"),
+        ctl.client_config(Some("prometheus")),
+    )
+    .await
+    .expect("the admin port terminates mesh TLS");
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .expect("HTTP/2 over mesh TLS");
+    tokio::spawn(conn);
+    let req = Request::get("http://server/metrics")
+        .header("l5d-orig-proto", "HTTP/1.1")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let (status, body) = client::text(tx.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("process_start_time_seconds"), "{body}");
+    // Plaintext HTTP/1 (kubelet probes) still works beside it.
+    assert_eq!(client::get(server.admin_addr, "/ready").await.0, 200);
+}

@@ -537,3 +537,42 @@ async fn a_server_requiring_mesh_identities_by_suffix() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_is_under_the_inbound_policy() {
+    let app = backend::http().await;
+    let policies = Policies::default();
+    let (policy_addr, _task) = serve(policies.clone()).await;
+    let proxy = start(&policy_env(policy_addr, app.addr.port()), app.addr);
+    let admin = proxy.admin_addr;
+    // Under `deny`, with no server for the admin port: refused (loopback itself always passes).
+    assert_eq!(get_from("127.0.0.2", admin, "/ready").await, 403);
+    assert_eq!(get_from("127.0.0.1", admin, "/ready").await, 200);
+    // The policy controller's probe route for the admin port lets the kubelet in.
+    policies.set(
+        admin.port(),
+        server(
+            "admin",
+            detect(
+                vec![route(
+                    "probe",
+                    "/ready",
+                    true,
+                    vec![authz_net("0.0.0.0/0", "probes")],
+                )],
+                None,
+            ),
+            vec![],
+        ),
+    );
+    eventually(Duration::from_secs(5), || async {
+        let s = get_from("127.0.0.2", admin, "/ready").await;
+        holds(s == 200, s)
+    })
+    .await;
+    assert_eq!(
+        get_from("127.0.0.2", admin, "/metrics").await,
+        404,
+        "no route"
+    );
+}

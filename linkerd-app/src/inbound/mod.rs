@@ -87,6 +87,59 @@ pub(crate) struct Inbound {
     store: Option<Arc<watch::PolicyStore>>,
 }
 
+/// The inbound policy and TLS the admin server applies to its own port.
+#[derive(Clone)]
+pub(crate) struct AdminPolicy {
+    pub policy: Arc<Policy>,
+    store: Option<Arc<watch::PolicyStore>>,
+    pub terminate: TerminateParams,
+}
+
+impl AdminPolicy {
+    /// Whether a request from `client` (with `auth`) to the admin `port` is allowed: by the
+    /// port's server policy (routes and authorizations), else the default policy; localhost
+    /// (127.0.0.1, ::1) always is. `Err` is the refusal.
+    pub(crate) fn check<B>(
+        &self,
+        port: u16,
+        client: SocketAddr,
+        auth: &policy::ClientAuth,
+        req: &::http::Request<B>,
+    ) -> Result<(), linkerd_http::Error> {
+        use linkerd_http::Error;
+        let ip = match client.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(client.ip(), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        // The proxy's own `localhost` authorization: 127.0.0.1 and ::1, as linkerd2-proxy.
+        if ip == std::net::IpAddr::from([127, 0, 0, 1]) || ip == std::net::Ipv6Addr::LOCALHOST {
+            return Ok(());
+        }
+        let current = self.store.as_ref().map(|s| s.watch(port).borrow().clone());
+        match current {
+            Some(watch::PortPolicy::Server(p)) => {
+                let Some((route, _)) = p.route(req) else {
+                    return Err(Error::RouteNotFound);
+                };
+                match route.authorize(ip, auth).or_else(|| p.authorize(ip, auth)) {
+                    Some(_) => Ok(()),
+                    None => Err(Error::Unauthorized(format!(
+                        "unauthorized request on route {}",
+                        route.meta.name
+                    ))),
+                }
+            }
+            Some(watch::PortPolicy::Invalid(why)) => Err(Error::InvalidPolicy(why.to_string())),
+            _ => match self.policy.check(port, ip, auth) {
+                policy::Decision::Deny(d) => Err(Error::Unauthorized(d.to_string())),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
 /// A connection's I/O once its protocol is known.
 type DetectedIo = PrefixedIo<PrefixedIo<LabelledIo<TcpStream>>>;
 
@@ -141,6 +194,16 @@ impl Inbound {
             drain,
             store,
         })
+    }
+
+    /// What the admin server checks its clients with: the default policy, the admin port's
+    /// server policy, and the TLS termination parameters.
+    pub(crate) fn admin_policy(&self) -> AdminPolicy {
+        AdminPolicy {
+            policy: self.policy.clone(),
+            store: self.store.clone(),
+            terminate: self.terminate.clone(),
+        }
     }
 
     /// The inbound connection stack.
