@@ -13,6 +13,88 @@ pub struct MeshConfig {
     /// Who may ask the Identity service for a certificate, and with which token.
     #[serde(default)]
     pub identities: Vec<IdentityConfig>,
+    /// Inbound server policies, by port (`InboundServerPolicies`): the local mesh enforces
+    /// them as a cluster's `Server`, `AuthorizationPolicy` and `HTTPRoute` resources.
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+}
+
+/// A port's inbound policy, for every workload (this control plane has one kind of pod).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The `Server`'s name (`srv_name` in the proxies' metrics).
+    pub name: String,
+    /// The app port.
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: ServerProtocol,
+    /// Who may connect; none: no one (but the proxy's own localhost).
+    #[serde(default)]
+    pub authorizations: Vec<AuthorizationConfig>,
+    /// HTTP routes; none: one match-all route.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// How the proxy treats the port's connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerProtocol {
+    #[default]
+    Detect,
+    Http1,
+    Http2,
+    Grpc,
+    Opaque,
+}
+
+/// An authorization: client networks and how clients must authenticate.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    pub name: String,
+    /// CIDRs; default every address.
+    #[serde(default)]
+    pub networks: Vec<ipnet::IpNet>,
+    /// CIDRs inside `networks` that are not allowed.
+    #[serde(default)]
+    pub except: Vec<ipnet::IpNet>,
+    /// `unauthenticated` (anyone), `mesh-tls` (any meshed client), or `identities` (the
+    /// clients named in `identities` / under `identity_suffixes`).
+    #[serde(default)]
+    pub authentication: Authentication,
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// E.g. `default.serviceaccount.identity.linkerd.cluster.local`; `""` matches all.
+    #[serde(default)]
+    pub identity_suffixes: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Authentication {
+    #[default]
+    Unauthenticated,
+    MeshTls,
+    Identities,
+}
+
+/// An HTTP route of a server: a path match and its own authorizations.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// One of `path_exact`, `path_prefix`, `path_regex`; none matches every path.
+    #[serde(default)]
+    pub path_exact: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    /// Added to the server's.
+    #[serde(default)]
+    pub authorizations: Vec<AuthorizationConfig>,
 }
 
 /// An identity proxies may claim, e.g. `web.default.serviceaccount.identity.linkerd.cluster.local`.
@@ -94,6 +176,11 @@ pub enum ConfigError {
     InvalidIdentity { name: String, reason: &'static str },
 }
 
+/// Whether a route regex compiles (the proxy compiles it too; a bad one is caught here first).
+fn regex_lite_check(re: &str) -> Result<(), ()> {
+    regex::Regex::new(re).map(|_| ()).map_err(|_| ())
+}
+
 fn default_weight() -> u32 {
     1
 }
@@ -157,7 +244,41 @@ impl MeshConfig {
                 });
             }
         }
+        let mut ports = std::collections::HashSet::new();
+        for srv in &config.servers {
+            let bad = |reason| ConfigError::Invalid {
+                name: srv.name.clone(),
+                reason,
+            };
+            if srv.port == 0 {
+                return Err(bad("server port 0"));
+            }
+            if !ports.insert(srv.port) {
+                return Err(bad("a second server for the same port"));
+            }
+            for r in &srv.routes {
+                let paths = [&r.path_exact, &r.path_prefix, &r.path_regex]
+                    .iter()
+                    .filter(|p| p.is_some())
+                    .count();
+                if paths > 1 {
+                    return Err(bad(
+                        "a route takes one of path_exact, path_prefix, path_regex",
+                    ));
+                }
+                if let Some(re) = &r.path_regex {
+                    if regex_lite_check(re).is_err() {
+                        return Err(bad("a route's path_regex does not compile"));
+                    }
+                }
+            }
+        }
         Ok(config)
+    }
+
+    /// The server policy of `port`.
+    pub fn server(&self, port: u16) -> Option<&ServerConfig> {
+        self.servers.iter().find(|s| s.port == port)
     }
 
     /// The identity named exactly `name`.
@@ -312,5 +433,33 @@ identities:
         assert!(matches!(e, ConfigError::DuplicateIdentity { .. }), "{e}");
         let zero = GOOD.replace("opaque_transport_port: 4143", "opaque_transport_port: 0");
         assert!(MeshConfig::parse(&zero).is_err());
+    }
+}
+
+#[cfg(test)]
+mod server_tests {
+    use super::*;
+
+    #[test]
+    fn servers_parse_and_validate() {
+        let c = MeshConfig::parse(
+            "servers:\n  - name: web\n    port: 8080\n    protocol: opaque\n    authorizations:\n      - name: a\n        networks: [10.0.0.0/8]\n        authentication: identities\n        identity_suffixes: [default.serviceaccount.identity.linkerd.cluster.local]\n",
+        )
+        .unwrap();
+        let s = c.server(8080).unwrap();
+        assert_eq!(s.protocol, ServerProtocol::Opaque);
+        assert_eq!(
+            s.authorizations[0].authentication,
+            Authentication::Identities
+        );
+        assert!(c.server(9090).is_none());
+        for bad in [
+            "servers:\n  - name: a\n    port: 1\n  - name: b\n    port: 1\n",
+            "servers:\n  - name: a\n    port: 1\n    routes:\n      - name: r\n        path_regex: '(['\n",
+            "servers:\n  - name: a\n    port: 1\n    protocol: udp\n",
+            "servers:\n  - name: a\n    port: 1\n    authorizations:\n      - name: x\n        networks: [10.0.0.0/40]\n",
+        ] {
+            assert!(MeshConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 }

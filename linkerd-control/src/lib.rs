@@ -1,4 +1,5 @@
-//! A local control plane: serves the Destination and Identity APIs from a YAML file it watches,
+//! A local control plane: serves the Destination, Identity and inbound policy APIs from a YAML
+//! file it watches,
 //! so a mesh runs on one machine without Kubernetes.
 //!
 //! [`MeshConfig`] is the file's format and its validation (services, endpoints, and the
@@ -18,16 +19,19 @@ pub mod cli;
 mod config;
 mod destination;
 mod identity;
+mod policy;
 mod server;
 pub mod tls;
 mod watch;
 
 pub use self::ca::{Ca, CaError, Signed};
 pub use self::config::{
-    check_identity_name, ConfigError, EndpointConfig, IdentityConfig, MeshConfig, ProtocolHint,
+    check_identity_name, Authentication, AuthorizationConfig, ConfigError, EndpointConfig,
+    IdentityConfig, MeshConfig, ProtocolHint, RouteConfig, ServerConfig, ServerProtocol,
     ServiceConfig,
 };
 pub use self::destination::DestinationService;
 pub use self::identity::{IdentityService, DEFAULT_CERT_LIFETIME, MAX_REQUEST_BYTES};
+pub use self::policy::PolicyService;
 pub use self::server::{incoming, serve, Io};
 pub use self::watch::{watch_file, Mesh};

@@ -168,7 +168,7 @@ async fn classify(stream: TcpStream, acceptor: TlsAcceptor) -> io::Result<Io> {
     }
 }
 
-/// Serves Destination, and Identity when given, on `listener` until `shutdown` completes;
+/// Serves Destination and inbound policy, and Identity when given, on `listener` until `shutdown` completes;
 /// with `tls`, TLS and plaintext are both accepted.
 pub async fn serve(
     listener: TcpListener,
@@ -178,7 +178,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_service(DestinationServer::new(DestinationService::new(mesh)))
+        .add_service(DestinationServer::new(DestinationService::new(
+            mesh.clone(),
+        )))
+        .add_service(crate::PolicyService::new(mesh).into_server())
         .add_optional_service(identity.map(IdentityService::into_server))
         .serve_with_incoming_shutdown(incoming(listener, tls), shutdown)
         .await

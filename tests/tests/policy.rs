@@ -576,3 +576,36 @@ async fn the_admin_port_is_under_the_inbound_policy() {
         "no route"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linkerd_control_serves_policy_from_its_mesh_file() {
+    use linkerd_tests::ca::CaControl;
+    let ctl = CaControl::start("24h", &["web"]).await;
+    let app = backend::http().await;
+    let port = app.addr.port();
+    ctl.write_mesh(&format!(
+        "services: []\nservers:\n  - name: web-http\n    port: {port}\n    authorizations:\n      - name: web-clients\n        networks: [127.0.0.2/32]\n    routes:\n      - name: open\n        path_prefix: /open\n        authorizations:\n          - name: anyone\n      - name: api\n        path_prefix: /api\n"
+    ));
+    let mut env = policy_env(ctl.addr, port);
+    env.retain(|(k, _)| *k != "LINKERD2_PROXY_POLICY_SVC_ADDR");
+    env.push(("LINKERD2_PROXY_POLICY_SVC_ADDR", ctl.addr.to_string()));
+    let proxy = start(&env, app.addr);
+    // The file is reloaded asynchronously, and the first watch may find no server yet.
+    eventually(Duration::from_secs(10), || async {
+        let s = get_from("127.0.0.2", proxy.inbound_addr, "/api/x").await;
+        holds(s == 200, s)
+    })
+    .await;
+    assert_eq!(
+        get_from("127.0.0.3", proxy.inbound_addr, "/api/x").await,
+        403
+    );
+    assert_eq!(
+        get_from("127.0.0.3", proxy.inbound_addr, "/open").await,
+        200
+    );
+    assert_eq!(
+        get_from("127.0.0.2", proxy.inbound_addr, "/else").await,
+        404
+    );
+}
