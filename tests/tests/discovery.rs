@@ -434,3 +434,91 @@ async fn service_ip_connections_are_balanced_by_profile() {
         "{m}"
     );
 }
+
+/// A Destination server built from the published `linkerd2-proxy-api` crate: every profile
+/// names `endpoint`, whatever address was asked about (as a profile for a pod IP behind a
+/// port mapping does); `Get` knows nothing.
+struct ProfileWithEndpoint {
+    endpoint: SocketAddr,
+}
+
+type TheirUpdates = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<linkerd2_proxy_api::destination::Update, tonic::Status>,
+            > + Send,
+    >,
+>;
+type TheirProfiles = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<linkerd2_proxy_api::destination::DestinationProfile, tonic::Status>,
+            > + Send,
+    >,
+>;
+
+#[tonic::async_trait]
+impl linkerd2_proxy_api::destination::destination_server::Destination for ProfileWithEndpoint {
+    type GetStream = TheirUpdates;
+    type GetProfileStream = TheirProfiles;
+
+    async fn get(
+        &self,
+        _: tonic::Request<linkerd2_proxy_api::destination::GetDestination>,
+    ) -> Result<tonic::Response<TheirUpdates>, tonic::Status> {
+        Err(tonic::Status::not_found("no services here"))
+    }
+
+    async fn get_profile(
+        &self,
+        _: tonic::Request<linkerd2_proxy_api::destination::GetDestination>,
+    ) -> Result<tonic::Response<TheirProfiles>, tonic::Status> {
+        use linkerd2_proxy_api::{destination as d, net};
+        let ip = match self.endpoint.ip() {
+            std::net::IpAddr::V4(v4) => net::ip_address::Ip::Ipv4(u32::from(v4)),
+            std::net::IpAddr::V6(_) => unreachable!("the test endpoint is IPv4"),
+        };
+        let profile = d::DestinationProfile {
+            endpoint: Some(d::WeightedAddr {
+                addr: Some(net::TcpAddress {
+                    ip: Some(net::IpAddress { ip: Some(ip) }),
+                    port: u32::from(self.endpoint.port()),
+                }),
+                weight: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // One answer, then the stream stays open (as the controller's does).
+        let stream = futures_util::StreamExt::chain(
+            futures_util::stream::iter([Ok(profile)]),
+            futures_util::stream::pending(),
+        );
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profiles_endpoint_address_is_dialed_not_the_address_asked_about() {
+    let app = backend::http().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dst = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                linkerd2_proxy_api::destination::destination_server::DestinationServer::new(
+                    ProfileWithEndpoint { endpoint: app.addr },
+                ),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    // The original destination: nothing listens there.
+    let (_reserved, asked) = linkerd_tests::refusing_addr();
+    let proxy = start_proxy_to(&discovery_env(dst), Some(asked));
+    let (status, body) = client::get(proxy.outbound_addr, "/").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "hello"),
+        "dialed the profile's endpoint"
+    );
+}
