@@ -18,19 +18,20 @@ pub struct LogHandle {
 pub fn init(filter: &str, format: LogFormat) -> LogHandle {
     let env_filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
     let (filter_layer, reload) = reload::Layer::new(env_filter);
-    // Colours only for a terminal: a pod's log collector would store the escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Diagnostics go to stdout, as linkerd2-proxy's do. Colours only for a terminal: a pod's
+    // log collector would store the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let plain = (format == LogFormat::Plain).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
-            .with_writer(std::io::stderr)
+            .with_writer(std::io::stdout)
     });
     let json = (format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .with_writer(std::io::stderr)
+            .with_writer(std::io::stdout)
     });
     // A second init (e.g. tests) keeps the first subscriber.
     let _ = tracing_subscriber::registry()

@@ -38,7 +38,7 @@ struct Proxy {
     admin: SocketAddr,
     /// The start-up log line.
     started: String,
-    /// Collects stderr until the process closes it.
+    /// Collects stdout (the logs) until the process closes it.
     logs: JoinHandle<String>,
 }
 
@@ -49,13 +49,13 @@ impl Proxy {
             .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
             .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
             .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         for (k, v) in extra {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn linkerd2-proxy");
-        let stderr = child.stderr.take().expect("piped stderr");
+        let stderr = child.stdout.take().expect("piped stdout");
         let (lines, started) = mpsc::channel();
         let logs = std::thread::spawn(move || {
             let mut all = String::new();
@@ -289,8 +289,10 @@ fn help_and_version_print_and_exit() {
         assert_eq!(out.status.code(), Some(0), "{arg}");
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert!(
-            out.stderr.is_empty(),
-            "{arg}: nothing logged, no proxy started"
+            out.stderr.is_empty()
+                && !stdout.contains("proxy started")
+                && !stdout.contains(" WARN "),
+            "{arg}: nothing logged, no proxy started: {stdout}"
         );
         match arg {
             "--help" => assert!(

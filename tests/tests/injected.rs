@@ -56,11 +56,11 @@ fn start_injected(env: Vec<(String, String)>) -> Injected {
     let mut child = Command::new(linkerd_tests::proxy_bin())
         .env_clear()
         .envs(env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn linkerd2-proxy");
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
