@@ -87,7 +87,14 @@ impl PolicyStore {
             workload: self.config.workload.clone(),
             port: u32::from(port),
         };
-        tokio::spawn(follow(self.client.clone(), spec, tx, self.limits, stopped));
+        tokio::spawn(follow(
+            self.client.clone(),
+            spec,
+            tx,
+            self.limits,
+            self.config.initial_timeout,
+            stopped,
+        ));
         ports.insert(
             port,
             Arc::new(PortWatch {
@@ -105,9 +112,6 @@ impl PolicyStore {
         let answered = rx.wait_for(|p| !matches!(p, PortPolicy::Pending));
         let _ = tokio::time::timeout(self.config.initial_timeout, answered).await;
         let current = rx.borrow().clone();
-        if matches!(current, PortPolicy::Pending) {
-            tracing::info!(port, timeout = ?self.config.initial_timeout, "no policy from the control plane yet; the default policy applies");
-        }
         (current, rx)
     }
 }
@@ -131,20 +135,36 @@ async fn sweep(store: std::sync::Weak<PolicyStore>) {
 }
 
 /// Follows one port's stream until `stop`: re-opened with back-off when it ends or fails.
+/// Without an answer within `initial_timeout`, the port's policy becomes the default (so later
+/// connections do not wait again) until one arrives.
 async fn follow(
     mut client: InboundServerPoliciesClient<Channel>,
     spec: PortSpec,
     tx: watch::Sender<PortPolicy>,
     limits: StreamLimits,
+    initial_timeout: Duration,
     mut stop: oneshot::Receiver<()>,
 ) {
     let port = spec.port;
     let mut backoff = Duration::from_millis(100);
+    let deadline = tokio::time::sleep(initial_timeout);
+    tokio::pin!(deadline);
+    let mut armed = true;
     loop {
         let run = stream_once(&mut client, spec.clone(), &tx, limits);
-        let outcome = tokio::select! {
-            o = run => o,
-            _ = &mut stop => return,
+        tokio::pin!(run);
+        let outcome = loop {
+            tokio::select! {
+                o = &mut run => break o,
+                _ = &mut stop => return,
+                () = &mut deadline, if armed => {
+                    armed = false;
+                    if matches!(*tx.borrow(), PortPolicy::Pending) {
+                        tracing::info!(port, timeout = ?initial_timeout, "no policy from the control plane yet; the default policy applies until one arrives");
+                        tx.send_replace(PortPolicy::Default);
+                    }
+                }
+            }
         };
         match outcome {
             Ended::Healthy => backoff = Duration::from_millis(100),
