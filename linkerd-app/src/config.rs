@@ -168,6 +168,8 @@ pub struct DiscoveryConfig {
     pub dns_min_ttl: Option<Duration>,
     /// See `dns_min_ttl`.
     pub dns_max_ttl: Option<Duration>,
+    /// `LINKERD2_PROXY_CONTROL_STREAM_*`, for the Destination streams.
+    pub control_streams: StreamLimits,
 }
 
 /// How log lines are written.
@@ -702,6 +704,7 @@ impl Config {
                     )?,
                     dns_min_ttl: optional("LINKERD2_PROXY_DNS_MIN_TTL")?,
                     dns_max_ttl: optional("LINKERD2_PROXY_DNS_MAX_TTL")?,
+                    control_streams,
                 }),
             },
             env: env.clone(),

@@ -152,7 +152,7 @@ impl Drop for Proxy {
 }
 
 #[test]
-fn bad_env_exits_2_with_one_line() {
+fn bad_env_exits_64_with_one_line() {
     for (name, value, expected) in [
         (
             "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",

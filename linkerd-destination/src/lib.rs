@@ -13,4 +13,4 @@ mod resolution;
 mod resolver;
 
 pub use self::resolution::{Endpoint, Profile, ProtocolHint, Resolution};
-pub use self::resolver::{DestinationConfig, Error, Resolver};
+pub use self::resolver::{DestinationConfig, Error, Resolver, StreamLimits};

@@ -24,6 +24,36 @@ pub struct DestinationConfig {
     pub max_backoff: Duration,
     /// Timeout for connecting to the Destination service.
     pub connect_timeout: Duration,
+    /// `LINKERD2_PROXY_CONTROL_STREAM_*`: a stream whose first message takes longer than
+    /// `initial`, or silent for longer than `idle`, or older than `lifetime`, is re-opened
+    /// (the last state stays served meanwhile).
+    pub stream_limits: StreamLimits,
+}
+
+/// Bounds on one Destination stream; `None`: unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// The first message must arrive within this.
+    pub initial: Option<Duration>,
+    /// No gap between messages may be longer.
+    pub idle: Option<Duration>,
+    /// The stream is re-opened after this long.
+    pub lifetime: Option<Duration>,
+}
+
+impl StreamLimits {
+    /// How long the next message may take: the initial or idle bound, and what is left of the
+    /// lifetime (`true`: the lifetime is what bounds it).
+    fn next_wait(&self, first: bool, age: Duration) -> Option<(Duration, bool)> {
+        let gap = if first { self.initial } else { self.idle };
+        let left = self.lifetime.map(|l| l.saturating_sub(age));
+        match (gap, left) {
+            (Some(g), Some(l)) if l <= g => Some((l, true)),
+            (Some(g), _) => Some((g, false)),
+            (None, Some(l)) => Some((l, true)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The resolver could not be built.
@@ -234,7 +264,26 @@ async fn follow<L: Lookup>(inner: Arc<Inner>, name: String, tx: watch::Sender<Ar
             };
             let mut stream = L::open(DestinationClient::new(inner.channel.clone()), req).await?;
             tracing::debug!(%name, what, "destination stream open");
-            while let Some(msg) = stream.message().await? {
+            let opened = tokio::time::Instant::now();
+            let mut first = true;
+            loop {
+                let next = match cfg.stream_limits.next_wait(first, opened.elapsed()) {
+                    None => stream.message().await?,
+                    Some((wait, lifetime)) => {
+                        match tokio::time::timeout(wait, stream.message()).await {
+                            Ok(m) => m?,
+                            // Old enough: re-open (not a failure).
+                            Err(_) if lifetime => return Ok(()),
+                            Err(_) => {
+                                return Err(tonic::Status::deadline_exceeded(format!(
+                                    "no message within {wait:?}"
+                                )))
+                            }
+                        }
+                    }
+                };
+                let Some(msg) = next else { break };
+                first = false;
                 inner.metrics.success.incr();
                 L::apply(&mut current, msg);
                 tx.send_replace(Arc::new(current.clone()));

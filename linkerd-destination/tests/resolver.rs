@@ -108,6 +108,7 @@ async fn shared_streams_survive_control_plane_loss() {
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(1),
+            stream_limits: Default::default(),
         },
         &mut registry,
     )
@@ -156,4 +157,52 @@ async fn shared_streams_survive_control_plane_loss() {
     drop((a, b, u));
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(resolver.streams(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_reopened_and_the_state_kept() {
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let m = Mesh::new(mesh(&["127.0.0.1:9001", "127.0.0.1:9002"]));
+    let _stop = serve(addr, m.clone()).await;
+    let mut registry = linkerd_metrics::Registry::default();
+    let resolver = Resolver::new(
+        DestinationConfig {
+            addr: addr.to_string(),
+            context: String::new(),
+            idle_timeout: Duration::from_secs(30),
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(1),
+            // LINKERD2_PROXY_CONTROL_STREAM_IDLE_TIMEOUT: a stable service's stream is silent.
+            stream_limits: linkerd_destination::StreamLimits {
+                initial: Some(Duration::from_secs(1)),
+                idle: Some(Duration::from_millis(100)),
+                lifetime: None,
+            },
+        },
+        &mut registry,
+    )
+    .unwrap();
+    let mut a = resolver.resolve("web.default.svc.cluster.local:8080");
+    until(&mut a, |r| r.endpoints.len() == 2).await;
+    // Re-opened at least twice more, each stream's first message restoring the same state.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let requests = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("control_request_total{{addr=\"{addr}\"}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    loop {
+        let text = registry.encode();
+        if requests(&text) >= 3.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.borrow().endpoints.len(), 2, "the state stays served");
 }
