@@ -172,8 +172,7 @@ impl Admin {
     /// Answers one request as linkerd2-proxy's admin server does
     /// (`LINKERD-CONTRACT.md`, section (e)).
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        let loopback = peer.ip().is_loopback()
-            || matches!(peer.ip(), std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+        let loopback = peer.ip().to_canonical().is_loopback();
         match req.uri().path() {
             "/live" => text(StatusCode::OK, "live\n"),
             "/ready" => {

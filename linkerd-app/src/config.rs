@@ -235,18 +235,41 @@ const NOT_IMPLEMENTED: &[(&str, Option<&str>)] = &[
     ("OUTBOUND_MAX_IN_FLIGHT", None),
 ];
 
-/// Variables linkerd2-proxy defines and never reads (the injector may set them); accepted
-/// silently. `CONTROL_LISTEN_ADDR` is the tap server's, read only with `TAP_SVC_NAME`.
-const UNREAD: &[&str] = &[
+/// Names that are known though they may go unread: linkerd2-proxy defines and never reads
+/// the first two (the injector may set them); `CONTROL_LISTEN_ADDR` is the tap server's; the
+/// rest are read only with their feature configured (or, for `OUTBOUND_LISTEN_ADDR`, without
+/// `OUTBOUND_LISTEN_ADDRS`).
+const KNOWN: &[&str] = &[
     "TRACE_ANNOTATIONS_PATH",
     "TRACE_PROTOCOL",
     "CONTROL_LISTEN_ADDR",
+    "OUTBOUND_LISTEN_ADDR",
+    "POLICY_WORKLOAD",
+    "POLICY_SVC_NAME",
+    "INBOUND_PORTS",
+    "INBOUND_DISCOVERY_IDLE_TIMEOUT",
+    "INBOUND_POLICY_INITIAL_TIMEOUT",
+    "DESTINATION_SVC_NAME",
+    "DESTINATION_CONTEXT",
+    "DESTINATION_PROFILE_SUFFIXES",
+    "DESTINATION_PROFILE_NETWORKS",
+    "DESTINATION_PROFILE_INITIAL_TIMEOUT",
+    "OUTBOUND_DISCOVERY_IDLE_TIMEOUT",
+    "OUTBOUND_HTTP_QUEUE_CAPACITY",
+    "OUTBOUND_HTTP_QUEUE_FAILFAST_TIMEOUT",
+    "OUTBOUND_HTTP_FAILFAST_TIMEOUT",
+    "DNS_MIN_TTL",
+    "DNS_MAX_TTL",
+    "IDENTITY_SVC_NAME",
+    "IDENTITY_MIN_REFRESH",
+    "IDENTITY_MAX_REFRESH",
 ];
 
 impl Config {
     /// Reads the configuration from a map of environment variables.
     pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let vars = Vars::new(env);
+        vars.known(KNOWN);
         let mut warnings = Vec::new();
         let addr = |name: &str, default: &str| vars.parse(name, default, parse_addr);
         let duration = |name: &str, default: &str| vars.parse(name, default, parse_duration);
@@ -518,8 +541,6 @@ impl Config {
                 None,
             ),
         };
-        // Read so it counts as known; the value must still parse when given.
-        let _ = vars.get("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR");
 
         let policy = crate::inbound::policy::Policy {
             default: match vars.get("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY") {
@@ -599,13 +620,6 @@ impl Config {
                 initial_timeout: duration("LINKERD2_PROXY_INBOUND_POLICY_INITIAL_TIMEOUT", "3s")?,
             }),
         };
-        if policy_control.is_none() {
-            let _ = vars.get("LINKERD2_PROXY_POLICY_WORKLOAD");
-            let _ = vars.get("LINKERD2_PROXY_POLICY_SVC_NAME");
-            let _ = vars.get("LINKERD2_PROXY_INBOUND_PORTS");
-            let _ = vars.get("LINKERD2_PROXY_INBOUND_DISCOVERY_IDLE_TIMEOUT");
-            let _ = vars.get("LINKERD2_PROXY_INBOUND_POLICY_INITIAL_TIMEOUT");
-        }
 
         let authority_labels = vars
             .get("LINKERD2_PROXY_INBOUND_METRICS_AUTHORITY_LABELS")
@@ -723,30 +737,6 @@ impl Config {
                 }
             })
             .collect();
-        for name in UNREAD {
-            let _ = vars.get(&format!("{PREFIX}{name}"));
-        }
-        if config.discovery.is_none() {
-            let _ = vars.get("LINKERD2_PROXY_DESTINATION_SVC_NAME");
-            for name in [
-                "CONTEXT",
-                "PROFILE_SUFFIXES",
-                "PROFILE_NETWORKS",
-                "PROFILE_INITIAL_TIMEOUT",
-            ] {
-                let _ = vars.get(&format!("{PREFIX}DESTINATION_{name}"));
-            }
-            for name in [
-                "OUTBOUND_DISCOVERY_IDLE_TIMEOUT",
-                "OUTBOUND_HTTP_QUEUE_CAPACITY",
-                "OUTBOUND_HTTP_QUEUE_FAILFAST_TIMEOUT",
-                "OUTBOUND_HTTP_FAILFAST_TIMEOUT",
-                "DNS_MIN_TTL",
-                "DNS_MAX_TTL",
-            ] {
-                let _ = vars.get(&format!("{PREFIX}{name}"));
-            }
-        }
         if !not_implemented.is_empty() {
             warnings.push(format!(
                 "these variables are accepted, but this proxy does not implement their features yet: {}",
@@ -788,48 +778,47 @@ impl Config {
 /// `round(CPUs × _CORES_MAX_RATIO)` if set, else 1; at least `_CORES_MIN` (fallback `_CORES`,
 /// default 1); at most the CPUs. A value that does not parse is ignored with a warning.
 fn workers(vars: &Vars<'_>, cpus: usize, warnings: &mut Vec<String>) -> usize {
-    let read = |name: &str| -> Option<&str> {
+    /// The value if it is set and good; a bad one is a warning.
+    fn read<T: FromStr>(
+        vars: &Vars<'_>,
+        warnings: &mut Vec<String>,
+        name: &str,
+        good: fn(&T) -> bool,
+        expected: &str,
+    ) -> Option<T> {
         let v = vars.get(name)?.trim();
-        Some(v)
-    };
-    let mut ignore = |name: &str, v: &str, expected: &str| {
-        warnings.push(format!("ignoring {name}={v:?}: expected {expected}"));
-    };
-    let mut positive = |name: &str| -> Option<usize> {
-        let v = read(name)?;
-        match v.parse::<usize>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
-                ignore(name, v, "a positive integer");
-                None
-            }
+        let parsed = v.parse::<T>().ok().filter(good);
+        if parsed.is_none() {
+            warnings.push(format!("ignoring {name}={v:?}: expected {expected}"));
         }
+        parsed
+    }
+    let mut count = |name| {
+        read(
+            vars,
+            warnings,
+            name,
+            |n: &usize| *n > 0,
+            "a positive integer",
+        )
     };
-    let (min, cores) = (
-        positive("LINKERD2_PROXY_CORES_MIN"),
-        positive("LINKERD2_PROXY_CORES"),
+    let (min, cores, max) = (
+        count("LINKERD2_PROXY_CORES_MIN"),
+        count("LINKERD2_PROXY_CORES"),
+        count("LINKERD2_PROXY_CORES_MAX"),
+    );
+    let ratio = read(
+        vars,
+        warnings,
+        "LINKERD2_PROXY_CORES_MAX_RATIO",
+        |r: &f64| *r > 0.0 && *r <= 1.0,
+        "a ratio in (0, 1]",
     );
     let min = min.or(cores).unwrap_or(1);
-    let max = positive("LINKERD2_PROXY_CORES_MAX");
-    let ratio = match vars.get("LINKERD2_PROXY_CORES_MAX_RATIO").map(str::trim) {
-        None => None,
-        Some(v) => match v.parse::<f64>() {
-            Ok(r) if r > 0.0 && r <= 1.0 => Some(r),
-            _ => {
-                warnings.push(format!(
-                    "ignoring LINKERD2_PROXY_CORES_MAX_RATIO={v:?}: expected a ratio in (0, 1]"
-                ));
-                None
-            }
-        },
-    };
-    let want = match (max, ratio) {
-        (Some(max), _) => max,
-        // The product of a ratio in (0, 1] and a CPU count is finite and non-negative.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        (None, Some(r)) => (cpus as f64 * r).round() as usize,
-        (None, None) => 1,
-    };
+    // A ratio in (0, 1] times the CPU count is finite and non-negative.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ratio = ratio.map(|r| (cpus as f64 * r).round() as usize);
+    let want = max.or(ratio).unwrap_or(1);
     want.max(min).min(cpus).max(1)
 }
 
@@ -890,9 +879,6 @@ fn identity(vars: &Vars<'_>) -> Result<Option<IdentityConfig>, ConfigError> {
     ];
     let named = NAMES.iter().any(|v| vars.get(v).is_some());
     let dir = vars.get("LINKERD2_PROXY_IDENTITY_DIR").map(PathBuf::from);
-    let _ = vars.get("LINKERD2_PROXY_IDENTITY_SVC_NAME");
-    let _ = vars.get("LINKERD2_PROXY_IDENTITY_MIN_REFRESH");
-    let _ = vars.get("LINKERD2_PROXY_IDENTITY_MAX_REFRESH");
     if !named && !REQUIRED.iter().any(|v| vars.get(v).is_some()) {
         return Ok(None);
     }
@@ -1004,6 +990,12 @@ impl<'a> Vars<'a> {
     fn get(&self, name: &str) -> Option<&'a str> {
         self.read.borrow_mut().insert(name.to_string());
         self.env.get(name).map(String::as_str)
+    }
+
+    /// Counts these names (without the prefix) as known, read or not.
+    fn known(&self, names: &[&str]) {
+        let mut read = self.read.borrow_mut();
+        read.extend(names.iter().map(|n| format!("{PREFIX}{n}")));
     }
 
     /// Parses the variable (or `default` when it is unset), naming it on failure.

@@ -57,18 +57,8 @@ pub mod net {
 
     impl From<SocketAddr> for TcpAddress {
         fn from(a: SocketAddr) -> Self {
-            let ip = match a.ip() {
-                IpAddr::V4(v4) => ip_address::Ip::Ipv4(u32::from(v4)),
-                IpAddr::V6(v6) => {
-                    let n = u128::from(v6);
-                    ip_address::Ip::Ipv6(IPv6 {
-                        first: (n >> 64) as u64,
-                        last: n as u64,
-                    })
-                }
-            };
             TcpAddress {
-                ip: Some(IpAddress { ip: Some(ip) }),
+                ip: Some(a.ip().into()),
                 port: u32::from(a.port()),
             }
         }
@@ -106,13 +96,7 @@ pub mod net {
         /// The socket address, or `None` when the message lacks an IP or has a port above 65535.
         pub fn to_socket_addr(&self) -> Option<SocketAddr> {
             let port = u16::try_from(self.port).ok()?;
-            let ip = match self.ip.as_ref()?.ip.as_ref()? {
-                ip_address::Ip::Ipv4(v4) => IpAddr::V4(Ipv4Addr::from(*v4)),
-                ip_address::Ip::Ipv6(v6) => IpAddr::V6(Ipv6Addr::from(
-                    (u128::from(v6.first) << 64) | u128::from(v6.last),
-                )),
-            };
-            Some(SocketAddr::new(ip, port))
+            Some(SocketAddr::new(self.ip.as_ref()?.to_ip()?, port))
         }
     }
 }

@@ -285,16 +285,10 @@ fn transport_header_fields() {
     );
 }
 
-/// A `Server` with every field the policy controller sends, built from their types.
-fn their_server() -> theirs::inbound::Server {
-    use theirs::{http_route as h, http_types as t, inbound::*, meta, net};
-    let net = |ip: u32, len: u32| net::IpNetwork {
-        ip: Some(net::IpAddress {
-            ip: Some(net::ip_address::Ip::Ipv4(ip)),
-        }),
-        prefix_len: len,
-    };
-    let metadata = |kind: &str, name: &str| meta::Metadata {
+/// A policy resource's metadata, in their types.
+fn metadata(kind: &str, name: &str) -> theirs::meta::Metadata {
+    use theirs::meta;
+    meta::Metadata {
         kind: Some(meta::metadata::Kind::Resource(meta::Resource {
             group: "policy.linkerd.io".into(),
             kind: kind.into(),
@@ -303,6 +297,17 @@ fn their_server() -> theirs::inbound::Server {
             section: String::new(),
             port: 0,
         })),
+    }
+}
+
+/// A `Server` with every field the policy controller sends, built from their types.
+fn their_server() -> theirs::inbound::Server {
+    use theirs::{http_route as h, http_types as t, inbound::*, net};
+    let net = |ip: u32, len: u32| net::IpNetwork {
+        ip: Some(net::IpAddress {
+            ip: Some(net::ip_address::Ip::Ipv4(ip)),
+        }),
+        prefix_len: len,
     };
     let authz = Authz {
         networks: vec![Network {
@@ -441,17 +446,7 @@ fn their_server() -> theirs::inbound::Server {
 
 /// A gRPC route with a match and a failure injector, from their types.
 fn their_grpc_route() -> theirs::inbound::GrpcRoute {
-    use theirs::{grpc_route as g, inbound::*, meta};
-    let metadata = |kind: &str, name: &str| meta::Metadata {
-        kind: Some(meta::metadata::Kind::Resource(meta::Resource {
-            group: "policy.linkerd.io".into(),
-            kind: kind.into(),
-            name: name.into(),
-            namespace: "default".into(),
-            section: String::new(),
-            port: 0,
-        })),
-    };
+    use theirs::{grpc_route as g, inbound::*};
     GrpcRoute {
         metadata: Some(metadata("GRPCRoute", "rpc")),
         hosts: vec![],

@@ -14,26 +14,15 @@ use linkerd_tests::{
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// An IPv4 CIDR (`a.b.c.d/n`) as the API writes it.
 fn cidr(s: &str) -> api::net::IpNetwork {
-    let n: ipnet_lite::Net = s.parse().unwrap();
-    n.0
-}
-
-/// A tiny CIDR parser for the tests (`a.b.c.d/n`).
-mod ipnet_lite {
-    pub struct Net(pub super::api::net::IpNetwork);
-    impl std::str::FromStr for Net {
-        type Err = ();
-        fn from_str(s: &str) -> Result<Self, ()> {
-            let (ip, len) = s.split_once('/').ok_or(())?;
-            let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| ())?;
-            Ok(Net(super::api::net::IpNetwork {
-                ip: Some(super::api::net::IpAddress {
-                    ip: Some(super::api::net::ip_address::Ip::Ipv4(u32::from(ip))),
-                }),
-                prefix_len: len.parse().map_err(|_| ())?,
-            }))
-        }
+    let (ip, len) = s.split_once('/').expect("a CIDR");
+    let ip: std::net::Ipv4Addr = ip.parse().expect("an IPv4 address");
+    api::net::IpNetwork {
+        ip: Some(api::net::IpAddress {
+            ip: Some(api::net::ip_address::Ip::Ipv4(u32::from(ip))),
+        }),
+        prefix_len: len.parse().expect("a prefix length"),
     }
 }
 

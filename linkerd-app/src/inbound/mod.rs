@@ -107,12 +107,7 @@ impl AdminPolicy {
         req: &::http::Request<B>,
     ) -> Result<(), linkerd_http::Error> {
         use linkerd_http::Error;
-        let ip = match client.ip() {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(client.ip(), std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = client.ip().to_canonical();
         // The proxy's own `localhost` authorization: 127.0.0.1 and ::1, as linkerd2-proxy.
         if ip == std::net::IpAddr::from([127, 0, 0, 1]) || ip == std::net::Ipv6Addr::LOCALHOST {
             return Ok(());

@@ -553,57 +553,46 @@ impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
         let protocol = detected.protocol;
         tracing::Span::current().record("protocol", tracing::field::debug(protocol));
         let http = matches!(protocol, Protocol::Http1 | Protocol::Http2);
-        match target.server.clone() {
-            Some((PortPolicy::Server(p), rx)) => {
-                if http {
-                    let authorized = Authorized {
-                        target,
-                        protocol,
-                        authz: None,
-                        server: Some(rx),
-                    };
-                    return Ok((authorized, io));
-                }
-                let mut labels = target.labels(p.meta.clone());
-                match p.authorize(target.client.ip(), &target.auth) {
-                    Some(a) => {
-                        labels.authz = Some(a.meta.clone());
-                        self.authz.counter(false, AuthzEvent::Allow, &labels).incr();
-                        let authorized = Authorized {
-                            target,
-                            protocol,
-                            authz: None,
-                            server: None,
-                        };
-                        Ok((authorized, io))
-                    }
-                    None => {
-                        self.authz.counter(false, AuthzEvent::Deny, &labels).incr();
-                        Err(Box::new(Refused(format!(
-                            "unauthorized connection on server {}",
-                            p.meta.name
-                        ))))
-                    }
-                }
-            }
-            Some((PortPolicy::Invalid(why), rx)) => {
-                if http {
-                    let authorized = Authorized {
-                        target,
-                        protocol,
-                        authz: None,
-                        server: Some(rx),
-                    };
-                    return Ok((authorized, io));
-                }
-                let labels = target.labels(Meta::default_named("invalid"));
-                self.authz.counter(false, AuthzEvent::Deny, &labels).incr();
-                Err(Box::new(Refused(format!(
-                    "the port's policy is invalid: {why}"
-                ))))
-            }
-            _ => self.default_policy(target, protocol, http, io),
+        // A server policy, or only invalid answers (`Err`, with the reason).
+        let (policy, rx) = match target.server.clone() {
+            Some((PortPolicy::Server(p), rx)) => (Ok(p), rx),
+            Some((PortPolicy::Invalid(why), rx)) => (Err(why), rx),
+            _ => return self.default_policy(target, protocol, http, io),
+        };
+        // HTTP is authorized per request, by the policy's current version.
+        if http {
+            let authorized = Authorized {
+                target,
+                protocol,
+                authz: None,
+                server: Some(rx),
+            };
+            return Ok((authorized, io));
         }
+        let (labels, why) = match policy {
+            Ok(p) => {
+                let mut labels = target.labels(p.meta.clone());
+                if let Some(a) = p.authorize(target.client.ip(), &target.auth) {
+                    labels.authz = Some(a.meta.clone());
+                    self.authz.counter(false, AuthzEvent::Allow, &labels).incr();
+                    let authorized = Authorized {
+                        target,
+                        protocol,
+                        authz: None,
+                        server: None,
+                    };
+                    return Ok((authorized, io));
+                }
+                let why = format!("unauthorized connection on server {}", p.meta.name);
+                (labels, why)
+            }
+            Err(why) => (
+                target.labels(Meta::default_named("invalid")),
+                format!("the port's policy is invalid: {why}"),
+            ),
+        };
+        self.authz.counter(false, AuthzEvent::Deny, &labels).incr();
+        Err(Box::new(Refused(why)))
     }
 }
 

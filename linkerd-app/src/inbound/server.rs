@@ -279,7 +279,7 @@ impl ServerPolicy {
         let host = request_host(req);
         let mut best: Option<((u8, usize), RuleScore, &Route, &Rule)> = None;
         for route in self.routes.iter() {
-            let Some(hs) = route.host_score(host.as_deref()) else {
+            let Some(hs) = route.host_score(host) else {
                 continue;
             };
             for rule in &route.rules {
@@ -299,17 +299,25 @@ impl ServerPolicy {
     }
 }
 
-/// The request's host (from `:authority` or `Host`), lower case, without a port.
-fn request_host<B>(req: &http::Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host().to_string(),
-        None => {
-            let h = req.headers().get(http::header::HOST)?.to_str().ok()?;
-            let a: http::uri::Authority = h.parse().ok()?;
-            a.host().to_string()
-        }
+/// The request's host (from `:authority` or `Host`), without a port or a trailing dot; not
+/// copied (matches compare it ignoring ASCII case).
+fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
+    let authority = linkerd_http::authority_of(req)?;
+    let host = match authority.strip_prefix('[') {
+        // `[::1]:80`: the address inside the brackets.
+        Some(v6) => v6.split(']').next()?,
+        None => authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(authority, |(host, _)| host),
     };
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+    Some(host.trim_end_matches('.'))
+}
+
+/// Whether `host` ends with `suffix` (lower case), ignoring ASCII case.
+fn ends_with_ignore_case(host: &str, suffix: &str) -> bool {
+    let (h, s) = (host.as_bytes(), suffix.as_bytes());
+    h.len() >= s.len() && h[h.len() - s.len()..].eq_ignore_ascii_case(s)
 }
 
 /// How well a rule matched: path kind and length, header matches, query matches, method.
@@ -321,11 +329,29 @@ impl Route {
             meta: Meta::default_named("default"),
             hosts: Vec::new(),
             authorizations: Vec::new(),
-            rules: vec![Rule {
-                matches: Vec::new(),
-                filters: Vec::new(),
-            }],
+            rules: vec![Rule::match_all()],
         }
+    }
+
+    /// The parts HTTP and gRPC routes share; no rules is one match-all rule.
+    fn from_api(
+        meta: Option<&meta::Metadata>,
+        host_matches: &[http_api::HostMatch],
+        authorizations: &[api::Authz],
+        rules: Vec<Rule>,
+    ) -> Result<Self, InvalidPolicy> {
+        Ok(Self {
+            meta: Meta::from_api(meta, "default"),
+            hosts: hosts(host_matches)?,
+            authorizations: authorizations
+                .iter()
+                .map(Authorization::from_api)
+                .collect::<Result<_, _>>()?,
+            rules: match rules.is_empty() {
+                true => vec![Rule::match_all()],
+                false => rules,
+            },
+        })
     }
 
     /// `None`: the host does not match. Exact beats any suffix; longer suffixes beat shorter;
@@ -338,8 +364,8 @@ impl Route {
         self.hosts
             .iter()
             .filter_map(|m| match m {
-                HostMatch::Exact(h) if h == host => Some((2, h.len())),
-                HostMatch::Suffix(s) if host.ends_with(s.as_str()) => Some((1, s.len())),
+                HostMatch::Exact(h) if h.eq_ignore_ascii_case(host) => Some((2, h.len())),
+                HostMatch::Suffix(s) if ends_with_ignore_case(host, s) => Some((1, s.len())),
                 _ => None,
             })
             .max()
@@ -353,6 +379,13 @@ impl Route {
 }
 
 impl Rule {
+    fn match_all() -> Self {
+        Self {
+            matches: Vec::new(),
+            filters: Vec::new(),
+        }
+    }
+
     fn score<B>(&self, req: &http::Request<B>) -> Option<RuleScore> {
         if self.matches.is_empty() {
             return Some((0, 0, 0, 0, false));
@@ -549,10 +582,7 @@ impl Authorization {
 
     /// Whether the client's address and TLS satisfy this authorization.
     pub(crate) fn admits(&self, client: IpAddr, auth: &ClientAuth) -> bool {
-        let client = match client {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
-            v4 => v4,
-        };
+        let client = client.to_canonical();
         let in_net = self
             .networks
             .iter()
@@ -730,22 +760,7 @@ fn http_routes(routes: &[api::HttpRoute]) -> Result<Vec<Route>, InvalidPolicy> {
                     Ok(Rule { matches, filters })
                 })
                 .collect::<Result<Vec<_>, InvalidPolicy>>()?;
-            Ok(Route {
-                meta: Meta::from_api(r.metadata.as_ref(), "default"),
-                hosts: hosts(&r.hosts)?,
-                authorizations: r
-                    .authorizations
-                    .iter()
-                    .map(Authorization::from_api)
-                    .collect::<Result<_, _>>()?,
-                rules: match rules.is_empty() {
-                    true => vec![Rule {
-                        matches: Vec::new(),
-                        filters: Vec::new(),
-                    }],
-                    false => rules,
-                },
-            })
+            Route::from_api(r.metadata.as_ref(), &r.hosts, &r.authorizations, rules)
         })
         .collect()
 }
@@ -791,22 +806,7 @@ fn grpc_routes(routes: &[api::GrpcRoute]) -> Result<Vec<Route>, InvalidPolicy> {
                     Ok(Rule { matches, filters })
                 })
                 .collect::<Result<Vec<_>, InvalidPolicy>>()?;
-            Ok(Route {
-                meta: Meta::from_api(r.metadata.as_ref(), "default"),
-                hosts: hosts(&r.hosts)?,
-                authorizations: r
-                    .authorizations
-                    .iter()
-                    .map(Authorization::from_api)
-                    .collect::<Result<_, _>>()?,
-                rules: match rules.is_empty() {
-                    true => vec![Rule {
-                        matches: Vec::new(),
-                        filters: Vec::new(),
-                    }],
-                    false => rules,
-                },
-            })
+            Route::from_api(r.metadata.as_ref(), &r.hosts, &r.authorizations, rules)
         })
         .collect()
 }

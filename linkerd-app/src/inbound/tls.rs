@@ -82,11 +82,7 @@ impl<I> tower::filter::Predicate<(InboundConn, I)> for PodIps {
     type Request = (InboundConn, I);
 
     fn check(&mut self, (conn, io): (InboundConn, I)) -> Result<Self::Request, BoxError> {
-        let ip = conn.orig_dst.ip();
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = conn.orig_dst.ip().to_canonical();
         if self.0.is_empty() || ip.is_loopback() || self.0.contains(&ip) {
             return Ok((conn, io));
         }
