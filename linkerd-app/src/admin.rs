@@ -97,16 +97,45 @@ async fn serve_conn(
         }
         _ => ClientAuth::Plaintext,
     };
+    let tls = !matches!(auth, ClientAuth::Plaintext);
     let auth = Arc::new(auth);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (admin, auth) = (admin.clone(), auth.clone());
         async move { Ok::<_, Infallible>(admin.answer(port, peer, &auth, req).await) }
     });
-    // HTTP/1 (probes, linkerd-await) or HTTP/2 (a meshed Prometheus), by the preface.
-    hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), svc)
+    // HTTP/1 (probes, linkerd-await) or HTTP/2 (a meshed Prometheus), detected within 1s as
+    // linkerd2-proxy does; a client that says nothing in time is taken as HTTP/2 over TLS and
+    // HTTP/1 in plaintext; anything else is dropped.
+    use linkerd_detect::{DetectParams, Protocol};
+    let params = DetectParams {
+        timeout: std::time::Duration::from_secs(1),
+        capacity: 1024,
+    };
+    let (detected, io) = linkerd_detect::detect(io, params)
         .await
-        .map_err(|e| BoxError::from(e.to_string()))
+        .map_err(|e| BoxError::from(e.to_string()))?;
+    let protocol = match (detected.protocol, detected.timed_out) {
+        (_, true) if tls => Protocol::Http2,
+        (_, true) => Protocol::Http1,
+        (p, false) => p,
+    };
+    let io = TokioIo::new(io);
+    let served = match protocol {
+        Protocol::Http1 => {
+            hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(io, svc)
+                .await
+        }
+        Protocol::Http2 => {
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(io, svc)
+                .await
+        }
+        Protocol::Opaque | Protocol::Tls => return Err("not HTTP on the admin port".into()),
+    };
+    served.map_err(|e| BoxError::from(e.to_string()))
 }
 
 /// Lets the TLS layer's errors through the connection service's boxed error.

@@ -367,3 +367,23 @@ async fn grace_period_bounds_the_drain() {
         "the grace period expired with a connection still open"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_http_on_the_admin_port_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = proxy(&[], None);
+    let mut s = tokio::net::TcpStream::connect(proxy.admin_addr)
+        .await
+        .unwrap();
+    s.write_all(b"\x00\x01 not http at all\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed: {read:?} {got:?}"
+    );
+    // The admin server still answers others.
+    assert_eq!(client::get(proxy.admin_addr, "/live").await.0, 200);
+}
