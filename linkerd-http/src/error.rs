@@ -1,6 +1,9 @@
 //! Proxy errors and the one place they become HTTP responses.
 
-use crate::{headers::L5D_PROXY_ERROR, ProxyBody};
+use crate::{
+    headers::{L5D_PROXY_CONNECTION, L5D_PROXY_ERROR},
+    ProxyBody,
+};
 use http::{HeaderValue, Response, StatusCode};
 use std::net::SocketAddr;
 
@@ -122,6 +125,17 @@ pub enum Error {
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
 
+    /// The app asked (`l5d-require-id`) for an endpoint identity the endpoint does not have.
+    #[error("endpoint {addr} is {actual}, not the required identity {required}")]
+    IdentityMismatch {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The identity the request requires.
+        required: String,
+        /// The endpoint's identity, or why it has none.
+        actual: String,
+    },
+
     /// An explicit-proxy target name did not resolve.
     #[error("failed to resolve {name}: {reason}")]
     Resolve {
@@ -160,7 +174,12 @@ impl Error {
             Error::Forbidden { .. } | Error::Unauthorized(_) => StatusCode::FORBIDDEN,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Resolve { .. } => StatusCode::BAD_GATEWAY,
+            // No endpoint became ready in time: a timeout, as upstream answers it.
+            Error::Unavailable(linkerd_balance::Error::Unavailable { .. }) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::IdentityMismatch { .. } => StatusCode::BAD_GATEWAY,
             Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::Injected { status, .. } | Error::Redirect { status, .. } => *status,
@@ -195,6 +214,7 @@ impl Error {
             | Error::TransportHeader { .. }
             | Error::NoCertificate(_)
             | Error::Loop { .. }
+            | Error::IdentityMismatch { .. }
             | Error::Resolve { .. } => UNAVAILABLE,
             Error::Forbidden { .. } | Error::Unauthorized(_) => PERMISSION_DENIED,
             Error::BadRequest(_) | Error::InvalidPolicy(_) => INTERNAL,
@@ -202,6 +222,51 @@ impl Error {
             Error::RateLimited => 8,
             Error::Injected { .. } => 9,
             Error::InjectedGrpc { code, .. } => *code,
+        }
+    }
+
+    /// Whether the proxy closes the client's connection after answering this failure
+    /// (`l5d-proxy-connection: close`; HTTP/1 `Connection: close`): everything but the
+    /// answers of policy and routing, which say nothing about the connection.
+    pub fn closes_connection(&self) -> bool {
+        !matches!(
+            self,
+            Error::Forbidden { .. }
+                | Error::Unauthorized(_)
+                | Error::RouteNotFound
+                | Error::RateLimited
+                | Error::Injected { .. }
+                | Error::InjectedGrpc { .. }
+                | Error::Redirect { .. }
+        )
+    }
+
+    /// A short, fixed name of the failure: the `error` label of `response_total`.
+    pub fn kind(&self) -> &'static str {
+        use linkerd_balance::Error as B;
+        use linkerd_proxy_transport::Error as T;
+        match self {
+            Error::Connect(T::ConnectTimeout { .. }) => "connect_timeout",
+            Error::Connect(_) => "connect",
+            Error::Handshake { .. } => "handshake",
+            Error::Upstream { .. } => "upstream",
+            Error::Loop { .. } => "loop",
+            Error::Forbidden { .. } => "forbidden",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::BadRequest(_) => "bad_request",
+            Error::Unavailable(B::NotFound { .. }) => "not_found",
+            Error::Unavailable(B::Unavailable { .. }) => "failfast",
+            Error::Unavailable(B::QueueFull { .. }) => "loadshed",
+            Error::Tls { .. } => "tls",
+            Error::NoCertificate(_) => "no_certificate",
+            Error::TransportHeader { .. } => "transport_header",
+            Error::RouteNotFound => "route_not_found",
+            Error::RateLimited => "rate_limited",
+            Error::Injected { .. } | Error::InjectedGrpc { .. } => "injected",
+            Error::Redirect { .. } => "redirect",
+            Error::InvalidPolicy(_) => "invalid_policy",
+            Error::IdentityMismatch { .. } => "identity_mismatch",
+            Error::Resolve { .. } => "resolve",
         }
     }
 
@@ -224,6 +289,9 @@ impl Error {
         let value =
             HeaderValue::from_str(&msg).unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
         h.insert(L5D_PROXY_ERROR, value);
+        if self.closes_connection() {
+            h.insert(L5D_PROXY_CONNECTION, HeaderValue::from_static("close"));
+        }
         rsp
     }
 
@@ -242,6 +310,10 @@ impl Error {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain"),
         );
+        if self.closes_connection() {
+            rsp.headers_mut()
+                .insert(L5D_PROXY_CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Error::Redirect { location, .. } = self {
             rsp.headers_mut()
                 .insert(http::header::LOCATION, location.clone());

@@ -8,6 +8,16 @@ use http::{
 /// The error header set on every response the proxy synthesizes.
 pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
 
+/// Set with `close` on a synthesized error after which the proxy closes the connection; a
+/// client's proxy closes its app's connection in turn.
+pub const L5D_PROXY_CONNECTION: HeaderName = HeaderName::from_static("l5d-proxy-connection");
+
+/// Sent by the app to its outbound proxy: the endpoint's mesh identity must be this one.
+pub const L5D_REQUIRE_ID: HeaderName = HeaderName::from_static("l5d-require-id");
+
+/// Proxy to proxy: the logical (profile) name, `name:port`, a request was routed by.
+pub const L5D_DST_CANONICAL: HeaderName = HeaderName::from_static("l5d-dst-canonical");
+
 /// Headers that describe one hop (RFC 9110 section 7.6.1) and are never forwarded. `Trailer`
 /// is end-to-end (it declares the trailer fields, and HTTP/1 servers only send declared ones).
 const HOP_BY_HOP: [HeaderName; 5] = [

@@ -21,6 +21,7 @@ mod conn_tasks;
 mod error;
 mod headers;
 mod hop;
+mod mesh_headers;
 mod metrics;
 pub mod orig_proto;
 mod pool;
@@ -31,8 +32,12 @@ mod upgrade;
 
 pub use self::body::ProxyBody;
 pub use self::error::Error;
-pub use self::headers::{authority_of, is_grpc, strip_hop_by_hop, wants_upgrade, L5D_PROXY_ERROR};
+pub use self::headers::{
+    authority_of, is_grpc, strip_hop_by_hop, wants_upgrade, L5D_DST_CANONICAL,
+    L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, L5D_REQUIRE_ID,
+};
 pub use self::hop::{HopByHop, HopByHopLayer};
+pub use self::mesh_headers::{MeshHeaders, MeshHeadersLayer};
 pub use self::metrics::{
     AuthorityRoutes, HttpMetrics, Metrics, MetricsLayer, OnceRoute, RecordBody, ResponseRecorder,
     RouteLabels, RouteMetrics, Routes,

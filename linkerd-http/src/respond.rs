@@ -29,6 +29,8 @@ pin_project_lite::pin_project! {
         state: State<F>,
         // A gRPC request's failure is answered in gRPC.
         grpc: bool,
+        // An HTTP/1 client is told with `Connection: close` that the connection ends.
+        http1: bool,
     }
 }
 
@@ -81,16 +83,19 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let grpc = crate::is_grpc(&req);
+        let http1 = req.version() < http::Version::HTTP_2;
         match self.unready.take() {
             Some(error) => ResponseFuture {
                 state: State::Unready { error: Some(error) },
                 grpc,
+                http1,
             },
             None => ResponseFuture {
                 state: State::Inner {
                     inner: self.inner.call(req),
                 },
                 grpc,
+                http1,
             },
         }
     }
@@ -128,10 +133,18 @@ where
             Error::Loop { .. } => tracing::warn!(%error, "request refused"),
             _ => tracing::info!(%error, "request failed"),
         }
-        Poll::Ready(Ok(match grpc {
+        let mut rsp = match grpc {
             true => error.to_grpc_response(),
             false => error.to_response(),
-        }))
+        };
+        if *this.http1 && error.closes_connection() {
+            // hyper's HTTP/1 server closes the connection after this response.
+            rsp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        Poll::Ready(Ok(rsp))
     }
 }
 
@@ -153,6 +166,8 @@ mod tests {
         let rsp = svc.clone().oneshot(Request::new(true)).await.unwrap();
         assert_eq!(rsp.status(), 400);
         assert_eq!(rsp.headers()[L5D_PROXY_ERROR], "bad request: no Host");
+        assert_eq!(rsp.headers()[crate::L5D_PROXY_CONNECTION], "close");
+        assert_eq!(rsp.headers()["connection"], "close", "HTTP/1.1 closes");
         let grpc = Request::builder()
             .version(http::Version::HTTP_2)
             .header("content-type", "application/grpc+proto")
@@ -163,6 +178,8 @@ mod tests {
         assert_eq!(rsp.headers()["grpc-status"], "13");
         assert_eq!(rsp.headers()["grpc-message"], "bad request: no Host");
         assert_eq!(rsp.headers()["content-type"], "application/grpc");
+        assert_eq!(rsp.headers()[crate::L5D_PROXY_CONNECTION], "close");
+        assert!(rsp.headers().get("connection").is_none(), "not on HTTP/2");
         let rsp = svc.oneshot(Request::new(false)).await.unwrap();
         assert_eq!(rsp.status(), 200);
         assert!(rsp.headers().get(L5D_PROXY_ERROR).is_none());
@@ -194,5 +211,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rsp.status(), 403);
+        assert!(
+            rsp.headers().get(crate::L5D_PROXY_CONNECTION).is_none(),
+            "a refusal keeps the connection"
+        );
+        assert!(rsp.headers().get("connection").is_none());
     }
 }

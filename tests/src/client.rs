@@ -63,6 +63,23 @@ pub async fn text(rsp: Response<Incoming>) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Sends `req` (these extra headers, an empty body) on `tx`: the status, the response's
+/// headers and its body.
+pub async fn send(
+    tx: &mut http1::SendRequest<Full<Bytes>>,
+    mut req: http::request::Builder,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Bytes) {
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::default()).expect("a valid request");
+    let rsp = tx.send_request(req).await.expect("response");
+    let (parts, body) = rsp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status.as_u16(), parts.headers, body)
+}
+
 /// `GET path` with `Host: web` and an empty body.
 pub fn req(path: &str) -> Request<Full<Bytes>> {
     Request::get(path)

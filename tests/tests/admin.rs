@@ -62,25 +62,12 @@ async fn admin_req(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, http::HeaderMap, Bytes) {
-    use http_body_util::BodyExt;
     let mut tx = client::http1::<Full<Bytes>>(admin).await;
-    let mut req = Request::builder()
+    let req = Request::builder()
         .method(method)
         .uri(path)
         .header("host", "admin");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let rsp = tx
-        .send_request(req.body(Full::default()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = rsp.into_parts();
-    (
-        parts.status.as_u16(),
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
+    client::send(&mut tx, req, headers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

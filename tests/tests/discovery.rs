@@ -285,15 +285,33 @@ async fn control_plane_loss_and_recovery() {
     let (addr, _) = control.kill();
     eventually(Duration::from_secs(5), served(web.requests() + 50)).await;
 
-    // A service the proxy never resolved fails fast (the fail-fast timeout), with a reason.
+    // A service the proxy never resolved fails fast (the fail-fast timeout), with a reason:
+    // 504 as upstream, counted like any other request.
     let started = Instant::now();
     let (status, _, err) = get(proxy.outbound_addr, "new.default.svc.cluster.local:80").await;
-    assert_eq!(status, 503);
+    assert_eq!(status, 504);
     assert!(err.unwrap().contains("new.default.svc.cluster.local:80"));
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
+    );
+    let m = scrape(proxy.admin_addr).await;
+    let new = "authority=\"new.default.svc.cluster.local:80\"";
+    assert_eq!(metric(&m, "request_total", &[new]), Some(1.0), "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[
+                new,
+                "status_code=\"504\"",
+                "classification=\"failure\"",
+                "error=\"failfast\""
+            ]
+        ),
+        Some(1.0),
+        "{m}"
     );
 
     // The control plane comes back, now also serving `new`: the proxy recovers.
@@ -341,6 +359,23 @@ async fn unknown_service_is_503_at_once() {
         started.elapsed() < Duration::from_secs(1),
         "not after the 10s fail-fast timeout: {:?}",
         started.elapsed()
+    );
+    // Refused requests count like any other, under the name they asked for.
+    let m = scrape(proxy.admin_addr).await;
+    let nope = "authority=\"nope.default.svc.cluster.local:80\"";
+    assert_eq!(
+        metric(&m, "request_total", &[nope, "direction=\"outbound\""]),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[nope, "status_code=\"503\"", "error=\"not_found\""]
+        ),
+        Some(2.0),
+        "{m}"
     );
     // Names outside the suffixes are not looked up: forwarded as before.
     let app = backend::http().await;

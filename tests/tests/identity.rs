@@ -194,6 +194,104 @@ async fn two_proxies_mesh_with_mtls() {
     );
 }
 
+/// `GET uri` with these headers on `tx`: the status, the response's headers and its body.
+async fn send_web(
+    tx: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
+    let (status, h, body) = client::send(tx, Request::get(uri), headers).await;
+    (status, h, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l5d_headers_between_meshed_proxies() {
+    let ctl = CaControl::start("24h", &["client", "server"]).await;
+    let app = backend::http().await;
+    let server = start(&ctl.proxy_env("server"), None);
+    // `dead` is behind the same proxy, on a port where nothing listens.
+    let (_hold, dead) = linkerd_tests::refusing_addr();
+    ctl.write_mesh(&format!(
+        "{}  - name: dead.ns.svc.cluster.local\n    port: 8080\n    endpoints:\n      - addr: {dead}\n        identity: {}\n        opaque_transport_port: {}\n",
+        web_service(app.addr, "server", server.inbound_addr),
+        id("server"),
+        server.inbound_addr.port()
+    ));
+    let client_env = with(
+        ctl.proxy_env("client"),
+        &[("LINKERD2_PROXY_DESTINATION_SVC_ADDR", &ctl.addr.to_string())],
+    );
+    let client = start(&client_env, None);
+    ready(server.admin_addr).await;
+    ready(client.admin_addr).await;
+    eventually(Duration::from_secs(5), || async {
+        let last = get_web(client.outbound_addr, "/").await;
+        holds(last.0 == 200, last)
+    })
+    .await;
+
+    let web = format!("http://{WEB}:8080/headers");
+    let mut tx = client::http1::<Full<Bytes>>(client.outbound_addr).await;
+    // The endpoint is who the app requires: forwarded, without the header; the server's app
+    // sees the logical name the client proxy routed by.
+    let (status, _, body) = send_web(
+        &mut tx,
+        &web,
+        &[("l5d-require-id", &id("server")), ("host", "alias.example")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("l5d-require-id"), "{body}");
+    assert!(
+        body.contains(&format!("l5d-dst-canonical: {WEB}:8080\n")),
+        "{body}"
+    );
+    assert!(body.contains("host: alias.example\n"), "{body}");
+    // The server proxy counts it under the logical name, not the Host the app wrote.
+    let m = scrape(server.admin_addr).await;
+    assert!(
+        metric_sum(
+            &m,
+            "request_total",
+            &[
+                "direction=\"inbound\"",
+                &format!("authority=\"{WEB}:8080\"")
+            ]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "request_total", &["authority=\"alias.example\""]),
+        0.0,
+        "{m}"
+    );
+
+    // Anyone else: 502 before any byte is sent, and the app's connection is closed.
+    let (status, h, _) = send_web(&mut tx, &web, &[("l5d-require-id", &id("other"))]).await;
+    assert_eq!(status, 502);
+    let err = h["l5d-proxy-error"].to_str().unwrap();
+    assert!(
+        err.contains(&id("other")) && err.contains(&id("server")),
+        "{err}"
+    );
+    assert_eq!(h["connection"], "close");
+    assert_eq!(h["l5d-proxy-connection"], "close");
+    assert!(tx.ready().await.is_err(), "the proxy closed the connection");
+
+    // The server proxy fails to reach its app and closes: the client proxy takes its
+    // `l5d-proxy-connection` off and closes the app's HTTP/1.1 connection in turn.
+    let mut tx = client::http1::<Full<Bytes>>(client.outbound_addr).await;
+    let (status, h, _) = send_web(&mut tx, "http://dead.ns.svc.cluster.local:8080/", &[]).await;
+    assert_eq!(status, 502);
+    assert!(h.get("l5d-proxy-connection").is_none(), "{h:?}");
+    assert!(
+        h.get("l5d-proxy-error").is_none(),
+        "the peer's error is not the app's: {h:?}"
+    );
+    assert_eq!(h["connection"], "close", "{h:?}");
+    assert!(tx.ready().await.is_err(), "the proxy closed the connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meshed_tcp_uses_opaque_transport() {
     let ctl = CaControl::start("24h", &["client", "server"]).await;

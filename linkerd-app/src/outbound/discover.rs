@@ -54,6 +54,9 @@ pub(crate) struct Discovery {
 pub(crate) struct Service {
     pub name: String,
     balancer: Arc<Balancer<EndpointStacks>>,
+    /// Requests the balancer refused before any endpoint took them (the name does not
+    /// exist, no endpoint in time, queue full) count here, under the name.
+    pub unserved: linkerd_http::OnceRoute,
     last_used: Mutex<Instant>,
     /// Dropped with the service, which stops its follower task.
     _stop: oneshot::Sender<()>,
@@ -133,6 +136,7 @@ impl Discovery {
         let (stop, stopped) = oneshot::channel();
         let svc = Arc::new(Service {
             balancer: Arc::new(Balancer::new(name.clone(), self.balancer.clone())),
+            unserved: self.new_endpoint.unserved(&name),
             name: name.clone(),
             last_used: Mutex::new(Instant::now()),
             _stop: stop,

@@ -7,19 +7,20 @@ use linkerd_connect::{Connect, Connector, Meshed, Target};
 use linkerd_destination as destination;
 use linkerd_http::{
     orig_proto::{Upgrade, UpgradeLayer},
-    Client, EndpointClient, HopByHop, HopByHopLayer, HttpMetrics, Metrics, MetricsLayer,
-    RouteLabels, Routes, Tunnel, TunnelLayer,
+    Client, EndpointClient, HopByHop, HopByHopLayer, HttpMetrics, MeshHeaders, MeshHeadersLayer,
+    Metrics, MetricsLayer, RouteLabels, Routes, Tunnel, TunnelLayer,
 };
 use linkerd_proxy_transport::{Direction, TlsLabel};
 use std::net::SocketAddr;
 use tower::{util::MapErr, BoxError, ServiceBuilder};
 
 /// The stack of requests to the original destination.
-pub(crate) type TargetStack = Metrics<RefuseOwn<HopByHop<Upgrade<EndpointClient<Connector>>>>>;
+pub(crate) type TargetStack =
+    Metrics<RefuseOwn<MeshHeaders<HopByHop<Upgrade<EndpointClient<Connector>>>>>>;
 
 /// The stack of requests to one endpoint of a discovered service.
 pub(crate) type EndpointStack =
-    Metrics<Tunnel<HopByHop<Upgrade<EndpointClient<Connector>>>, Connect>>;
+    Metrics<Tunnel<MeshHeaders<HopByHop<Upgrade<EndpointClient<Connector>>>>, Connect>>;
 
 /// Opaque TCP to one endpoint of a discovered service.
 pub(crate) type TcpConnect = MapErr<Connect, fn(linkerd_connect::Error) -> BoxError>;
@@ -61,6 +62,13 @@ pub(crate) fn target_stack(
         )))
         // The original destination must not be this proxy itself.
         .layer(RefuseOwnLayer::loop_to(own, addr))
+        // `l5d-require-id`; a meshed peer's `l5d-proxy-connection` (above the hop-by-hop
+        // layer: the app's `Connection: close` it may set is this hop's).
+        .layer(MeshHeadersLayer::new(
+            addr,
+            meshed.as_ref().map(|m| m.server_id.clone()),
+            None,
+        ))
         // Hop-by-hop headers stay on this hop; protocol upgrades are carried.
         .layer(HopByHopLayer)
         // HTTP/1 to a proxy that takes HTTP/2 travels as HTTP/2.
@@ -81,6 +89,27 @@ impl NewEndpoint {
             metrics: metrics.clone(),
             tls_enabled,
         }
+    }
+
+    /// Where requests to the service `name` (`host:port`) count that no endpoint took: no
+    /// endpoint, so no address (`0.0.0.0:port`) and no identity.
+    pub(crate) fn unserved(&self, name: &str) -> linkerd_http::OnceRoute {
+        let port = name
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0);
+        linkerd_http::OnceRoute::new(
+            &self.metrics,
+            RouteLabels {
+                direction: Direction::Outbound,
+                authority: Some(name.to_string()),
+                target_addr: SocketAddr::from(([0, 0, 0, 0], port)),
+                dst: None,
+                tls: TlsLabel::NoIdentity(
+                    linkerd_proxy_transport::NoTlsReason::NotProvidedByServiceDiscovery,
+                ),
+            },
+        )
     }
 
     /// The stacks of endpoint `e` of the service `name` (`host:port`).
@@ -104,6 +133,13 @@ impl NewEndpoint {
             .layer(MetricsLayer::new(Routes::once(&self.metrics, labels)))
             // `CONNECT name:port` tunnels to this endpoint.
             .layer(TunnelLayer::new(connect.clone()))
+            // `l5d-require-id`, `l5d-dst-canonical` (the service's name), a meshed peer's
+            // `l5d-proxy-connection`.
+            .layer(MeshHeadersLayer::new(
+                e.addr,
+                meshed.as_ref().map(|m| m.server_id.clone()),
+                Some(name),
+            ))
             .layer(HopByHopLayer)
             .layer(UpgradeLayer::new(h2))
             .service(EndpointClient::new(&self.client, e.addr, meshed));

@@ -13,7 +13,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
 };
 use tower::{util::Oneshot, ServiceExt};
 
@@ -60,7 +60,7 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = Proj]
     enum State<F> {
-        Balanced { #[pin] inner: Oneshot<HttpBalance, Req> },
+        Balanced { #[pin] inner: Oneshot<HttpBalance, Req>, svc: Arc<Service> },
         Fallback { #[pin] inner: F },
         // A short name, expanded by DNS first (rare: boxed).
         Canonicalizing { inner: Pin<Box<dyn Future<Output = Rsp> + Send>> },
@@ -119,10 +119,12 @@ where
         let state = match lookup {
             Lookup::Found(Some(svc)) => State::Balanced {
                 inner: self.balanced(svc.http(), req),
+                svc,
             },
-            Lookup::Found(None) => match self.default.as_ref().map(|s| s.http()) {
-                Some(balance) => State::Balanced {
-                    inner: self.balanced(balance, req),
+            Lookup::Found(None) => match self.default.clone() {
+                Some(svc) => State::Balanced {
+                    inner: self.balanced(svc.http(), req),
+                    svc,
                 },
                 None => State::Fallback {
                     inner: self.fallback.call(req),
@@ -172,13 +174,22 @@ where
             None => None,
         };
         *self.last.lock() = Some((authority, svc.clone()));
-        let balance = svc
-            .map(|s| s.http())
-            .or_else(|| self.default.as_ref().map(|s| s.http()));
-        match balance {
-            Some(balance) => self.balanced(balance, req).await,
+        match svc.or_else(|| self.default.clone()) {
+            Some(svc) => {
+                let res = self.balanced(svc.http(), req).await;
+                count_unserved(&svc, &res);
+                res
+            }
             None => self.fallback.oneshot(req).await,
         }
+    }
+}
+
+/// A request the balancer refused before any endpoint took it counts under the service:
+/// the endpoints' own metrics count the rest.
+fn count_unserved(svc: &Service, res: &Rsp) {
+    if let Err(e @ Error::Unavailable(_)) = res {
+        svc.unserved.get().request().error(e);
     }
 }
 
@@ -190,7 +201,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Rsp> {
         match self.project().state.project() {
-            Proj::Balanced { inner } => inner.poll(cx),
+            Proj::Balanced { inner, svc } => {
+                let res = ready!(inner.poll(cx));
+                count_unserved(svc, &res);
+                Poll::Ready(res)
+            }
             Proj::Fallback { inner } => inner.poll(cx),
             Proj::Canonicalizing { inner } => inner.as_mut().poll(cx),
         }
@@ -228,7 +243,7 @@ mod tests {
         // The control plane never answers: the name's balancer has no endpoint, and the request
         // fails fast, with the name in the reason.
         let (status, err) = status(route.clone(), "web.default.svc.cluster.local:8080").await;
-        assert_eq!(status, 503, "{err}");
+        assert_eq!(status, 504, "{err}");
         assert!(err.contains("web.default.svc.cluster.local:8080"), "{err}");
         assert_eq!(status_of(route.clone(), "example.com").await, 204);
         assert_eq!(status_of(route, "10.0.0.1:8080").await, 204);
@@ -240,7 +255,7 @@ mod tests {
         let own = d.service("db.default.svc.cluster.local:5432").unwrap();
         let route = RouteLayer::new(Some(d), Some(own), false);
         let (status, err) = status(route, "10.0.0.1:5432").await;
-        assert_eq!(status, 503, "balanced over the connection's service: {err}");
+        assert_eq!(status, 504, "balanced over the connection's service: {err}");
         assert!(err.contains("db.default.svc.cluster.local:5432"), "{err}");
         // Without discovery, everything falls back.
         let route = RouteLayer::new(None, None, false);

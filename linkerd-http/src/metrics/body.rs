@@ -24,7 +24,8 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(eos) = this.eos.take() {
-                eos.finish(None, *this.empty);
+                // Dropped before its end (e.g. the client went away), unless known empty.
+                eos.finish(None, if *this.empty { End::Complete } else { End::Dropped });
             }
         }
     }
@@ -35,23 +36,42 @@ pub(crate) struct Eos {
     pub(super) route: RouteMetrics,
     pub(super) status: StatusCode,
     pub(super) grpc_status: Option<u32>,
+    /// The proxy's error, for a response it synthesized.
+    pub(super) error: Option<&'static str>,
+}
+
+/// How a response body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Completely.
+    Complete,
+    /// With an error from the peer's stream.
+    Error,
+    /// Dropped before its end.
+    Dropped,
 }
 
 impl Eos {
     /// Counts the response: a failure unless it completed with a non-5xx status (gRPC: with
     /// `grpc-status: 0`, from the trailers, or from the headers of a trailers-only response).
-    pub(super) fn finish(self, trailers: Option<&HeaderMap>, complete: bool) {
+    pub(super) fn finish(self, trailers: Option<&HeaderMap>, end: End) {
         let grpc_status = trailers.and_then(grpc_status).or(self.grpc_status);
-        let success = complete
+        let success = end == End::Complete
             && match grpc_status {
                 Some(code) => code == 0,
                 None => !self.status.is_server_error(),
             };
+        let error = self.error.or(match end {
+            End::Complete => None,
+            End::Error => Some("stream"),
+            End::Dropped => Some("cancel"),
+        });
         self.route
             .response_total(ResponseKey {
                 status_code: Some(self.status.as_u16()),
                 grpc_status,
                 success,
+                error,
             })
             .incr();
     }
@@ -95,23 +115,23 @@ impl<B: Body<Data = Bytes>> Body for RecordBody<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     if let Some(eos) = this.eos.take() {
-                        eos.finish(Some(trailers), true);
+                        eos.finish(Some(trailers), End::Complete);
                     }
                 } else if this.inner.is_end_stream() {
                     // Servers stop polling once a sized body is complete.
                     if let Some(eos) = this.eos.take() {
-                        eos.finish(None, true);
+                        eos.finish(None, End::Complete);
                     }
                 }
             }
             Poll::Ready(None) => {
                 if let Some(eos) = this.eos.take() {
-                    eos.finish(None, true);
+                    eos.finish(None, End::Complete);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(eos) = this.eos.take() {
-                    eos.finish(None, false);
+                    eos.finish(None, End::Error);
                 }
             }
             Poll::Pending => {}

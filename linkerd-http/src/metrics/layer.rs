@@ -120,7 +120,7 @@ where
         if let Some(rec) = this.rec.take() {
             match &mut res {
                 Ok(rsp) => rec.record(rsp),
-                Err(e) => rec.error(e.status()),
+                Err(e) => rec.error(e),
             }
         }
         Poll::Ready(res)
@@ -132,11 +132,7 @@ where
 impl Routes {
     /// Every request counts under `labels`.
     pub fn once(metrics: &HttpMetrics, labels: RouteLabels) -> Self {
-        Self::Once(Arc::new(OnceRoute {
-            metrics: metrics.clone(),
-            labels,
-            route: OnceLock::new(),
-        }))
+        Self::Once(Arc::new(OnceRoute::new(metrics, labels)))
     }
 
     /// Requests to `target_addr` count under their authority, with the connection's `tls`.
@@ -157,19 +153,42 @@ impl Routes {
 
     fn route<B>(&self, req: &Request<B>) -> RouteMetrics {
         match self {
-            Self::Once(once) => once
-                .route
-                .get_or_init(|| once.metrics.route(once.labels.clone()))
-                .clone(),
+            Self::Once(once) => once.get(),
             Self::ByAuthority(routes) => routes.route(req),
         }
     }
 }
 
+impl OnceRoute {
+    /// Counts under `labels`, from its first use.
+    pub fn new(metrics: &HttpMetrics, labels: RouteLabels) -> Self {
+        Self {
+            metrics: metrics.clone(),
+            labels,
+            route: OnceLock::new(),
+        }
+    }
+
+    /// The route's handles, looked up on first use.
+    pub fn get(&self) -> RouteMetrics {
+        self.route
+            .get_or_init(|| self.metrics.route(self.labels.clone()))
+            .clone()
+    }
+}
+
 impl AuthorityRoutes {
-    /// The route of `req`'s authority (its URI's, or its `Host`).
+    /// The route of `req`'s authority (its URI's, or its `Host`); inbound, the logical name
+    /// the client's proxy routed it by (`l5d-dst-canonical`) comes first.
     fn route<B>(&self, req: &Request<B>) -> RouteMetrics {
-        let authority = crate::authority_of(req);
+        let canonical = match self.direction {
+            Direction::Inbound => req
+                .headers()
+                .get(crate::L5D_DST_CANONICAL)
+                .and_then(|v| v.to_str().ok()),
+            Direction::Outbound => None,
+        };
+        let authority = canonical.or_else(|| crate::authority_of(req));
         let mut last = self.last.lock();
         if let Some(r) = last.as_ref() {
             if r.labels().authority.as_deref() == authority {
@@ -236,10 +255,10 @@ mod tests {
         for line in [
             format!("request_total{{{LABELS}}} 2\n"),
             format!(
-                "response_total{{{LABELS},status_code=\"200\",classification=\"success\"}} 1\n"
+                "response_total{{{LABELS},status_code=\"200\",classification=\"success\",grpc_status=\"\",error=\"\"}} 1\n"
             ),
             format!(
-                "response_total{{{LABELS},status_code=\"400\",classification=\"success\"}} 1\n"
+                "response_total{{{LABELS},status_code=\"400\",classification=\"success\",grpc_status=\"\",error=\"bad_request\"}} 1\n"
             ),
             format!("response_latency_ms_count{{{LABELS},status_code=\"400\"}} 1\n"),
             "request_total{direction=\"outbound\",authority=\"other:80\"".to_string(),
@@ -294,7 +313,7 @@ mod tests {
         let svc = MetricsLayer::new(routes(&mut reg)).layer(inner);
         let rsp = svc.oneshot(req("web:80")).await.unwrap();
         let failure = format!(
-            "response_total{{{LABELS},status_code=\"503\",classification=\"failure\"}} 1\n"
+            "response_total{{{LABELS},status_code=\"503\",classification=\"failure\",grpc_status=\"\",error=\"\"}} 1\n"
         );
         assert!(!reg.encode().contains(&failure), "not before the body ends");
         use http_body_util::BodyExt;

@@ -2,7 +2,7 @@
 //! handles, and the recorder of one request. [`MetricsLayer`] applies them to a request stack;
 //! [`RecordBody`] classifies a response when its body ends.
 
-mod body;
+pub(crate) mod body;
 mod layer;
 
 pub(crate) use self::body::Eos;
@@ -82,6 +82,8 @@ pub(crate) struct ResponseKey {
     status_code: Option<u16>,
     grpc_status: Option<u32>,
     success: bool,
+    /// Why the response failed, when it did not end: the proxy's error, or the stream's.
+    error: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -197,12 +199,15 @@ impl ResponseRecorder {
             status,
             // A trailers-only gRPC response carries its status in the headers.
             grpc_status: grpc_status(headers),
+            error: None,
         }
     }
 
-    /// Records a response the proxy synthesized because forwarding failed.
-    pub fn error(self, status: StatusCode) {
-        self.eos(status, &HeaderMap::new()).finish(None, true);
+    /// Records the response the proxy synthesizes because forwarding failed with `error`.
+    pub fn error(self, error: &crate::Error) {
+        let mut eos = self.eos(error.status(), &HeaderMap::new());
+        eos.error = Some(error.kind());
+        eos.finish(None, body::End::Complete);
     }
 }
 
@@ -241,9 +246,7 @@ impl EncodeLabels for ResponseLabels {
         if let Some(s) = self.key.status_code {
             w.label("status_code", s);
         }
-        if let Some(g) = self.key.grpc_status {
-            w.label("grpc_status", g);
-        }
+        // As upstream: `grpc_status` and `error` always, empty when there is none.
         w.label(
             "classification",
             if self.key.success {
@@ -252,6 +255,11 @@ impl EncodeLabels for ResponseLabels {
                 "failure"
             },
         );
+        match self.key.grpc_status {
+            Some(g) => w.label("grpc_status", g),
+            None => w.label("grpc_status", ""),
+        };
+        w.label("error", self.key.error.unwrap_or(""));
     }
 }
 
@@ -304,16 +312,17 @@ mod tests {
             .await
             .unwrap();
 
-        route.request().error(StatusCode::BAD_GATEWAY);
+        let addr = "10.0.0.1:80".parse().unwrap();
+        route.request().error(&crate::Error::Loop { addr });
 
         let text = reg.encode();
         let l = "direction=\"outbound\",authority=\"web:80\",target_addr=\"10.0.0.1:80\",target_ip=\"10.0.0.1\",target_port=\"80\",tls=\"no_identity\",no_tls_reason=\"disabled\"";
         for line in [
             format!("request_total{{{l}}} 4\n"),
-            format!("response_total{{{l},status_code=\"200\",classification=\"success\"}} 1\n"),
-            format!("response_total{{{l},status_code=\"503\",classification=\"failure\"}} 1\n"),
-            format!("response_total{{{l},status_code=\"200\",grpc_status=\"14\",classification=\"failure\"}} 1\n"),
-            format!("response_total{{{l},status_code=\"502\",classification=\"failure\"}} 1\n"),
+            format!("response_total{{{l},status_code=\"200\",classification=\"success\",grpc_status=\"\",error=\"\"}} 1\n"),
+            format!("response_total{{{l},status_code=\"503\",classification=\"failure\",grpc_status=\"\",error=\"\"}} 1\n"),
+            format!("response_total{{{l},status_code=\"200\",classification=\"failure\",grpc_status=\"14\",error=\"\"}} 1\n"),
+            format!("response_total{{{l},status_code=\"502\",classification=\"failure\",grpc_status=\"\",error=\"loop\"}} 1\n"),
             format!("response_latency_ms_count{{{l},status_code=\"200\"}} 2\n"),
         ] {
             assert!(text.contains(&line), "missing {line} in\n{text}");
@@ -330,8 +339,8 @@ mod tests {
             Full::new(Bytes::from("unread")),
         );
         drop(body);
-        assert!(reg
-            .encode()
-            .contains("status_code=\"200\",classification=\"failure\"} 1\n"));
+        assert!(reg.encode().contains(
+            "status_code=\"200\",classification=\"failure\",grpc_status=\"\",error=\"cancel\"} 1\n"
+        ));
     }
 }
