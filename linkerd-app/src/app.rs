@@ -11,6 +11,7 @@ use crate::{
 use linkerd_connect::Connector;
 use linkerd_http::{Client, HttpMetrics, PoolMetrics};
 use linkerd_metrics::Registry;
+use linkerd_proxy_api::client::ControlMetrics;
 use linkerd_proxy_transport::{
     accept, bind, Accepted, Direction, OrigDst, SoOriginalDst, SocketOptions, TcpMetrics,
 };
@@ -139,10 +140,12 @@ impl App {
         let tcp = TcpMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
         registry.register_collector(process::collector(SystemTime::now()));
+        let control_metrics = ControlMetrics::register(&mut registry);
         let tls = match &config.identity {
             Some(id) => Some(start_identity(
                 id,
                 config.outbound.client.connect_timeout,
+                &control_metrics,
                 &mut registry,
             )?),
             None => None,
@@ -178,10 +181,14 @@ impl App {
                     name: d.name.clone(),
                 };
                 let connect_timeout = config.outbound.client.connect_timeout;
-                let channel =
-                    control::channel("destination", &control, tls.as_ref(), connect_timeout)?;
-                let discovery =
-                    discover::Discovery::new(d, channel, connect_timeout, endpoints, &mut registry);
+                let channel = control::channel(
+                    "destination",
+                    &control,
+                    tls.as_ref(),
+                    connect_timeout,
+                    &control_metrics,
+                )?;
+                let discovery = discover::Discovery::new(d, channel, connect_timeout, endpoints);
                 let metrics = Arc::downgrade(&discovery);
                 registry.register_collector(move |out| {
                     if let Some(d) = metrics.upgrade() {
@@ -227,6 +234,7 @@ impl App {
                 &p.control,
                 tls.as_ref(),
                 config.outbound.client.connect_timeout,
+                &control_metrics,
             )?),
             None => None,
         };
@@ -325,6 +333,7 @@ fn listen(
 fn start_identity(
     config: &config::IdentityConfig,
     connect_timeout: Duration,
+    control_metrics: &ControlMetrics,
     registry: &mut Registry,
 ) -> Result<linkerd_tls::TlsConfigs, Error> {
     use linkerd_identity::{CertifyConfig, Credentials, IdentityMetrics, LocalKey};
@@ -337,7 +346,13 @@ fn start_identity(
     };
     let creds = Credentials::new(config.id.clone(), config.trust_anchors.clone(), &key);
     let tls = linkerd_tls::TlsConfigs::new(creds.clone())?;
-    let channel = control::channel("identity", &config.control, Some(&tls), connect_timeout)?;
+    let channel = control::channel(
+        "identity",
+        &config.control,
+        Some(&tls),
+        connect_timeout,
+        control_metrics,
+    )?;
     let client = linkerd_proxy_api::identity::identity_client::IdentityClient::new(channel);
     let certify = CertifyConfig {
         token_file: config.token_file.clone(),

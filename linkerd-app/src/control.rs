@@ -3,12 +3,13 @@
 
 use crate::config::ControlAddr;
 use hyper_util::rt::TokioIo;
+use linkerd_proxy_api::client::{ControlChannel, ControlMetrics};
 use linkerd_tls::TlsConfigs;
 use rustls::pki_types::ServerName;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Endpoint, Uri};
 
 /// Why a control-plane channel can't be built.
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +20,14 @@ pub enum ControlError {
     NoTrustAnchors { svc: &'static str, name: String },
 }
 
-/// A lazily connected gRPC channel to `control`.
+/// A lazily connected gRPC channel to `control`, its requests counted in `metrics`.
 pub(crate) fn channel(
     svc: &'static str,
     control: &ControlAddr,
     tls: Option<&TlsConfigs>,
     connect_timeout: Duration,
-) -> Result<Channel, ControlError> {
+    metrics: &ControlMetrics,
+) -> Result<ControlChannel, ControlError> {
     let endpoint = Endpoint::from_shared(format!("http://{}", control.addr))
         .map_err(|e| ControlError::Addr {
             addr: control.addr.clone(),
@@ -55,6 +57,7 @@ pub(crate) fn channel(
             })
         }
     };
+    let server_id = tls.as_ref().map(|(_, name)| name.to_str().into_owned());
     let addr = control.addr.clone();
     let connector = tower::service_fn(move |_: Uri| {
         let addr = addr.clone();
@@ -69,5 +72,6 @@ pub(crate) fn channel(
             Ok::<_, std::io::Error>(TokioIo::new(io))
         }
     });
-    Ok(endpoint.connect_with_connector_lazy(connector))
+    let channel = endpoint.connect_with_connector_lazy(connector);
+    Ok(metrics.channel(channel, &control.addr, server_id.as_deref()))
 }

@@ -1,13 +1,16 @@
 //! Shared `Get` streams, reconnected with back-off.
 
 use crate::{Profile, Resolution};
-use linkerd_metrics::{Counter, EncodeLabels, Family, LabelWriter, Registry};
-use linkerd_proxy_api::destination::{destination_client::DestinationClient, GetDestination};
+use linkerd_metrics::Registry;
+use linkerd_proxy_api::{
+    client::{ControlChannel, ControlMetrics},
+    destination::{destination_client::DestinationClient, GetDestination},
+};
 use parking_lot::Mutex;
 use rand::RngExt;
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint as GrpcEndpoint};
+use tonic::transport::Endpoint as GrpcEndpoint;
 
 /// How to reach the Destination service.
 #[derive(Clone, Debug)]
@@ -77,32 +80,9 @@ pub struct Resolver {
 
 struct Inner {
     config: DestinationConfig,
-    channel: Channel,
+    channel: ControlChannel,
     streams: Streams<Resolution>,
     profiles: Streams<Profile>,
-    metrics: ControlMetrics,
-}
-
-#[derive(Clone)]
-struct ControlMetrics {
-    requests: Counter,
-    success: Counter,
-    failure: Counter,
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ControlLabels {
-    addr: String,
-    classification: Option<&'static str>,
-}
-
-impl EncodeLabels for ControlLabels {
-    fn encode(&self, w: &mut LabelWriter<'_>) {
-        w.label("addr", &self.addr);
-        if let Some(c) = self.classification {
-            w.label("classification", c);
-        }
-    }
 }
 
 impl Resolver {
@@ -119,42 +99,19 @@ impl Resolver {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(3))
             .connect_lazy();
-        Ok(Self::with_channel(config, channel, registry))
+        let channel = ControlMetrics::register(registry).channel(channel, &config.addr, None);
+        Ok(Self::with_channel(config, channel))
     }
 
     /// A resolver over `channel` (e.g. one that speaks TLS to the control plane); `config.addr`
     /// only labels metrics and logs.
-    pub fn with_channel(
-        config: DestinationConfig,
-        channel: Channel,
-        registry: &mut Registry,
-    ) -> Self {
-        let requests = Arc::new(Family::<ControlLabels, Counter>::new(
-            "control_request_total",
-            "Total count of requests (streams opened) to the control plane.",
-        ));
-        let responses = Arc::new(Family::<ControlLabels, Counter>::new(
-            "control_response_total",
-            "Total count of control-plane responses (updates received, or stream failures).",
-        ));
-        registry.register(requests.clone());
-        registry.register(responses.clone());
-        let labels = |classification| ControlLabels {
-            addr: config.addr.clone(),
-            classification,
-        };
-        let metrics = ControlMetrics {
-            requests: requests.get(&labels(None)),
-            success: responses.get(&labels(Some("success"))),
-            failure: responses.get(&labels(Some("failure"))),
-        };
+    pub fn with_channel(config: DestinationConfig, channel: ControlChannel) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 channel,
                 streams: Mutex::new(HashMap::new()),
                 profiles: Mutex::new(HashMap::new()),
-                metrics,
             }),
         }
     }
@@ -183,7 +140,7 @@ trait Lookup: Sized + 'static {
     type Msg: Send + 'static;
     const WHAT: &'static str;
     fn streams(inner: &Inner) -> &Streams<Self::State>;
-    fn open(client: DestinationClient<Channel>, req: GetDestination) -> Opening<Self::Msg>;
+    fn open(client: DestinationClient<ControlChannel>, req: GetDestination) -> Opening<Self::Msg>;
     fn apply(state: &mut Self::State, msg: Self::Msg);
 }
 
@@ -205,7 +162,7 @@ impl Lookup for Endpoints {
         &inner.streams
     }
     fn open(
-        mut client: DestinationClient<Channel>,
+        mut client: DestinationClient<ControlChannel>,
         req: GetDestination,
     ) -> Pin<Box<dyn Future<Output = Result<tonic::Streaming<Self::Msg>, tonic::Status>> + Send>>
     {
@@ -224,7 +181,7 @@ impl Lookup for Profiles {
         &inner.profiles
     }
     fn open(
-        mut client: DestinationClient<Channel>,
+        mut client: DestinationClient<ControlChannel>,
         req: GetDestination,
     ) -> Pin<Box<dyn Future<Output = Result<tonic::Streaming<Self::Msg>, tonic::Status>> + Send>>
     {
@@ -256,7 +213,6 @@ async fn follow<L: Lookup>(inner: Arc<Inner>, name: String, tx: watch::Sender<Ar
         // replaces what the last stream said (which stays served until then).
         let mut current = L::State::default();
         let session = async {
-            inner.metrics.requests.incr();
             let req = GetDestination {
                 scheme: "k8s".into(),
                 path: name.clone(),
@@ -284,7 +240,6 @@ async fn follow<L: Lookup>(inner: Arc<Inner>, name: String, tx: watch::Sender<Ar
                 };
                 let Some(msg) = next else { break };
                 first = false;
-                inner.metrics.success.incr();
                 L::apply(&mut current, msg);
                 tx.send_replace(Arc::new(current.clone()));
                 backoff = cfg.min_backoff;
@@ -295,7 +250,6 @@ async fn follow<L: Lookup>(inner: Arc<Inner>, name: String, tx: watch::Sender<Ar
             res = session => match res {
                 Ok(()) => tracing::debug!(%name, what, "destination stream ended; reopening"),
                 Err(status) => {
-                    inner.metrics.failure.incr();
                     tracing::info!(%name, what, code = ?status.code(), message = %status.message(), "destination lookup failed; keeping the last known state");
                 }
             },

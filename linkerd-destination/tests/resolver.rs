@@ -121,7 +121,9 @@ async fn shared_streams_survive_control_plane_loss() {
     until(&mut b, |r| r.endpoints.len() == 2).await;
     let text = registry.encode();
     assert!(
-        text.contains(&format!("control_request_total{{addr=\"{addr}\"}} 1\n")),
+        text.contains(&format!(
+            "control_request_total{{addr=\"{addr}\",tls=\"no_identity\",no_tls_reason=\"disabled\"}} 1\n"
+        )),
         "{text}"
     );
 
@@ -192,7 +194,7 @@ async fn a_silent_stream_is_reopened_and_the_state_kept() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let requests = |text: &str| -> f64 {
         text.lines()
-            .find_map(|l| l.strip_prefix(&format!("control_request_total{{addr=\"{addr}\"}} ")))
+            .find_map(|l| l.strip_prefix(&format!("control_request_total{{addr=\"{addr}\",tls=\"no_identity\",no_tls_reason=\"disabled\"}} ")))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };

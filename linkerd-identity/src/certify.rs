@@ -2,13 +2,13 @@
 
 use crate::{Credentials, Error};
 use linkerd_metrics::{Counter, Family, Gauge, NoLabels, Registry};
+use linkerd_proxy_api::client::ControlChannel;
 use linkerd_proxy_api::identity::{identity_client::IdentityClient, CertifyRequest};
 use std::{
     path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
 };
-use tonic::transport::Channel;
 
 /// How the certificate is requested and renewed.
 #[derive(Clone, Debug)]
@@ -74,7 +74,7 @@ impl IdentityMetrics {
 pub async fn refresh(
     creds: Arc<Credentials>,
     csr: Vec<u8>,
-    mut client: IdentityClient<Channel>,
+    mut client: IdentityClient<ControlChannel>,
     config: CertifyConfig,
     metrics: IdentityMetrics,
 ) {
@@ -124,7 +124,7 @@ fn next_refresh(remaining: Duration, config: &CertifyConfig) -> Duration {
 async fn certify(
     creds: &Credentials,
     csr: &[u8],
-    client: &mut IdentityClient<Channel>,
+    client: &mut IdentityClient<ControlChannel>,
     config: &CertifyConfig,
 ) -> Result<SystemTime, Error> {
     let token = tokio::fs::read(&config.token_file)

@@ -3,11 +3,15 @@
 //! `http_types` and `meta` messages they use, with Linkerd's packages and field numbers, so an
 //! existing Linkerd control plane can serve this proxy. Conversions between `net::TcpAddress` and `SocketAddr` live in [`net`].
 //!
-//! It holds no logic beyond those conversions: clients and servers are in their own crates.
+//! It holds no logic beyond those conversions and [`client::ControlChannel`], the metered
+//! channel every control-plane client speaks through: clients and servers are in their own
+//! crates.
 #![forbid(unsafe_code)]
 #![allow(clippy::doc_overindented_list_items, clippy::large_enum_variant)]
 // Generated code carries the .proto files' comments, where they have any.
 #![allow(missing_docs)]
+
+pub mod client;
 
 /// `io.linkerd.proxy.destination`: endpoint and profile discovery.
 pub mod destination {

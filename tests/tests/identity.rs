@@ -192,6 +192,25 @@ async fn two_proxies_mesh_with_mtls() {
         ),
         Some(1.0)
     );
+    // Its gRPC requests to the control plane (Certify, Get), over TLS to its identity:
+    // counted, timed, and the completed Certify a success.
+    let addr = format!("addr=\"{}\"", ctl.addr);
+    let server = format!("server_id=\"{control_id}\"");
+    let ctl_labels = [addr.as_str(), "tls=\"true\"", server.as_str()];
+    assert!(
+        metric_sum(&m, "control_request_total", &ctl_labels) >= 2.0,
+        "{m}"
+    );
+    assert!(
+        metric_sum(&m, "control_response_latency_ms_count", &ctl_labels) >= 2.0,
+        "{m}"
+    );
+    let ok = [
+        &ctl_labels[..],
+        &["classification=\"success\"", "grpc_status=\"0\""],
+    ]
+    .concat();
+    assert!(metric_sum(&m, "control_response_total", &ok) >= 1.0, "{m}");
 }
 
 /// `GET uri` with these headers on `tx`: the status, the response's headers and its body.

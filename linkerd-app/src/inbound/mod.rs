@@ -150,7 +150,7 @@ impl Inbound {
         authz: AuthzMetrics,
         own: OwnListeners,
         drain: CancellationToken,
-        policy_channel: Option<tonic::transport::Channel>,
+        policy_channel: Option<linkerd_proxy_api::client::ControlChannel>,
         admin_port: u16,
     ) -> Arc<Self> {
         let store = match (policy_channel, &config.policy_control) {

@@ -10,6 +10,7 @@
 
 use super::server::ServerPolicy;
 use crate::config::{PolicyControlConfig, StreamLimits};
+use linkerd_proxy_api::client::ControlChannel;
 use linkerd_proxy_api::inbound::{
     inbound_server_policies_client::InboundServerPoliciesClient, PortSpec,
 };
@@ -19,7 +20,6 @@ use tokio::{
     sync::{oneshot, watch},
     time::Instant,
 };
-use tonic::transport::Channel;
 
 /// What is known of a port's policy.
 #[derive(Clone, Debug)]
@@ -36,7 +36,7 @@ pub(crate) enum PortPolicy {
 
 /// Watches per port, shared by every connection.
 pub(crate) struct PolicyStore {
-    client: InboundServerPoliciesClient<Channel>,
+    client: InboundServerPoliciesClient<ControlChannel>,
     config: PolicyControlConfig,
     limits: StreamLimits,
     ports: Mutex<HashMap<u16, Arc<PortWatch>>>,
@@ -53,7 +53,7 @@ struct PortWatch {
 impl PolicyStore {
     /// Starts watching the eager ports. Needs a Tokio runtime.
     pub(crate) fn new(
-        channel: Channel,
+        channel: ControlChannel,
         config: PolicyControlConfig,
         limits: StreamLimits,
         admin_port: u16,
@@ -138,7 +138,7 @@ async fn sweep(store: std::sync::Weak<PolicyStore>) {
 /// Without an answer within `initial_timeout`, the port's policy becomes the default (so later
 /// connections do not wait again) until one arrives.
 async fn follow(
-    mut client: InboundServerPoliciesClient<Channel>,
+    mut client: InboundServerPoliciesClient<ControlChannel>,
     spec: PortSpec,
     tx: watch::Sender<PortPolicy>,
     limits: StreamLimits,
@@ -204,7 +204,7 @@ enum Ended {
 }
 
 async fn stream_once(
-    client: &mut InboundServerPoliciesClient<Channel>,
+    client: &mut InboundServerPoliciesClient<ControlChannel>,
     spec: PortSpec,
     tx: &watch::Sender<PortPolicy>,
     limits: StreamLimits,

@@ -13,7 +13,6 @@ use linkerd_balance::{Balance, Balancer, BalancerConfig};
 use linkerd_connect::Meshed;
 use linkerd_destination::{DestinationConfig, Profile, Resolution, Resolver};
 use linkerd_identity::Id;
-use linkerd_metrics::Registry;
 use linkerd_proxy_transport::{NoTlsReason, TlsLabel};
 use parking_lot::Mutex;
 use std::{
@@ -74,10 +73,9 @@ impl Discovery {
     /// Starts the resolver (connecting lazily) and the idle sweep. Needs a Tokio runtime.
     pub(crate) fn new(
         config: &DiscoveryConfig,
-        channel: tonic::transport::Channel,
+        channel: linkerd_proxy_api::client::ControlChannel,
         connect_timeout: Duration,
         new_endpoint: NewEndpoint,
-        registry: &mut Registry,
     ) -> Arc<Self> {
         let resolver = Resolver::with_channel(
             DestinationConfig {
@@ -94,7 +92,6 @@ impl Discovery {
                 },
             },
             channel,
-            registry,
         );
         let dns = match linkerd_dns::Canonicalizer::from_system(linkerd_dns::DnsConfig {
             min_ttl: config.dns_min_ttl,
@@ -359,7 +356,6 @@ pub(crate) mod tests {
     /// Discovery through a control plane that never answers (its names never get endpoints),
     /// with a one-second fail-fast timeout.
     pub(crate) fn discovery() -> Arc<Discovery> {
-        let mut reg = Registry::default();
         let cfg = DiscoveryConfig {
             addr: "127.0.0.1:1".into(),
             name: None,
@@ -374,7 +370,9 @@ pub(crate) mod tests {
             dns_min_ttl: None,
             dns_max_ttl: None,
         };
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let channel = linkerd_proxy_api::client::ControlChannel::unmetered(
+            tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+        );
         let config = crate::test_util::config(&[]);
         let outbound = super::super::tests::outbound(&config, None);
         let new_endpoint = NewEndpoint::new(
@@ -383,13 +381,7 @@ pub(crate) mod tests {
             &outbound.http_metrics,
             false,
         );
-        Discovery::new(
-            &cfg,
-            channel,
-            Duration::from_secs(1),
-            new_endpoint,
-            &mut reg,
-        )
+        Discovery::new(&cfg, channel, Duration::from_secs(1), new_endpoint)
     }
 
     #[tokio::test]

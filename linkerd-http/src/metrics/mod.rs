@@ -12,6 +12,7 @@ pub use self::layer::{AuthorityRoutes, Metrics, MetricsLayer, OnceRoute, Routes}
 use crate::ProxyBody;
 use http::{HeaderMap, Response, StatusCode};
 use hyper::body::Body;
+use linkerd_metrics::LATENCY_BUCKETS_MS;
 use linkerd_metrics::{Counter, EncodeLabels, Family, Histogram, LabelWriter, Registry};
 use linkerd_proxy_transport::{Direction, TlsLabel};
 use parking_lot::RwLock;
@@ -21,12 +22,6 @@ use std::{
     sync::Arc,
 };
 use tokio::time::Instant;
-
-/// Linkerd's latency buckets, in milliseconds.
-static LATENCY_BUCKETS_MS: [f64; 25] = [
-    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
-    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
-];
 
 /// The HTTP metric families of the process.
 #[derive(Clone)]
