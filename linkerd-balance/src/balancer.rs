@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -99,6 +99,10 @@ pub struct BalancerStats {
     pub ready: usize,
     /// Requests waiting for a ready endpoint.
     pub queued: usize,
+    /// Requests that asked for an endpoint, in all.
+    pub requests: u64,
+    /// Discovery updates applied, in all.
+    pub updates: u64,
 }
 
 /// Endpoints of one destination and the choice among them.
@@ -108,6 +112,8 @@ pub struct Balancer<T> {
     set: RwLock<Set<T>>,
     changed: Notify,
     waiting: AtomicUsize,
+    requests: AtomicU64,
+    updates: AtomicU64,
 }
 
 struct Set<T> {
@@ -141,6 +147,8 @@ impl<T> Balancer<T> {
             }),
             changed: Notify::new(),
             waiting: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
         }
     }
 
@@ -189,6 +197,7 @@ impl<T> Balancer<T> {
         set.exists = Some(true);
         set.rebuild_weights();
         drop(set);
+        self.updates.fetch_add(1, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
 
@@ -200,6 +209,7 @@ impl<T> Balancer<T> {
         set.exists = Some(exists);
         set.rebuild_weights();
         drop(set);
+        self.updates.fetch_add(1, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
 
@@ -276,7 +286,14 @@ impl<T> Balancer<T> {
             endpoints: set.endpoints.len(),
             ready: set.endpoints.iter().filter(|e| e.is_ready(now)).count(),
             queued: self.waiting.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            updates: self.updates.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts a request asking for an endpoint.
+    pub(crate) fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The name this balancer serves.

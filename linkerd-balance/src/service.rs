@@ -92,6 +92,8 @@ where
         }
         // The common case, an endpoint ready now, waits for nothing and allocates nothing.
         if self.waiting.is_none() {
+            // A request's first ask (a waiting one asks again through `waiting`).
+            self.balancer.count_request();
             match self.balancer.pick() {
                 Pick::Chosen(e) => {
                     self.chosen = Some(e);

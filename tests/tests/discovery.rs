@@ -21,6 +21,22 @@ use std::{
 
 const WEB: &str = "web.default.svc.cluster.local";
 
+/// The balancer of `web:8080`, by upstream's labels: the Service and its own backend.
+const WEB_BALANCER: [&str; 8] = [
+    "parent_group=\"core\"",
+    "parent_kind=\"Service\"",
+    "parent_namespace=\"default\"",
+    "parent_name=\"web\"",
+    "parent_port=\"8080\"",
+    "backend_name=\"web\"",
+    "backend_namespace=\"default\"",
+    "backend_port=\"8080\"",
+];
+/// Its ready endpoints.
+fn web_ready() -> Vec<&'static str> {
+    [&WEB_BALANCER[..], &["endpoint_state=\"ready\""]].concat()
+}
+
 fn discovery_env(control: SocketAddr) -> Vec<(&'static str, String)> {
     vec![
         ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", control.to_string()),
@@ -147,12 +163,21 @@ async fn weighted_spread_and_dst_labels() {
     );
     assert_eq!(n, Some(rc as f64), "{m}");
     assert_eq!(
+        metric(&m, "outbound_http_balancer_endpoints", &web_ready()),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "outbound_http_balancer_p2c_endpoints", &WEB_BALANCER),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(
         metric(
             &m,
-            "balancer_endpoints",
-            &[&format!("authority=\"{WEB}:8080\""), "state=\"ready\""]
-        ),
-        Some(3.0),
+            "outbound_http_balancer_queue_requests_total",
+            &WEB_BALANCER
+        ) >= Some(rc as f64),
         "{m}"
     );
     assert_eq!(
@@ -230,8 +255,7 @@ async fn removing_an_endpoint_mid_load_fails_nothing() {
     // nothing.
     eventually(Duration::from_secs(5), || async {
         let m = scrape(proxy.admin_addr).await;
-        let labels = [&*format!("authority=\"{authority}\""), "state=\"ready\""];
-        let ready = metric(&m, "balancer_endpoints", &labels);
+        let ready = metric(&m, "outbound_http_balancer_endpoints", &web_ready());
         holds(ready == Some(2.0), ready)
     })
     .await;

@@ -223,37 +223,90 @@ impl Discovery {
             .then(|| format!("{host}:{}", auth.port_u16().unwrap_or(80)))
     }
 
-    /// Renders balancer gauges for every discovered service.
+    /// Renders the balancer metrics of every discovered service, with upstream's names and
+    /// `parent_*`/`backend_*` labels (the Service the name is; its own backend).
     pub(crate) fn encode_metrics(&self, out: &mut String) {
         let services: Vec<Arc<Service>> = self.services.lock().values().cloned().collect();
         if services.is_empty() {
             return;
         }
-        let _ = writeln!(out, "# HELP balancer_endpoints Endpoints of a discovered service, by readiness.\n# TYPE balancer_endpoints gauge");
-        for s in &services {
-            let st = s.balancer.stats();
-            let _ = writeln!(
-                out,
-                "balancer_endpoints{{authority=\"{}\",state=\"ready\"}} {}",
-                s.name, st.ready
-            );
-            let _ = writeln!(
-                out,
-                "balancer_endpoints{{authority=\"{}\",state=\"pending\"}} {}",
-                s.name,
-                st.endpoints - st.ready
-            );
-        }
-        let _ = writeln!(out, "# HELP balancer_queue_length Requests waiting for an endpoint.\n# TYPE balancer_queue_length gauge");
-        for s in &services {
-            let _ = writeln!(
-                out,
-                "balancer_queue_length{{authority=\"{}\"}} {}",
-                s.name,
-                s.balancer.stats().queued
-            );
+        let stats: Vec<_> = services
+            .iter()
+            .map(|s| (parent_labels(&s.name), s.balancer.stats()))
+            .collect();
+        type Value = fn(&linkerd_balance::BalancerStats) -> u64;
+        let families: [(&str, &str, &str, Option<&str>, Value); 6] = [
+            (
+                "endpoints",
+                "gauge",
+                "Endpoints of a balancer, by readiness.",
+                Some("ready"),
+                |st| st.ready as u64,
+            ),
+            ("endpoints", "gauge", "", Some("pending"), |st| {
+                (st.endpoints - st.ready) as u64
+            }),
+            (
+                "queue_length",
+                "gauge",
+                "Requests waiting for an endpoint.",
+                None,
+                |st| st.queued as u64,
+            ),
+            (
+                "queue_requests_total",
+                "counter",
+                "Requests that asked the balancer for an endpoint.",
+                None,
+                |st| st.requests,
+            ),
+            (
+                "p2c_endpoints",
+                "gauge",
+                "Endpoints the power-of-two-choices balancer chooses among.",
+                None,
+                |st| st.endpoints as u64,
+            ),
+            (
+                "p2c_updates_total",
+                "counter",
+                "Discovery updates applied to the balancer.",
+                None,
+                |st| st.updates,
+            ),
+        ];
+        for (name, kind, help, state, value) in families {
+            let family = format!("outbound_http_balancer_{name}");
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+            }
+            for (labels, st) in &stats {
+                let state = state
+                    .map(|s| format!(",endpoint_state=\"{s}\""))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "{family}{{{labels}{state}}} {}", value(st));
+            }
         }
     }
+}
+
+/// The `parent_*` and `backend_*` labels of a discovered name `host:port`: a Kubernetes
+/// Service `name.namespace.svc...` (else the host as the name, no namespace), its own
+/// backend. Names are DNS names: nothing to escape.
+fn parent_labels(authority: &str) -> String {
+    let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
+    let mut parts = host.split('.');
+    let name = parts.next().unwrap_or(host);
+    let ns = match (parts.next(), parts.next()) {
+        (Some(ns), Some("svc")) => ns,
+        _ => "",
+    };
+    let one = |p: &str| {
+        format!(
+            "{p}_group=\"core\",{p}_kind=\"Service\",{p}_namespace=\"{ns}\",{p}_name=\"{name}\",{p}_port=\"{port}\",{p}_section_name=\"\""
+        )
+    };
+    format!("{},{}", one("parent"), one("backend"))
 }
 
 /// Applies a name's resolution changes to its balancer until the service is dropped.
@@ -382,6 +435,17 @@ pub(crate) mod tests {
             false,
         );
         Discovery::new(&cfg, channel, Duration::from_secs(1), new_endpoint)
+    }
+
+    #[test]
+    fn balancer_labels_name_the_service() {
+        let l = parent_labels("web.ns.svc.cluster.local:8080");
+        assert!(l.starts_with("parent_group=\"core\",parent_kind=\"Service\",parent_namespace=\"ns\",parent_name=\"web\",parent_port=\"8080\",parent_section_name=\"\",backend_group"), "{l}");
+        let l = parent_labels("db.example:5432");
+        assert!(
+            l.contains("parent_namespace=\"\",parent_name=\"db\",parent_port=\"5432\""),
+            "{l}"
+        );
     }
 
     #[tokio::test]
