@@ -39,8 +39,8 @@ pub use self::headers::{
 pub use self::hop::{HopByHop, HopByHopLayer};
 pub use self::mesh_headers::{MeshHeaders, MeshHeadersLayer};
 pub use self::metrics::{
-    AuthorityRoutes, HttpMetrics, Metrics, MetricsLayer, OnceRoute, RecordBody, ResponseRecorder,
-    RouteLabels, RouteMetrics, Routes,
+    AuthorityRoutes, HttpMetrics, Metrics, MetricsLayer, OnceRoute, PolicyLabels, RecordBody,
+    ResponseFuture as MetricsFuture, ResponseRecorder, RouteLabels, RouteMetrics, Routes,
 };
 pub use self::pool::{
     Client, ClientConfig, Dial, EndpointClient, H2Settings, Pool, PoolBody, PoolMetrics,

@@ -240,6 +240,52 @@ async fn http_routes_authorizations_and_updates() {
         Some(1.0),
         "{m}"
     );
+    // The request metrics carry the decision: the server, route and authorization that let
+    // a request in; a refused one counts too, as the client's answer.
+    let allowed = [
+        "direction=\"inbound\"",
+        "srv_kind=\"server\"",
+        "srv_name=\"web-http\"",
+        &format!("srv_port=\"{port}\""),
+        "route_name=\"api\"",
+        "authz_name=\"web-clients\"",
+    ];
+    assert_eq!(metric(&m, "request_total", &allowed), Some(1.0), "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[
+                &allowed[..],
+                &["status_code=\"200\"", "classification=\"success\""]
+            ]
+            .concat()
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[
+                "srv_name=\"web-http\"",
+                "status_code=\"404\"",
+                "error=\"route_not_found\""
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "request_total",
+            &["direction=\"inbound\"", "srv_name=\"web-http\""]
+        ),
+        5.0,
+        "every request, let in or not: {m}"
+    );
 
     // An update applies to a live connection's next request.
     let live = Arc::new(tokio::sync::Mutex::new(

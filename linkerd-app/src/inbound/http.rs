@@ -7,7 +7,9 @@ use super::{
 };
 use futures_util::future::Either;
 use http::{Request, Response};
-use linkerd_http::{Error, ProxyBody};
+use linkerd_http::{AuthorityRoutes, Error, MetricsFuture, PolicyLabels, ProxyBody};
+use linkerd_metrics::Counter;
+use parking_lot::Mutex;
 use std::{
     future::{ready, Ready},
     sync::Arc,
@@ -19,11 +21,14 @@ use tokio::sync::watch;
 /// refused client gets 403 for every request, an audited one is counted); under a server
 /// policy, by its current version (updates apply to a live connection's next request): the
 /// best route, its and the server's authorizations (403), no route (404), the local rate
-/// limit (429) and the route's filters. Each is counted in `inbound_http_*`.
+/// limit (429) and the route's filters. Each is counted in `inbound_http_*`, and every
+/// request, let in or not, in the request metrics (`request_total`, ...) by its authority and
+/// the `srv_*`/`route_*`/`authz_*` labels of the decision.
 #[derive(Clone)]
 pub(crate) struct AuthorizeLayer {
     authz: Option<Arc<Authz>>,
     server: Option<Arc<ServerCheck>>,
+    routes: Arc<AuthorityRoutes>,
 }
 
 /// What a request under a server policy is checked with.
@@ -34,6 +39,9 @@ pub(crate) struct ServerCheck {
     /// The connection's labels (target, TLS); server, route and authorization are filled in.
     pub labels: AuthzLabels,
     pub metrics: AuthzMetrics,
+    /// The last decision that let a request in, its counter and labels (a connection's
+    /// requests mostly share one): looked up once, not per request.
+    pub last: Mutex<Option<(AuthzLabels, Counter, PolicyLabels)>>,
 }
 
 /// The service made by [`AuthorizeLayer`].
@@ -42,15 +50,21 @@ pub(crate) struct AuthorizeRequest<S> {
     inner: S,
     authz: Option<Arc<Authz>>,
     server: Option<Arc<ServerCheck>>,
+    routes: Arc<AuthorityRoutes>,
 }
 
 impl AuthorizeLayer {
     /// `authz`: the default policy's decision (`None`: allowed, uncounted); `server`: the
-    /// port's server policy, which wins.
-    pub(crate) fn new(authz: Option<Arc<Authz>>, server: Option<ServerCheck>) -> Self {
+    /// port's server policy, which wins; `routes`: the connection's request metrics.
+    pub(crate) fn new(
+        authz: Option<Arc<Authz>>,
+        server: Option<ServerCheck>,
+        routes: Arc<AuthorityRoutes>,
+    ) -> Self {
         Self {
             authz,
             server: server.map(Arc::new),
+            routes,
         }
     }
 }
@@ -63,6 +77,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
             inner,
             authz: self.authz.clone(),
             server: self.server.clone(),
+            routes: self.routes.clone(),
         }
     }
 }
@@ -73,50 +88,71 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Error;
-    type Future = Either<S::Future, Ready<Result<Response<ProxyBody>, Error>>>;
+    type Future = Either<MetricsFuture<S::Future>, Ready<Result<Response<ProxyBody>, Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let decision = self.decide(&mut req);
+        match decision {
+            Ok(labels) => {
+                let rec = self.routes.route_with(&req, labels.as_ref()).request();
+                Either::Left(MetricsFuture::new(rec, self.inner.call(req)))
+            }
+            Err((error, labels)) => {
+                // Refused requests count too, as the answer the client gets.
+                let rec = self.routes.route_with(&req, labels.as_ref()).request();
+                rec.error(&error);
+                Either::Right(ready(Err(error)))
+            }
+        }
+    }
+}
+
+/// A request's decision: let in, with its labels; or refused, why, with the labels it got
+/// as far as.
+type RequestDecision = Result<Option<PolicyLabels>, (Error, Option<PolicyLabels>)>;
+
+impl<S> AuthorizeRequest<S> {
+    fn decide<B>(&self, req: &mut Request<B>) -> RequestDecision {
         if let Some(check) = &self.server {
             let current = check.rx.borrow().clone();
             match current {
-                PortPolicy::Server(policy) => {
-                    if let Err(error) = check.apply(&policy, &mut req) {
-                        return Either::Right(ready(Err(error)));
-                    }
-                    return Either::Left(self.inner.call(req));
-                }
+                PortPolicy::Server(policy) => return check.apply(&policy, req),
                 PortPolicy::Invalid(why) => {
-                    return Either::Right(ready(Err(Error::InvalidPolicy(why.to_string()))));
+                    let labels = check.labels.policy_labels();
+                    return Err((Error::InvalidPolicy(why.to_string()), Some(labels)));
                 }
                 // The server policy went away: the default policy's decision applies.
                 PortPolicy::Default | PortPolicy::Pending => {}
             }
         }
-        if let Some(authz) = &self.authz {
-            authz.counter.incr();
-            if let Some(denial) = &authz.denial {
-                let error = Error::Unauthorized(denial.to_string());
-                return Either::Right(ready(Err(error)));
-            }
+        let Some(authz) = &self.authz else {
+            return Ok(None);
+        };
+        authz.counter.incr();
+        match &authz.denial {
+            Some(denial) => Err((
+                Error::Unauthorized(denial.to_string()),
+                Some(authz.labels.clone()),
+            )),
+            None => Ok(Some(authz.labels.clone())),
         }
-        Either::Left(self.inner.call(req))
     }
 }
 
 impl ServerCheck {
     /// Routes and authorizes one request, and applies the route's filters to it.
-    fn apply<B>(&self, policy: &ServerPolicy, req: &mut Request<B>) -> Result<(), Error> {
+    fn apply<B>(&self, policy: &ServerPolicy, req: &mut Request<B>) -> RequestDecision {
         let mut labels = self.labels.clone();
         labels.srv = policy.meta.clone();
         let Some((route, rule)) = policy.route(req) else {
             self.metrics
                 .counter(true, AuthzEvent::NotFound, &labels)
                 .incr();
-            return Err(Error::RouteNotFound);
+            return Err((Error::RouteNotFound, Some(labels.policy_labels())));
         };
         labels.route = Some(route.meta.clone());
         let authz = route
@@ -124,10 +160,9 @@ impl ServerCheck {
             .or_else(|| policy.authorize(self.client, &self.auth));
         let Some(authz) = authz else {
             self.metrics.counter(true, AuthzEvent::Deny, &labels).incr();
-            return Err(Error::Unauthorized(format!(
-                "unauthorized request on route {}",
-                route.meta.name
-            )));
+            let error =
+                Error::Unauthorized(format!("unauthorized request on route {}", route.meta.name));
+            return Err((error, Some(labels.policy_labels())));
         };
         labels.authz = Some(authz.meta.clone());
         if let Some(rl) = &policy.rate_limit {
@@ -140,16 +175,33 @@ impl ServerCheck {
                 self.metrics
                     .counter(true, AuthzEvent::RateLimited, &labels)
                     .incr();
-                return Err(Error::RateLimited);
+                return Err((Error::RateLimited, Some(labels.policy_labels())));
             }
         }
-        self.metrics
-            .counter(true, AuthzEvent::Allow, &labels)
-            .incr();
+        let policy_labels = self.allowed(labels);
         for filter in &rule.filters {
-            apply_filter(filter, req)?;
+            if let Err(e) = apply_filter(filter, req) {
+                return Err((e, Some(policy_labels)));
+            }
         }
-        Ok(())
+        Ok(Some(policy_labels))
+    }
+
+    /// Counts a request `labels` let in, and its labels on the request metrics, from the
+    /// connection's last decision when it is the same.
+    fn allowed(&self, labels: AuthzLabels) -> PolicyLabels {
+        let mut last = self.last.lock();
+        if let Some((l, counter, policy)) = last.as_ref() {
+            if l.same_decision(&labels) {
+                counter.incr();
+                return policy.clone();
+            }
+        }
+        let counter = self.metrics.counter(true, AuthzEvent::Allow, &labels);
+        counter.incr();
+        let policy = labels.policy_labels();
+        *last = Some((labels, counter, policy.clone()));
+        policy
     }
 }
 
@@ -320,31 +372,56 @@ mod tests {
             policy: "all-authenticated",
             reason: DenyReason::Unauthenticated,
         };
+        let labels = PolicyLabels::new(vec![
+            ("srv_kind", "default".into()),
+            ("srv_name", "all-authenticated".into()),
+        ]);
         Arc::new(Authz {
             denial: (!audit).then_some(denial),
             counter: Counter::default(),
+            labels,
         })
+    }
+
+    fn routes(reg: &mut linkerd_metrics::Registry) -> Arc<AuthorityRoutes> {
+        AuthorityRoutes::new(
+            &linkerd_http::HttpMetrics::register(reg),
+            linkerd_proxy_transport::Direction::Inbound,
+            "127.0.0.1:8080".parse().unwrap(),
+            linkerd_proxy_transport::TlsLabel::NoIdentity(
+                linkerd_proxy_transport::NoTlsReason::NotProvidedByRemote,
+            ),
+        )
     }
 
     #[tokio::test]
     async fn a_refused_client_gets_403_for_each_request_and_each_is_counted() {
+        let mut reg = linkerd_metrics::Registry::default();
         let refused = authz(false);
-        let svc = AuthorizeLayer::new(Some(refused.clone()), None).layer(app());
+        let svc = AuthorizeLayer::new(Some(refused.clone()), None, routes(&mut reg)).layer(app());
         for _ in 0..2 {
             let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
             assert_eq!(err.status(), 403);
             assert!(err.to_string().contains("all-authenticated"), "{err}");
         }
         assert_eq!(refused.counter.value(), 2);
+        // In the request metrics too, under the decision's labels.
+        let text = reg.encode();
+        assert!(
+            text.contains("srv_kind=\"default\",srv_name=\"all-authenticated\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("status_code=\"403\""), "{text}");
     }
 
     #[tokio::test]
     async fn audited_and_allowed_clients_are_served() {
+        let mut reg = linkerd_metrics::Registry::default();
         let audited = authz(true);
-        let svc = AuthorizeLayer::new(Some(audited.clone()), None).layer(app());
+        let svc = AuthorizeLayer::new(Some(audited.clone()), None, routes(&mut reg)).layer(app());
         assert_eq!(svc.oneshot(Request::new(())).await.unwrap().status(), 200);
         assert_eq!(audited.counter.value(), 1);
-        let svc = AuthorizeLayer::new(None, None).layer(app());
+        let svc = AuthorizeLayer::new(None, None, routes(&mut reg)).layer(app());
         assert_eq!(svc.oneshot(Request::new(())).await.unwrap().status(), 200);
     }
 

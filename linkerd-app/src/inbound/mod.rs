@@ -44,8 +44,8 @@ use hyper::body::Incoming;
 use linkerd_connect::{Connector, Forward, Target};
 use linkerd_detect::{DetectLayer, DetectParams, PrefixedIo, Protocol};
 use linkerd_http::{
-    orig_proto::DowngradeLayer, Client, EndpointClient, ErrorResponseLayer, HopByHopLayer,
-    HttpMetrics, HttpServer, MetricsLayer, RequestStack, Routes, ServerConfig, Version,
+    orig_proto::DowngradeLayer, AuthorityRoutes, Client, EndpointClient, ErrorResponseLayer,
+    HopByHopLayer, HttpMetrics, HttpServer, RequestStack, ServerConfig, Version,
 };
 use linkerd_proxy_transport::{Direction, TcpMetrics};
 use linkerd_tls::{TerminateLayer, TerminateParams, TlsConfigs, TransportHeaderLayer};
@@ -251,7 +251,7 @@ impl Inbound {
     /// The request stack of one HTTP connection.
     pub(crate) fn request_stack(&self, conn: Authorized) -> impl RequestStack {
         let app = app_addr(conn.target.port);
-        let routes = Routes::by_authority(
+        let routes = AuthorityRoutes::new(
             &self.http_metrics,
             Direction::Inbound,
             app,
@@ -260,7 +260,7 @@ impl Inbound {
         ServiceBuilder::new()
             // 1. A failure becomes the proxy's error response.
             .layer(ErrorResponseLayer)
-            // 2. The policy, per request.
+            // 2. The policy, per request; request metrics, by authority and the decision.
             .layer(AuthorizeLayer::new(
                 conn.authz,
                 conn.server.map(|rx| http::ServerCheck {
@@ -269,12 +269,12 @@ impl Inbound {
                     auth: conn.target.auth.clone(),
                     labels: conn.target.labels(server::Meta::default_named("default")),
                     metrics: self.authz.clone(),
+                    last: Default::default(),
                 }),
+                routes,
             ))
             // 3. The app learns the client's verified identity (and only that).
             .layer(http::ClientIdLayer::new(&conn.target.auth))
-            // 4. Request metrics, by authority.
-            .layer(MetricsLayer::new(routes))
             // 5. The app's port must not be this proxy's own.
             .layer(RefuseOwnLayer::loop_to(&self.own, app))
             // 6. A peer proxy's upgraded HTTP/1 goes to the app as HTTP/1.

@@ -13,6 +13,7 @@ use super::{
 use crate::PortSet;
 use ipnet::IpNet;
 use linkerd_detect::{Detected, Protocol};
+use linkerd_http::PolicyLabels;
 use linkerd_identity::Id;
 use linkerd_metrics::{Counter, EncodeLabels, Family, LabelWriter, NoLabels, Registry};
 use linkerd_proxy_transport::TlsLabel;
@@ -356,6 +357,48 @@ impl AuthzMetrics {
     }
 }
 
+impl AuthzLabels {
+    /// The `srv_*`, `route_*` and `authz_*` labels, for the request and TCP metrics.
+    pub(crate) fn policy_labels(&self) -> PolicyLabels {
+        let mut pairs: Vec<(&'static str, Arc<str>)> = vec![
+            ("srv_group", self.srv.group.clone()),
+            ("srv_kind", self.srv.kind.clone()),
+            ("srv_name", self.srv.name.clone()),
+            ("srv_port", self.target.port().to_string().into()),
+        ];
+        if let Some(r) = &self.route {
+            pairs.extend([
+                ("route_group", r.group.clone()),
+                ("route_kind", r.kind.clone()),
+                ("route_name", r.name.clone()),
+            ]);
+        }
+        if let Some(a) = &self.authz {
+            pairs.extend([
+                ("authz_group", a.group.clone()),
+                ("authz_kind", a.kind.clone()),
+                ("authz_name", a.name.clone()),
+            ]);
+        }
+        PolicyLabels::new(pairs)
+    }
+
+    /// Whether `other` is the same decision: the same server, route and authorization
+    /// (compared by identity, as one policy version shares them).
+    pub(crate) fn same_decision(&self, other: &Self) -> bool {
+        fn same(a: &Option<Arc<Meta>>, b: &Option<Arc<Meta>>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+        }
+        Arc::ptr_eq(&self.srv, &other.srv)
+            && same(&self.route, &other.route)
+            && same(&self.authz, &other.authz)
+    }
+}
+
 impl EncodeLabels for AuthzLabels {
     fn encode(&self, w: &mut LabelWriter<'_>) {
         w.label("target_addr", self.target)
@@ -439,6 +482,8 @@ pub(crate) struct Authz {
     /// `None`: allowed (perhaps audited: counted only).
     pub denial: Option<Denial>,
     pub counter: Counter,
+    /// The decision's labels on the request metrics.
+    pub labels: PolicyLabels,
 }
 
 /// Step 4: the app port (the transport header's, or the original destination's), the port's
@@ -638,6 +683,7 @@ impl Authorize {
             Arc::new(Authz {
                 denial: denial.filter(|_| !audit),
                 counter,
+                labels: labels.policy_labels(),
             })
         });
         Ok((

@@ -108,6 +108,7 @@ impl NewEndpoint {
                 tls: TlsLabel::NoIdentity(
                     linkerd_proxy_transport::NoTlsReason::NotProvidedByServiceDiscovery,
                 ),
+                policy: None,
             },
         )
     }
@@ -122,6 +123,7 @@ impl NewEndpoint {
             target_addr: e.addr,
             dst: Some(e.labels.clone()),
             tls: super::discover::tls_label(meshed.as_ref(), self.tls_enabled),
+            policy: None,
         };
         let connect = self.connector.to(Target {
             addr: e.addr,

@@ -1,6 +1,6 @@
 //! The metrics layer: counts each request and classifies its response.
 
-use super::{HttpMetrics, ResponseRecorder, RouteLabels, RouteMetrics};
+use super::{HttpMetrics, PolicyLabels, ResponseRecorder, RouteLabels, RouteMetrics};
 use crate::{Error, ProxyBody};
 use http::{Request, Response};
 use linkerd_proxy_transport::{Direction, TlsLabel};
@@ -101,8 +101,15 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let rec = self.routes.route(&req).request();
-        ResponseFuture {
-            inner: self.inner.call(req),
+        ResponseFuture::new(rec, self.inner.call(req))
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    /// Records `inner`'s response (or failure) with `rec`.
+    pub fn new(rec: ResponseRecorder, inner: F) -> Self {
+        Self {
+            inner,
             rec: Some(rec),
         }
     }
@@ -142,13 +149,7 @@ impl Routes {
         target_addr: SocketAddr,
         tls: TlsLabel,
     ) -> Self {
-        Self::ByAuthority(Arc::new(AuthorityRoutes {
-            metrics: metrics.clone(),
-            direction,
-            target_addr,
-            tls,
-            last: Mutex::new(None),
-        }))
+        Self::ByAuthority(AuthorityRoutes::new(metrics, direction, target_addr, tls))
     }
 
     fn route<B>(&self, req: &Request<B>) -> RouteMetrics {
@@ -178,9 +179,30 @@ impl OnceRoute {
 }
 
 impl AuthorityRoutes {
+    /// Requests to `target_addr` count under their authority, with the connection's `tls`.
+    pub fn new(
+        metrics: &HttpMetrics,
+        direction: Direction,
+        target_addr: SocketAddr,
+        tls: TlsLabel,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            metrics: metrics.clone(),
+            direction,
+            target_addr,
+            tls,
+            last: Mutex::new(None),
+        })
+    }
+
     /// The route of `req`'s authority (its URI's, or its `Host`); inbound, the logical name
     /// the client's proxy routed it by (`l5d-dst-canonical`) comes first.
     fn route<B>(&self, req: &Request<B>) -> RouteMetrics {
+        self.route_with(req, None)
+    }
+
+    /// The route of `req`'s authority, under the labels of the policy that let it in.
+    pub fn route_with<B>(&self, req: &Request<B>, policy: Option<&PolicyLabels>) -> RouteMetrics {
         let canonical = match self.direction {
             Direction::Inbound => req
                 .headers()
@@ -191,7 +213,13 @@ impl AuthorityRoutes {
         let authority = canonical.or_else(|| crate::authority_of(req));
         let mut last = self.last.lock();
         if let Some(r) = last.as_ref() {
-            if r.labels().authority.as_deref() == authority {
+            let l = r.labels();
+            let same_policy = match (&l.policy, policy) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.ptr_eq(b) || a == b,
+                _ => false,
+            };
+            if same_policy && l.authority.as_deref() == authority {
                 return r.clone();
             }
         }
@@ -201,6 +229,7 @@ impl AuthorityRoutes {
             target_addr: self.target_addr,
             dst: None,
             tls: self.tls.clone(),
+            policy: policy.cloned(),
         });
         *last = Some(r.clone());
         r
@@ -277,6 +306,7 @@ mod tests {
             target_addr: "10.0.0.1:80".parse().unwrap(),
             dst: None,
             tls: TlsLabel::NoIdentity(NoTlsReason::Disabled),
+            policy: None,
         };
         let inner = tower::service_fn(|_: Request<()>| async {
             Ok::<_, Error>(Response::new(ProxyBody::empty()))

@@ -7,7 +7,7 @@ mod layer;
 
 pub(crate) use self::body::Eos;
 pub use self::body::RecordBody;
-pub use self::layer::{AuthorityRoutes, Metrics, MetricsLayer, OnceRoute, Routes};
+pub use self::layer::{AuthorityRoutes, Metrics, MetricsLayer, OnceRoute, ResponseFuture, Routes};
 
 use crate::ProxyBody;
 use http::{HeaderMap, Response, StatusCode};
@@ -44,6 +44,26 @@ pub struct RouteLabels {
     pub dst: Option<Arc<BTreeMap<String, String>>>,
     /// The connection's TLS status (inbound: the client's identity; outbound: the server's).
     pub tls: TlsLabel,
+    /// Inbound: the labels of the policy that let the request in (`srv_*`, `route_*`,
+    /// `authz_*`).
+    pub policy: Option<PolicyLabels>,
+}
+
+/// The labels a request's policy adds (inbound: `srv_*`, `route_*`, `authz_*`), built once
+/// per decision and shared by every request it lets in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyLabels(Arc<[(&'static str, Arc<str>)]>);
+
+impl PolicyLabels {
+    /// These name/value pairs, in order.
+    pub fn new(pairs: Vec<(&'static str, Arc<str>)>) -> Self {
+        Self(pairs.into())
+    }
+
+    /// Whether `self` and `other` are the same set (not merely equal ones).
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// One route's metric handles: look up once per target, then record per request lock-free
@@ -223,6 +243,9 @@ impl EncodeLabels for RouteLabels {
         for (k, v) in self.dst.iter().flat_map(|d| d.iter()) {
             w.label(&format!("dst_{k}"), v);
         }
+        for (k, v) in self.policy.iter().flat_map(|p| p.0.iter()) {
+            w.label(k, v);
+        }
     }
 }
 
@@ -272,6 +295,7 @@ mod tests {
             target_addr: "10.0.0.1:80".parse().unwrap(),
             dst: None,
             tls: TlsLabel::NoIdentity(linkerd_proxy_transport::NoTlsReason::Disabled),
+            policy: None,
         })
     }
 
