@@ -32,6 +32,8 @@ pub(crate) struct Admin {
     pub shutdown: CancellationToken,
     /// The admin port's inbound policy and TLS.
     pub policy: crate::inbound::AdminPolicy,
+    /// Admin requests count in the inbound request metrics, as upstream's do.
+    pub http_metrics: linkerd_http::HttpMetrics,
 }
 
 /// The largest request body the admin server reads (a log filter).
@@ -43,7 +45,9 @@ const MAX_BODY: usize = 16 * 1024;
 pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     use linkerd_tls::{ServerTls, TerminateLayer};
     use tower::{Layer, ServiceExt};
-    let port = listener.local_addr().map_or(0, |a| a.port());
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut params = admin.policy.terminate.clone();
     // linkerd2-proxy gives the admin port's ClientHello one second.
     params.timeout = std::time::Duration::from_secs(1);
@@ -63,7 +67,7 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
                 SocketAddr,
                 ServerTls,
                 linkerd_tls::TlsIo<tokio::net::TcpStream>,
-            )| { serve_conn(admin.clone(), port, peer, tls, io) },
+            )| { serve_conn(admin.clone(), local, peer, tls, io) },
         );
         let conn = terminate.layer(MapTlsErr(serve_conn));
         tokio::spawn(async move {
@@ -77,7 +81,7 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
 /// Serves one admin connection after the TLS step.
 async fn serve_conn(
     admin: Arc<Admin>,
-    port: u16,
+    local: SocketAddr,
     peer: SocketAddr,
     tls: linkerd_tls::ServerTls,
     io: linkerd_tls::TlsIo<tokio::net::TcpStream>,
@@ -98,10 +102,35 @@ async fn serve_conn(
         _ => ClientAuth::Plaintext,
     };
     let tls = !matches!(auth, ClientAuth::Plaintext);
+    let label = match &auth {
+        ClientAuth::Authenticated(id) => linkerd_proxy_transport::TlsLabel::Tls {
+            client_id: Some(id.as_str().into()),
+            server_id: None,
+        },
+        ClientAuth::Tls => linkerd_proxy_transport::TlsLabel::Tls {
+            client_id: None,
+            server_id: None,
+        },
+        ClientAuth::Plaintext => linkerd_proxy_transport::TlsLabel::NoIdentity(
+            linkerd_proxy_transport::NoTlsReason::NotProvidedByRemote,
+        ),
+    };
+    let routes = linkerd_http::AuthorityRoutes::new(
+        &admin.http_metrics,
+        linkerd_proxy_transport::Direction::Inbound,
+        local,
+        label,
+    );
     let auth = Arc::new(auth);
+    let port = local.port();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (admin, auth) = (admin.clone(), auth.clone());
-        async move { Ok::<_, Infallible>(admin.answer(port, peer, &auth, req).await) }
+        let rec = routes.route_with(&req, None).request();
+        async move {
+            let (parts, body) = admin.answer(port, peer, &auth, req).await.into_parts();
+            let body = rec.response(parts.status, &parts.headers, body);
+            Ok::<_, Infallible>(Response::from_parts(parts, body))
+        }
     });
     // HTTP/1 (probes, linkerd-await) or HTTP/2 (a meshed Prometheus), detected within 1s as
     // linkerd2-proxy does; a client that says nothing in time is taken as HTTP/2 over TLS and

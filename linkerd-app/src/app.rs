@@ -243,7 +243,7 @@ impl App {
             tls.clone(),
             connector,
             client,
-            http_metrics,
+            http_metrics.clone(),
             tcp,
             authz,
             own,
@@ -284,6 +284,7 @@ impl App {
             shutdown_enabled: config.shutdown_endpoint_enabled,
             shutdown: shutdown.clone(),
             policy: inbound.admin_policy(),
+            http_metrics,
         });
         tokio::spawn(admin::serve(admin_state, admin_listener));
 

@@ -53,6 +53,26 @@ async fn admin_endpoints() {
         .unwrap();
     assert_eq!(rsp.status(), 405);
     assert_eq!(client::get(admin, "/live").await.0, 200);
+
+    // Admin requests count in the inbound request metrics, under the admin port, as
+    // upstream's do: the 10 above (the earlier scrape included; this one counts once its body
+    // has ended).
+    let m = scrape(admin).await;
+    let labels = [
+        "direction=\"inbound\"",
+        &format!("target_addr=\"{admin}\""),
+        "tls=\"no_identity\"",
+    ];
+    assert_eq!(metric_sum(&m, "request_total", &labels), 10.0, "{m}");
+    assert_eq!(
+        metric_sum(
+            &m,
+            "response_total",
+            &[&labels[..], &["status_code=\"405\""]].concat()
+        ),
+        1.0,
+        "{m}"
+    );
 }
 
 /// One request to the admin server over HTTP/1 with these headers; status, headers, body.
