@@ -172,8 +172,13 @@ impl App {
             connector.clone(),
             tls.is_some(),
         );
-        let endpoints =
-            discover::NewEndpoint::new(&client, &connector, &http_metrics, tls.is_some());
+        let endpoints = discover::NewEndpoint::new(
+            &client,
+            &connector,
+            &http_metrics,
+            tls.is_some(),
+            config.inbound_ips.clone().into(),
+        );
         let discovery = match &config.discovery {
             Some(d) => {
                 let control = config::ControlAddr {

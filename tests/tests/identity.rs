@@ -312,6 +312,52 @@ async fn l5d_headers_between_meshed_proxies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pods_own_addresses_are_reached_without_mtls() {
+    let ctl = CaControl::start("24h", &["client"]).await;
+    let app = backend::http().await;
+    // Discovery names an identity for an endpoint that is this pod's own address (its
+    // plaintext app): with `INBOUND_IPS` it is reached without mTLS, as upstream does.
+    ctl.write_mesh(&format!(
+        "services:\n  - name: {WEB}\n    port: 8080\n    endpoints:\n      - addr: {}\n        identity: {}\n",
+        app.addr,
+        id("client")
+    ));
+    let env = with(
+        ctl.proxy_env("client"),
+        &[
+            ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", &ctl.addr.to_string()),
+            ("LINKERD2_PROXY_INBOUND_IPS", "127.0.0.1"),
+        ],
+    );
+    let client = start(&env, None);
+    ready(client.admin_addr).await;
+    let last = eventually(Duration::from_secs(5), || async {
+        let last = get_web(client.outbound_addr, "/").await;
+        holds(last.0 == 200, last.clone()).map(|()| last)
+    })
+    .await;
+    assert_eq!(last, (200, "hello".into()));
+    let m = scrape(client.admin_addr).await;
+    assert!(
+        metric_sum(
+            &m,
+            "request_total",
+            &["direction=\"outbound\"", "tls=\"no_identity\""]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "request_total",
+            &["direction=\"outbound\"", "tls=\"true\""]
+        ),
+        0.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meshed_tcp_uses_opaque_transport() {
     let ctl = CaControl::start("24h", &["client", "server"]).await;
     let echo = backend::tcp_echo().await;

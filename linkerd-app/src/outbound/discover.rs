@@ -223,6 +223,11 @@ impl Discovery {
             .then(|| format!("{host}:{}", auth.port_u16().unwrap_or(80)))
     }
 
+    /// How to reach endpoint `e` with mTLS, if at all (see [`NewEndpoint::meshed`]).
+    pub(crate) fn meshed(&self, e: &linkerd_destination::Endpoint) -> Option<Meshed> {
+        self.new_endpoint.meshed(e)
+    }
+
     /// Renders the balancer metrics of every discovered service, with upstream's names and
     /// `parent_*`/`backend_*` labels (the Service the name is; its own backend).
     pub(crate) fn encode_metrics(&self, out: &mut String) {
@@ -433,6 +438,7 @@ pub(crate) mod tests {
             &outbound.connector,
             &outbound.http_metrics,
             false,
+            Vec::new().into(),
         );
         Discovery::new(&cfg, channel, Duration::from_secs(1), new_endpoint)
     }

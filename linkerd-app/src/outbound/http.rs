@@ -11,7 +11,10 @@ use linkerd_http::{
     Metrics, MetricsLayer, RouteLabels, Routes, Tunnel, TunnelLayer,
 };
 use linkerd_proxy_transport::{Direction, TlsLabel};
-use std::net::SocketAddr;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 use tower::{util::MapErr, BoxError, ServiceBuilder};
 
 /// The stack of requests to the original destination.
@@ -39,6 +42,8 @@ pub(crate) struct NewEndpoint {
     connector: Connector,
     metrics: HttpMetrics,
     tls_enabled: bool,
+    /// `LINKERD2_PROXY_INBOUND_IPS`: the pod's own addresses, reached without mTLS.
+    local_ips: Arc<[IpAddr]>,
 }
 
 /// Requests to the original destination `addr` (over mTLS when `meshed`; as HTTP/2 when its
@@ -82,13 +87,26 @@ impl NewEndpoint {
         connector: &Connector,
         metrics: &HttpMetrics,
         tls_enabled: bool,
+        local_ips: Arc<[IpAddr]>,
     ) -> Self {
         Self {
             client: client.clone(),
             connector: connector.clone(),
             metrics: metrics.clone(),
             tls_enabled,
+            local_ips,
         }
+    }
+
+    /// How to reach endpoint `e` with mTLS, if discovery named its identity and it is not
+    /// one of the pod's own addresses (`LINKERD2_PROXY_INBOUND_IPS`: reached in plaintext,
+    /// as upstream does).
+    pub(crate) fn meshed(&self, e: &destination::Endpoint) -> Option<Meshed> {
+        if self.local_ips.contains(&e.addr.ip().to_canonical()) {
+            tracing::debug!(addr = %e.addr, "an address of this pod: reached without mTLS");
+            return None;
+        }
+        super::discover::meshed(e)
     }
 
     /// Where requests to the service `name` (`host:port`) count that no endpoint took: no
@@ -115,7 +133,7 @@ impl NewEndpoint {
 
     /// The stacks of endpoint `e` of the service `name` (`host:port`).
     pub(crate) fn new_endpoint(&self, name: &str, e: &destination::Endpoint) -> EndpointStacks {
-        let meshed = super::discover::meshed(e);
+        let meshed = self.meshed(e);
         let h2 = e.hint == destination::ProtocolHint::H2;
         let labels = RouteLabels {
             direction: Direction::Outbound,

@@ -96,7 +96,7 @@ impl ProfileLayer {
             if let Some(e) = &p.endpoint {
                 target.dial = Some(e.addr);
             }
-            target.meshed = p.endpoint.as_ref().and_then(super::discover::meshed);
+            target.meshed = p.endpoint.as_ref().and_then(|e| discovery.meshed(e));
             target.h2 = p
                 .endpoint
                 .as_ref()
