@@ -43,17 +43,45 @@ pub enum Error {
 /// `known` says, for a target, that its protocol is already known (an opaque port, a peer's
 /// transport header): detection is then skipped and nothing is read.
 #[derive(Clone, Copy, Debug)]
-pub struct DetectLayer<F> {
+pub struct DetectLayer<F, G = NoTimeouts> {
     params: DetectParams,
     known: F,
+    timeouts: G,
 }
 
 /// The service made by [`DetectLayer`].
 #[derive(Clone, Debug)]
-pub struct Detect<S, F> {
+pub struct Detect<S, F, G = NoTimeouts> {
     params: DetectParams,
     known: F,
+    timeouts: G,
     inner: S,
+}
+
+/// A target's own detect timeout, if it has one (else the layer's applies).
+pub trait TargetTimeout<T> {
+    /// `target`'s detect timeout.
+    fn timeout(&self, target: &T) -> Option<Duration>;
+}
+
+/// Every target detects within the layer's timeout.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTimeouts;
+
+/// Targets' own timeouts, from a function.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts<H>(H);
+
+impl<T> TargetTimeout<T> for NoTimeouts {
+    fn timeout(&self, _: &T) -> Option<Duration> {
+        None
+    }
+}
+
+impl<T, H: Fn(&T) -> Option<Duration>> TargetTimeout<T> for Timeouts<H> {
+    fn timeout(&self, target: &T) -> Option<Duration> {
+        (self.0)(target)
+    }
 }
 
 impl Default for DetectParams {
@@ -103,27 +131,45 @@ where
 impl<F> DetectLayer<F> {
     /// A layer detecting with `params`, unless `known` names the target's protocol.
     pub fn new(params: DetectParams, known: F) -> Self {
-        Self { params, known }
+        Self {
+            params,
+            known,
+            timeouts: NoTimeouts,
+        }
     }
 }
 
-impl<S, F: Clone> tower::Layer<S> for DetectLayer<F> {
-    type Service = Detect<S, F>;
+impl<F, G> DetectLayer<F, G> {
+    /// Targets for which `timeout` gives one detect within it instead of the layer's (e.g. an
+    /// inbound server's own `detect.timeout`).
+    pub fn with_timeouts<H>(self, timeout: H) -> DetectLayer<F, Timeouts<H>> {
+        DetectLayer {
+            params: self.params,
+            known: self.known,
+            timeouts: Timeouts(timeout),
+        }
+    }
+}
+
+impl<S, F: Clone, G: Clone> tower::Layer<S> for DetectLayer<F, G> {
+    type Service = Detect<S, F, G>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Detect {
             params: self.params,
             known: self.known.clone(),
+            timeouts: self.timeouts.clone(),
             inner,
         }
     }
 }
 
-impl<T, I, S, F> tower::Service<(T, I)> for Detect<S, F>
+impl<T, I, S, F, G> tower::Service<(T, I)> for Detect<S, F, G>
 where
     T: Send + 'static,
     I: AsyncRead + Unpin + Send + 'static,
     F: Fn(&T) -> Option<Protocol>,
+    G: TargetTimeout<T>,
     S: tower::Service<(T, Detected, PrefixedIo<I>)> + Clone + Send + 'static,
     S::Error: From<Error>,
     S::Future: Send,
@@ -138,7 +184,10 @@ where
     }
 
     fn call(&mut self, (target, io): (T, I)) -> Self::Future {
-        let params = self.params;
+        let mut params = self.params;
+        if let Some(timeout) = self.timeouts.timeout(&target) {
+            params.timeout = timeout;
+        }
         let known = (self.known)(&target);
         let detecting = async move {
             let (detected, io) = match known {
@@ -289,6 +338,23 @@ mod tests {
             Duration::ZERO,
             "no detection timeout was waited"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_targets_own_timeout_wins() {
+        use tower::{Layer, ServiceExt};
+        let own = |t: &&str| (*t == "quick").then_some(Duration::from_secs(1));
+        let svc = DetectLayer::new(PARAMS, |_: &&str| None)
+            .with_timeouts(own)
+            .layer(inner());
+        for (target, waited) in [("quick", 1), ("other", 10)] {
+            // A client that sends nothing: detection ends at the target's timeout.
+            let (_client, server) = tokio::io::duplex(64);
+            let start = tokio::time::Instant::now();
+            let (_, p, _) = svc.clone().oneshot((target, server)).await.unwrap();
+            assert_eq!(p, Protocol::Opaque);
+            assert_eq!(start.elapsed(), Duration::from_secs(waited), "{target}");
+        }
     }
 
     #[tokio::test]

@@ -15,5 +15,7 @@ mod classify;
 mod layer;
 
 pub use self::classify::{classify, Classification, Protocol};
-pub use self::layer::{detect, Detect, DetectLayer, DetectParams, Detected, Error};
+pub use self::layer::{
+    detect, Detect, DetectLayer, DetectParams, Detected, Error, NoTimeouts, TargetTimeout, Timeouts,
+};
 pub use linkerd_proxy_transport::PrefixedIo;

@@ -89,11 +89,17 @@ fn detect(
     routes: Vec<pb::HttpRoute>,
     rate_limit: Option<pb::HttpLocalRateLimit>,
 ) -> pb::proxy_protocol::Kind {
+    detect_within(Duration::from_secs(10), routes, rate_limit)
+}
+
+/// A `detect` server whose own detect timeout is `timeout`.
+fn detect_within(
+    timeout: Duration,
+    routes: Vec<pb::HttpRoute>,
+    rate_limit: Option<pb::HttpLocalRateLimit>,
+) -> pb::proxy_protocol::Kind {
     pb::proxy_protocol::Kind::Detect(pb::proxy_protocol::Detect {
-        timeout: Some(prost_types::Duration {
-            seconds: 10,
-            nanos: 0,
-        }),
+        timeout: prost_types::Duration::try_from(timeout).ok(),
         http_routes: routes,
         http_local_rate_limit: rate_limit,
     })
@@ -365,6 +371,46 @@ async fn local_rate_limit_answers_429() {
         statuses.iter().filter(|s| **s == 429).count() as f64,
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_own_detect_timeout_applies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server-first app (it greets, as SMTP or MySQL do): the client says nothing until
+    // then, so the proxy only forwards once detection gives up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(b"220 ready\r\n").await;
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest).await;
+            });
+        }
+    });
+    let policies = Policies::default();
+    policies.set(
+        app.port(),
+        server(
+            "mail",
+            detect_within(Duration::from_millis(200), vec![], None),
+            vec![authz_net("0.0.0.0/0", "all")],
+        ),
+    );
+    let (policy_addr, _task) = serve(policies).await;
+    let mut env = policy_env(policy_addr, app.port());
+    // The proxy's own detect timeout is far longer than the server's.
+    env.push(("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT", "120s".into()));
+    let proxy = start(&env, app);
+    let mut conn = connect_from("127.0.0.2", proxy.inbound_addr).await;
+    let mut greeting = [0u8; 11];
+    // Well before the proxy's 120s: the server's 200ms applied.
+    tokio::time::timeout(Duration::from_secs(30), conn.read_exact(&mut greeting))
+        .await
+        .expect("the greeting arrives once the server's detect timeout has passed")
+        .unwrap();
+    assert_eq!(&greeting, b"220 ready\r\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

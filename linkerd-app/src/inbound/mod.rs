@@ -236,7 +236,10 @@ impl Inbound {
                 self.store.clone(),
             )))
             // 5. Detect the protocol, unless it is known.
-            .layer(DetectLayer::new(self.detect, InboundTarget::known_protocol))
+            .layer(
+                DetectLayer::new(self.detect, InboundTarget::known_protocol)
+                    .with_timeouts(InboundTarget::detect_timeout),
+            )
             // 6. Apply the decision.
             .filter(Authorize::new(self.authz.clone()))
             // 7. HTTP, or opaque TCP, to the app.
@@ -384,6 +387,7 @@ mod tests {
             default_policy: "all-unauthenticated",
             protocol: None,
             server: None,
+            detect_timeout: None,
         };
         let conn = Authorized {
             target,

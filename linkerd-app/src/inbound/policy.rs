@@ -443,12 +443,19 @@ pub(crate) struct InboundTarget {
     pub protocol: Option<Protocol>,
     /// The port's policy from the control plane, and its updates.
     pub server: Option<(PortPolicy, watch::Receiver<PortPolicy>)>,
+    /// The server's own detect timeout (`detect.timeout`), if it sets one.
+    pub detect_timeout: Option<std::time::Duration>,
 }
 
 impl InboundTarget {
     /// The protocol known without detection.
     pub(crate) fn known_protocol(&self) -> Option<Protocol> {
         self.protocol
+    }
+
+    /// The server's own detect timeout, if any (else the proxy's).
+    pub(crate) fn detect_timeout(&self) -> Option<std::time::Duration> {
+        self.detect_timeout
     }
 
     /// The labels of this connection's decisions under `srv`.
@@ -545,6 +552,13 @@ impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)>
                 }
                 None => None,
             };
+            let detect_timeout = match server.as_ref().map(|(p, _)| p) {
+                Some(PortPolicy::Server(p)) => match p.protocol {
+                    ServerProtocol::Detect { timeout, .. } => timeout,
+                    _ => None,
+                },
+                _ => None,
+            };
             let from_server = match server.as_ref().map(|(p, _)| p) {
                 Some(PortPolicy::Server(p)) => match p.protocol {
                     ServerProtocol::Opaque | ServerProtocol::Tls => Some(Protocol::Opaque),
@@ -569,6 +583,7 @@ impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)>
                 auth: tls.auth,
                 protocol,
                 server,
+                detect_timeout,
             };
             Ok((target, io))
         })

@@ -182,6 +182,7 @@ fn target(decision: Decision) -> InboundTarget {
         default_policy: "deny",
         protocol: None,
         server: None,
+        detect_timeout: None,
     }
 }
 
