@@ -467,6 +467,54 @@ async fn opaque_servers_authorize_tcp_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_tcp_connection_is_terminated() {
+    let app = backend::tcp_echo().await;
+    let port = app.port();
+    let policies = Policies::default();
+    let opaque = || pb::proxy_protocol::Kind::Opaque(Default::default());
+    policies.set(
+        port,
+        server("db", opaque(), vec![authz_net("127.0.0.0/8", "local")]),
+    );
+    let (policy_addr, _task) = serve(policies.clone()).await;
+    let proxy = start(&policy_env(policy_addr, port), app);
+
+    let mut kept = connect_from("127.0.0.3", proxy.inbound_addr).await;
+    let mut revoked = connect_from("127.0.0.2", proxy.inbound_addr).await;
+    for s in [&mut kept, &mut revoked] {
+        s.write_all(b"PING").await.unwrap();
+        let mut echo = [0u8; 4];
+        s.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"PING");
+    }
+    // The update leaves 127.0.0.2 out: its live connection is closed; the other stays.
+    policies.set(
+        port,
+        server("db", opaque(), vec![authz_net("127.0.0.3/32", "only-3")]),
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), revoked.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed without the app's goodbye: {read:?} {rest:?}"
+    );
+    kept.write_all(b"PONG").await.unwrap();
+    let mut echo = [0u8; 4];
+    kept.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"PONG");
+    let m = scrape(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "inbound_tcp_authz_terminate_total",
+            &["srv_name=\"db\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_policy_never_fails_open() {
     let app = backend::http().await;
     let port = app.addr.port();

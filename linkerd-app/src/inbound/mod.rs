@@ -336,8 +336,21 @@ where
                     meshed: None,
                     protocol: None,
                 });
+                let client = conn.target.client;
+                let revocation = conn.revocation;
                 return future::Either::Right(Box::pin(async move {
-                    Forward::new(connect).oneshot(io).await?;
+                    let forward = Forward::new(connect).oneshot(io);
+                    let Some(revocation) = revocation else {
+                        forward.await?;
+                        return Ok(());
+                    };
+                    tokio::select! {
+                        res = forward => res?,
+                        // Dropping the forward closes both sides.
+                        why = revocation.revoked() => {
+                            tracing::info!(%client, target = %app, reason = %why, "terminating a TCP connection the policy no longer allows");
+                        }
+                    }
                     Ok(())
                 }));
             }
@@ -394,6 +407,7 @@ mod tests {
             protocol: Protocol::Http1,
             authz: None,
             server: None,
+            revocation: None,
         };
         let size = request_future_size(&inbound.request_stack(conn));
         eprintln!("inbound: {size} bytes");

@@ -481,6 +481,58 @@ pub(crate) struct Authorized {
     /// HTTP under a server policy: each request is routed and authorized by its current
     /// version.
     pub server: Option<watch::Receiver<PortPolicy>>,
+    /// TCP under a server policy: what ends the connection when an update revokes it.
+    pub revocation: Option<Revocation>,
+}
+
+/// A TCP connection a server policy let in, watched for an update that no longer does:
+/// it is then closed and counted in `inbound_tcp_authz_terminate_total`.
+#[derive(Clone)]
+pub(crate) struct Revocation {
+    rx: watch::Receiver<PortPolicy>,
+    client: std::net::IpAddr,
+    auth: ClientAuth,
+    labels: AuthzLabels,
+    metrics: AuthzMetrics,
+}
+
+impl std::fmt::Debug for Revocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocation")
+            .field("client", &self.client)
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Revocation {
+    /// Resolves when an update of the port's policy refuses this connection (another server
+    /// or authorization set that leaves the client out, or an invalid policy: never fail
+    /// open); never, while the policy keeps allowing it or the port's watch ends. A port
+    /// that goes back to the default policy keeps its connections, as the default policy
+    /// let them in at the start.
+    pub(crate) async fn revoked(mut self) -> String {
+        loop {
+            if self.rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let current = self.rx.borrow_and_update().clone();
+            let why = match current {
+                PortPolicy::Server(p) => match p.authorize(self.client, &self.auth) {
+                    Some(_) => continue,
+                    None => {
+                        self.labels.srv = p.meta.clone();
+                        format!("no longer authorized on server {}", p.meta.name)
+                    }
+                },
+                PortPolicy::Invalid(why) => format!("the port's policy became invalid: {why}"),
+                PortPolicy::Default | PortPolicy::Pending => continue,
+            };
+            self.labels.authz = None;
+            self.metrics.terminated(&self.labels).incr();
+            return why;
+        }
+    }
 }
 
 /// The default policy's decision against the connection's client, applied to each request.
@@ -626,6 +678,7 @@ impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
                 protocol,
                 authz: None,
                 server: Some(rx),
+                revocation: None,
             };
             return Ok((authorized, io));
         }
@@ -635,11 +688,19 @@ impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
                 if let Some(a) = p.authorize(target.client.ip(), &target.auth) {
                     labels.authz = Some(a.meta.clone());
                     self.authz.counter(false, AuthzEvent::Allow, &labels).incr();
+                    let revocation = Revocation {
+                        rx,
+                        client: target.client.ip(),
+                        auth: target.auth.clone(),
+                        labels,
+                        metrics: self.authz.clone(),
+                    };
                     let authorized = Authorized {
                         target,
                         protocol,
                         authz: None,
                         server: None,
+                        revocation: Some(revocation),
                     };
                     return Ok((authorized, io));
                 }
@@ -707,6 +768,7 @@ impl Authorize {
                 protocol,
                 authz,
                 server: None,
+                revocation: None,
             },
             io,
         ))
