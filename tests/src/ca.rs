@@ -28,21 +28,6 @@ pub fn id(name: &str) -> String {
     }
 }
 
-/// A second `linkerd-control` serving the same mesh file and CA under another TLS identity
-/// (Linkerd names its destination and identity services differently).
-pub struct ControlAs {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    child: Child,
-}
-
-impl Drop for ControlAs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl CaControl {
     /// `ca init` in a fresh directory, then serves with `cert_lifetime` (e.g. `24h`, `10s`),
     /// certifying `identities` (each with its own token file).
@@ -75,12 +60,6 @@ impl CaControl {
             identities,
             child,
         }
-    }
-
-    /// Another control plane process on the same mesh file and CA, serving as `identity`.
-    pub async fn serve_as(&self, identity: &str) -> ControlAs {
-        let (child, addr) = spawn_control(&self.dir, "24h", &["--identity", identity]).await;
-        ControlAs { addr, child }
     }
 
     /// A rustls server config with a certificate for `name` from this CA (mesh TLS 1.3).

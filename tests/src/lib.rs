@@ -5,6 +5,7 @@
 //! ephemeral loopback ports, so they run in parallel.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod backend;
 pub mod ca;
 pub mod client;

@@ -128,6 +128,18 @@ pub async fn serve_tls(
     policies: Policies,
     config: Arc<rustls::ServerConfig>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let routes = tonic::service::Routes::new(
+        pb::inbound_server_policies_server::InboundServerPoliciesServer::new(policies),
+    );
+    serve_routes_tls(routes, config).await
+}
+
+/// Serves gRPC `routes` over TLS with `config` on a loopback port until the handle is
+/// aborted.
+pub async fn serve_routes_tls(
+    routes: tonic::service::Routes,
+    config: Arc<rustls::ServerConfig>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -143,9 +155,7 @@ pub async fn serve_tls(
     });
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(
-                pb::inbound_server_policies_server::InboundServerPoliciesServer::new(policies),
-            )
+            .add_routes(routes)
             .serve_with_incoming(incoming)
             .await;
     });

@@ -1,12 +1,14 @@
 //! The proxy binary in the pod Linkerd's injector makes: started with `injected-pod.env` as
 //! it is (only addresses, the token file and the trust anchors substituted), it certifies,
-//! becomes ready and serves meshed HTTP and TCP in both directions. The control plane:
-//! `linkerd-control` as the Identity service (`linkerd-identity...`) and, under the
-//! destination controller's name, the Destination service; the inbound policy service is
-//! built from the published `linkerd2-proxy-api` crate, over mesh TLS.
+//! becomes ready and serves meshed HTTP and TCP in both directions. Its control plane is
+//! built from the published `linkerd2-proxy-api` crate's server traits, as Linkerd's
+//! controllers are, each over mesh TLS under its controller's name: Identity (signing with
+//! the test CA), Destination and the inbound policy service. The meshed peer on the other
+//! side is an in-process proxy on `linkerd-control`.
 
 use linkerd2_proxy_api::inbound as pb;
 use linkerd_tests::{
+    api::{self, Certifier, Destinations},
     backend,
     ca::{self, id, CaControl},
     client, eventually, holds, injected_env, metric_sum,
@@ -18,12 +20,14 @@ use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WEB_ID: &str = "web.default.serviceaccount.identity.linkerd.cluster.local";
 const DST_ID: &str = "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local";
+const IDENTITY_ID: &str = "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local";
 
 /// The injected proxy, a child process; killed on drop.
 struct Injected {
@@ -142,7 +146,32 @@ async fn tcp_roundtrip(outbound: SocketAddr, target: &str) -> Result<Vec<u8>, St
 
 async fn meshed_both_ways(ipv6: bool) {
     let ctl = CaControl::start("24h", &[WEB_ID, "client"]).await;
-    let dst = ctl.serve_as(DST_ID).await;
+    // The injected proxy's Destination and Identity services, from linkerd2-proxy-api.
+    let destinations = Destinations::default();
+    let (dst_addr, _dst) = api::serve_tls(
+        tonic::service::Routes::new(
+            linkerd2_proxy_api::destination::destination_server::DestinationServer::new(
+                destinations.clone(),
+            ),
+        ),
+        ctl.server_config(DST_ID),
+    )
+    .await;
+    let certifier = Certifier {
+        ca: Arc::new(linkerd_control::Ca::load(&ctl.dir.join("ca")).unwrap()),
+        tokens: HashMap::from([(
+            WEB_ID.to_string(),
+            std::fs::read(ctl.token_file(WEB_ID)).unwrap(),
+        )]),
+        lifetime: Duration::from_secs(3600),
+    };
+    let (identity_addr, _identity) = api::serve_tls(
+        tonic::service::Routes::new(
+            linkerd2_proxy_api::identity::identity_server::IdentityServer::new(certifier),
+        ),
+        ctl.server_config(IDENTITY_ID),
+    )
+    .await;
     let (web_app, web_echo) = (backend::http().await, backend::tcp_echo().await);
     let (client_app, client_echo) = (backend::http().await, backend::tcp_echo().await);
     let policies = Policies::default();
@@ -176,9 +205,12 @@ async fn meshed_both_ways(ipv6: bool) {
     };
     let anchors = format!("{}\n", ctl.trust_anchors().trim());
     for (k, v) in [
-        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", dst.addr.to_string()),
+        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", dst_addr.to_string()),
         ("LINKERD2_PROXY_POLICY_SVC_ADDR", policy_addr.to_string()),
-        ("LINKERD2_PROXY_IDENTITY_SVC_ADDR", ctl.addr.to_string()),
+        (
+            "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+            identity_addr.to_string(),
+        ),
         ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", any.to_string()),
         ("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", any.to_string()),
         ("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", any.to_string()),
@@ -232,6 +264,12 @@ async fn meshed_both_ways(ipv6: bool) {
         "LINKERD2_PROXY_DESTINATION_SVC_ADDR".into(),
         ctl.addr.to_string(),
     ));
+    // On every address: the injected proxy reaches it at 127.0.0.2, as 127.0.0.1 is its own
+    // pod's address (`INBOUND_IPS`), which it reaches without mTLS.
+    client_env.push((
+        "LINKERD2_PROXY_INBOUND_LISTEN_ADDR".into(),
+        "0.0.0.0:0".into(),
+    ));
     let peer = ca::start_proxy(&client_env, None);
     ca::ready(peer.admin_addr).await;
 
@@ -240,8 +278,9 @@ async fn meshed_both_ways(ipv6: bool) {
             "  - name: {name}\n    port: {port}\n    endpoints:\n      - addr: {addr}\n        identity: {ident}\n        opaque_transport_port: {inbound}\n"
         )
     };
+    // What the peer's control plane knows of the injected pod.
     ctl.write_mesh(&format!(
-        "services:\n{}{}{}{}",
+        "services:\n{}{}",
         endpoint(
             "web.default.svc.cluster.local",
             8080,
@@ -256,22 +295,23 @@ async fn meshed_both_ways(ipv6: bool) {
             WEB_ID,
             injected.inbound.port()
         ),
-        endpoint(
-            "peer.ns.svc.cluster.local",
-            8080,
-            client_app.addr,
-            &id("client"),
-            peer.inbound_addr.port()
-        ),
-        endpoint(
-            "peerecho.ns.svc.cluster.local",
-            7000,
-            client_echo,
-            &id("client"),
-            peer.inbound_addr.port()
-        ),
     ));
-    ctl.serves("peer.ns.svc.cluster.local:8080").await;
+    ctl.serves("web.default.svc.cluster.local:8080").await;
+    // What the injected proxy's Destination service knows of the peer.
+    for (name, addr) in [
+        ("peer.ns.svc.cluster.local:8080", client_app.addr.port()),
+        ("peerecho.ns.svc.cluster.local:7000", client_echo.port()),
+    ] {
+        let addr = SocketAddr::from(([127, 0, 0, 2], addr));
+        destinations.set(
+            name,
+            vec![api::Endpoint {
+                addr,
+                identity: id("client"),
+                opaque_port: peer.inbound_addr.port(),
+            }],
+        );
+    }
 
     // Into the injected pod: meshed HTTP, the app sees the peer's identity.
     let (status, body) = eventually(Duration::from_secs(10), || async {
@@ -326,6 +366,22 @@ async fn meshed_both_ways(ipv6: bool) {
         metric_sum(&m, "inbound_tcp_authz_allow_total", &["srv_name=\"web\""]) >= 1.0,
         "{m}"
     );
+    // Each control-plane client spoke TLS to its controller's identity.
+    for (addr, server) in [
+        (dst_addr, DST_ID),
+        (identity_addr, IDENTITY_ID),
+        (policy_addr, DST_ID),
+    ] {
+        let labels = [
+            format!("addr=\"{addr}\""),
+            format!("server_id=\"{server}\""),
+        ];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        assert!(
+            metric_sum(&m, "control_request_total", &labels) >= 1.0,
+            "{m}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
