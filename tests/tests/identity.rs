@@ -44,6 +44,16 @@ async fn get_web(outbound: SocketAddr, path: &str) -> (u16, String) {
     }
 }
 
+/// `GET /` of `web` through `outbound` once it succeeds (the mesh file is reloaded
+/// asynchronously): its status and body.
+async fn web_served(outbound: SocketAddr) -> (u16, String) {
+    eventually(Duration::from_secs(5), || async {
+        let last = get_web(outbound, "/").await;
+        holds(last.0 == 200, last.clone()).map(|()| last)
+    })
+    .await
+}
+
 /// One HTTP/1 request over an already connected stream (plaintext or TLS).
 async fn get_over<I>(io: I, path: &str) -> Result<(u16, String, Option<String>), hyper::Error>
 where
@@ -85,12 +95,10 @@ async fn two_proxies_mesh_with_mtls() {
     ready(client.admin_addr).await;
 
     // The mesh file is reloaded asynchronously: retry until the service resolves.
-    let last = eventually(Duration::from_secs(5), || async {
-        let last = get_web(client.outbound_addr, "/").await;
-        holds(last.0 == 200, last.clone()).map(|()| last)
-    })
-    .await;
-    assert_eq!(last, (200, "hello".into()));
+    assert_eq!(
+        web_served(client.outbound_addr).await,
+        (200, "hello".into())
+    );
     for _ in 0..4 {
         assert_eq!(get_web(client.outbound_addr, "/").await.0, 200);
     }
@@ -243,11 +251,7 @@ async fn l5d_headers_between_meshed_proxies() {
     let client = start(&client_env, None);
     ready(server.admin_addr).await;
     ready(client.admin_addr).await;
-    eventually(Duration::from_secs(5), || async {
-        let last = get_web(client.outbound_addr, "/").await;
-        holds(last.0 == 200, last)
-    })
-    .await;
+    web_served(client.outbound_addr).await;
 
     let web = format!("http://{WEB}:8080/headers");
     let mut tx = client::http1::<Full<Bytes>>(client.outbound_addr).await;
@@ -331,12 +335,10 @@ async fn the_pods_own_addresses_are_reached_without_mtls() {
     );
     let client = start(&env, None);
     ready(client.admin_addr).await;
-    let last = eventually(Duration::from_secs(5), || async {
-        let last = get_web(client.outbound_addr, "/").await;
-        holds(last.0 == 200, last.clone()).map(|()| last)
-    })
-    .await;
-    assert_eq!(last, (200, "hello".into()));
+    assert_eq!(
+        web_served(client.outbound_addr).await,
+        (200, "hello".into())
+    );
     let m = scrape(client.admin_addr).await;
     assert!(
         metric_sum(
