@@ -54,7 +54,9 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     let terminate = TerminateLayer::new(params, |peer: &SocketAddr| Some(*peer));
     loop {
         let (socket, peer) = match listener.accept().await {
-            Ok(c) => c,
+            // On `[::]:4191`, a localhost client is `::ffff:127.0.0.1`: known as 127.0.0.1,
+            // so the localhost-only endpoints and the policy's networks see it as it is.
+            Ok((socket, peer)) => (socket, linkerd_proxy_transport::canonical(peer)),
             Err(error) => {
                 tracing::warn!(%error, "admin accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -2,7 +2,7 @@
 
 use crate::{encode::LabelWriter, Metric};
 use parking_lot::RwLock;
-use std::{collections::HashMap, hash::Hash};
+use std::{collections::HashMap, hash::Hash, sync::Arc};
 
 /// A label set that knows how to write itself as `name="value"` pairs.
 pub trait EncodeLabels: Clone + Eq + Hash + Send + Sync + 'static {
@@ -16,6 +16,36 @@ pub struct NoLabels;
 
 impl EncodeLabels for NoLabels {
     fn encode(&self, _: &mut LabelWriter<'_>) {}
+}
+
+/// A set of name/value pairs built once (e.g. per policy decision) and shared by every label
+/// set that carries it: cloning is a reference count, and it writes its pairs in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LabelPairs(Arc<[(&'static str, Arc<str>)]>);
+
+impl LabelPairs {
+    /// These name/value pairs, in order.
+    pub fn new(pairs: Vec<(&'static str, Arc<str>)>) -> Self {
+        Self(pairs.into())
+    }
+
+    /// Whether `self` and `other` are the same set (not merely equal ones).
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.0.iter().map(|(k, v)| (*k, &**v))
+    }
+}
+
+impl EncodeLabels for LabelPairs {
+    fn encode(&self, w: &mut LabelWriter<'_>) {
+        for (k, v) in self.iter() {
+            w.label(k, v);
+        }
+    }
 }
 
 /// All metrics of one name, keyed by label set.

@@ -14,7 +14,7 @@ mod family;
 mod metric;
 
 pub use self::encode::{LabelWriter, Registry};
-pub use self::family::{EncodeLabels, Family, NoLabels};
+pub use self::family::{EncodeLabels, Family, LabelPairs, NoLabels};
 pub use self::metric::{Counter, Gauge, GaugeGuard, Histogram, Metric};
 
 /// Linkerd's latency buckets, in milliseconds (`response_latency_ms`,

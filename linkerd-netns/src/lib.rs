@@ -6,16 +6,19 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     process::{Command, Output},
 };
 
-/// A client pod and a server pod, each a network namespace, joined by a veth pair.
+/// A client pod and a server pod, each a network namespace, joined by a veth pair, with an
+/// IPv4 and an IPv6 address each (a dual-stack pod).
 pub struct PodPair {
     pub client: String,
     pub server: String,
     pub client_ip: Ipv4Addr,
     pub server_ip: Ipv4Addr,
+    pub client_ip6: Ipv6Addr,
+    pub server_ip6: Ipv6Addr,
 }
 
 /// Why the namespaces can't be made here (not root, or a tool is missing).
@@ -24,7 +27,7 @@ pub fn unavailable() -> Option<String> {
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Some("not running as root".into());
     }
-    for tool in ["ip", "iptables", "curl", "setpriv"] {
+    for tool in ["ip", "iptables", "ip6tables", "curl", "setpriv"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -53,8 +56,9 @@ pub fn run(args: &[&str]) -> Output {
 }
 
 impl PodPair {
-    /// Creates both namespaces, the veth pair and addresses in 10.248.x.0/30, with `x` taken
-    /// from this process's id so parallel runs don't collide.
+    /// Creates both namespaces, the veth pair and addresses in 10.248.x.0/30 and
+    /// fd00:248:x::/64 (unique local, only inside the namespaces), with `x` taken from this
+    /// process's id so parallel runs don't collide.
     pub fn create(tag: &str) -> Self {
         let id = std::process::id();
         let net = (id % 250) as u8;
@@ -63,16 +67,24 @@ impl PodPair {
             server: format!("l5d-{tag}-s-{id}"),
             client_ip: Ipv4Addr::new(10, 248, net, 1),
             server_ip: Ipv4Addr::new(10, 248, net, 2),
+            client_ip6: Ipv6Addr::new(0xfd00, 0x248, net.into(), 0, 0, 0, 0, 1),
+            server_ip6: Ipv6Addr::new(0xfd00, 0x248, net.into(), 0, 0, 0, 0, 2),
         };
         // Constructed first so a failure below still deletes what exists.
         let (vc, vs) = (format!("l5c{id}"), format!("l5s{id}"));
         run(&["ip", "netns", "add", &pair.client]);
         run(&["ip", "netns", "add", &pair.server]);
+        // Fixed MAC addresses and permanent neighbour entries: each end knows the other
+        // without neighbour discovery (on a fresh veth, the first IPv6 connect was seen to
+        // wait a second for it, beyond the proxy's connect timeout).
+        let (mac_c, mac_s) = ("02:00:00:00:00:01", "02:00:00:00:00:02");
         run(&[
             "ip",
             "link",
             "add",
             &vc,
+            "address",
+            mac_c,
             "netns",
             &pair.client,
             "type",
@@ -80,12 +92,14 @@ impl PodPair {
             "peer",
             "name",
             &vs,
+            "address",
+            mac_s,
             "netns",
             &pair.server,
         ]);
-        for (ns, dev, ip) in [
-            (&pair.client, &vc, pair.client_ip),
-            (&pair.server, &vs, pair.server_ip),
+        for (ns, dev, ip, ip6) in [
+            (&pair.client, &vc, pair.client_ip, pair.client_ip6),
+            (&pair.server, &vs, pair.server_ip, pair.server_ip6),
         ] {
             run(&[
                 "ip",
@@ -97,7 +111,41 @@ impl PodPair {
                 "dev",
                 dev,
             ]);
+            // `nodad`: usable at once, without duplicate-address detection's wait.
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        for (ns, dev, peer, peer6, mac) in [
+            (&pair.client, &vc, pair.server_ip, pair.server_ip6, mac_s),
+            (&pair.server, &vs, pair.client_ip, pair.client_ip6, mac_c),
+        ] {
+            for ip in [peer.to_string(), peer6.to_string()] {
+                run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    &ip,
+                    "lladdr",
+                    mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ]);
+            }
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         pair
@@ -110,10 +158,17 @@ impl PodPair {
         cmd
     }
 
-    /// Installs proxy-init's outbound rules in the client pod: every TCP connection is
-    /// redirected to the outbound listener, except the proxy's own (by uid) and loopback.
+    /// Installs proxy-init's outbound rules in the client pod, for IPv4 and IPv6 (`iptables`
+    /// and `ip6tables`): every TCP connection is redirected to the outbound listener, except
+    /// the proxy's own (by uid) and loopback.
     pub fn redirect_outbound(&self, proxy_uid: u32, port: u16) {
-        let ipt = |rule: &[&str]| nat_rule(&self.client, rule);
+        for cmd in ["iptables", "ip6tables"] {
+            self.redirect_outbound_with(cmd, proxy_uid, port);
+        }
+    }
+
+    fn redirect_outbound_with(&self, cmd: &str, proxy_uid: u32, port: u16) {
+        let ipt = |rule: &[&str]| nat_rule(cmd, &self.client, rule);
         let uid = proxy_uid.to_string();
         let port = port.to_string();
         ipt(&["-N", "PROXY_INIT_OUTPUT"]);
@@ -141,10 +196,17 @@ impl PodPair {
         ipt(&["-A", "OUTPUT", "-j", "PROXY_INIT_OUTPUT"]);
     }
 
-    /// Installs proxy-init's inbound rules in the server pod: every TCP connection arriving
-    /// from the network is redirected to the inbound listener, except the admin ports.
+    /// Installs proxy-init's inbound rules in the server pod, for IPv4 and IPv6: every TCP
+    /// connection arriving from the network is redirected to the inbound listener, except the
+    /// admin ports.
     pub fn redirect_inbound(&self, port: u16, skip: &[u16]) {
-        let ipt = |rule: &[&str]| nat_rule(&self.server, rule);
+        for cmd in ["iptables", "ip6tables"] {
+            self.redirect_inbound_with(cmd, port, skip);
+        }
+    }
+
+    fn redirect_inbound_with(&self, cmd: &str, port: u16, skip: &[u16]) {
+        let ipt = |rule: &[&str]| nat_rule(cmd, &self.server, rule);
         let port = port.to_string();
         let skip: Vec<String> = skip.iter().map(u16::to_string).collect();
         ipt(&["-N", "PROXY_INIT_REDIRECT"]);
@@ -174,9 +236,10 @@ impl PodPair {
     }
 }
 
-/// Appends a rule to the `nat` table of namespace `ns`.
-fn nat_rule(ns: &str, rule: &[&str]) {
-    let mut args = vec!["ip", "netns", "exec", ns, "iptables", "-w", "-t", "nat"];
+/// Appends a rule to the `nat` table of namespace `ns`, with `cmd` (`iptables` or
+/// `ip6tables`).
+fn nat_rule(cmd: &str, ns: &str, rule: &[&str]) {
+    let mut args = vec!["ip", "netns", "exec", ns, cmd, "-w", "-t", "nat"];
     args.extend_from_slice(rule);
     run(&args);
 }

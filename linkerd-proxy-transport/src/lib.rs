@@ -20,9 +20,11 @@ mod prefixed;
 
 pub use self::connect::connect;
 pub use self::error::{errno_name, Error};
-pub use self::listen::{accept, bind, Accepted, DEFAULT_BACKLOG};
+pub use self::listen::{accept, bind, canonical, Accepted, DEFAULT_BACKLOG};
 pub use self::metered::Metered;
-pub use self::metrics::{Direction, NoTlsReason, Peer, TcpConnMetrics, TcpMetrics, TlsLabel};
+pub use self::metrics::{
+    ConnLabeller, Direction, NoTlsReason, Peer, TcpConnMetrics, TcpMetrics, TlsLabel,
+};
 pub use self::options::SocketOptions;
 pub use self::orig_dst::{NoOrigDst, OrigDst, SoOriginalDst};
 pub use self::prefixed::PrefixedIo;

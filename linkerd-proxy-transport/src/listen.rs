@@ -52,10 +52,38 @@ pub async fn accept(
         tracing::warn!(%client, %error, "failed to read the original destination");
         None
     });
+    // An IPv4 client of a dual-stack listener (`[::]:4143`) is known by its IPv4 addresses,
+    // so policy networks, metric labels and the own-listener checks see what it dialed.
+    let (client, local, orig_dst) = (canonical(client), canonical(local), orig_dst.map(canonical));
     Ok(Accepted {
         socket,
         client,
         local,
         orig_dst,
     })
+}
+
+/// `addr`, with an IPv4-mapped IPv6 address (`[::ffff:10.0.0.1]:80`) as the IPv4 one.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(ip) => SocketAddr::from((ip, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_are_ipv4() {
+        let c = |s: &str| canonical(s.parse().unwrap()).to_string();
+        assert_eq!(c("[::ffff:10.0.0.1]:80"), "10.0.0.1:80");
+        assert_eq!(c("10.0.0.1:80"), "10.0.0.1:80");
+        assert_eq!(c("[fd00::1]:80"), "[fd00::1]:80");
+        assert_eq!(c("[::1]:4140"), "[::1]:4140");
+    }
 }

@@ -31,7 +31,7 @@ impl<T> Metered<T> {
     /// Counts bytes that were read from the connection before it was wrapped (e.g. while
     /// deciding whether it is TLS).
     pub fn record_read(&self, n: usize) {
-        self.metrics.read_bytes.add(n as u64);
+        self.metrics.add_read(n as u64);
     }
 }
 
@@ -46,9 +46,7 @@ impl<T: AsyncRead> AsyncRead for Metered<T> {
         let res = this.inner.poll_read(cx, buf);
         match &res {
             Poll::Ready(Ok(())) => {
-                this.metrics
-                    .read_bytes
-                    .add((buf.filled().len() - before) as u64);
+                this.metrics.add_read((buf.filled().len() - before) as u64);
             }
             Poll::Ready(Err(e)) => this.metrics.record_error(e),
             Poll::Pending => {}
@@ -66,7 +64,7 @@ impl<T: AsyncWrite> AsyncWrite for Metered<T> {
         let this = self.project();
         let res = this.inner.poll_write(cx, buf);
         match &res {
-            Poll::Ready(Ok(n)) => this.metrics.write_bytes.add(*n as u64),
+            Poll::Ready(Ok(n)) => this.metrics.add_write(*n as u64),
             Poll::Ready(Err(e)) => this.metrics.record_error(e),
             Poll::Pending => {}
         }
@@ -81,7 +79,7 @@ impl<T: AsyncWrite> AsyncWrite for Metered<T> {
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
         match &res {
-            Poll::Ready(Ok(n)) => this.metrics.write_bytes.add(*n as u64),
+            Poll::Ready(Ok(n)) => this.metrics.add_write(*n as u64),
             Poll::Ready(Err(e)) => this.metrics.record_error(e),
             Poll::Pending => {}
         }
@@ -188,5 +186,79 @@ mod tests {
         drop(io);
         let text = reg.encode();
         assert!(text.contains("errno=\"ECONNRESET\"} 1\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn deferred_labels_count_the_connection_with_every_byte() {
+        let mut reg = Registry::default();
+        let tcp = TcpMetrics::register(&mut reg);
+        let target = "10.1.2.3:8080".parse().unwrap();
+        let tls = TlsLabel::NoIdentity(crate::NoTlsReason::NotProvidedByRemote);
+        let (metrics, labeller) = tcp.open_deferred(Direction::Inbound, Peer::Src, target, tls);
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = Metered::new(a, metrics);
+        // Before the server is known: nothing is counted yet, but the bytes are kept.
+        b.write_all(b"header").await.unwrap();
+        let mut buf = [0u8; 6];
+        io.read_exact(&mut buf).await.unwrap();
+        let text = reg.encode();
+        assert!(!text.contains("tcp_open_total{"), "{text}");
+        let srv = linkerd_metrics::LabelPairs::new(vec![
+            ("srv_kind", "server".into()),
+            ("srv_name", "web".into()),
+        ]);
+        labeller.label(srv.clone());
+        // A second call (e.g. a retried decision) changes nothing.
+        labeller.label(linkerd_metrics::LabelPairs::new(vec![(
+            "srv_name",
+            "x".into(),
+        )]));
+        io.write_all(b"hi").await.unwrap();
+        let l = "direction=\"inbound\",peer=\"src\",target_addr=\"10.1.2.3:8080\",target_ip=\"10.1.2.3\",target_port=\"8080\",tls=\"no_identity\",no_tls_reason=\"not_provided_by_remote\",srv_kind=\"server\",srv_name=\"web\"";
+        let text = reg.encode();
+        for want in [
+            format!("tcp_open_total{{{l}}} 1\n"),
+            format!("tcp_open_connections{{{l}}} 1\n"),
+            format!("tcp_read_bytes_total{{{l}}} 6\n"),
+            format!("tcp_write_bytes_total{{{l}}} 2\n"),
+        ] {
+            assert!(text.contains(&want), "{want} in {text}");
+        }
+        assert!(!text.contains("srv_name=\"x\""), "{text}");
+        drop(io);
+        let text = reg.encode();
+        assert!(
+            text.contains(&format!("tcp_close_total{{{l},errno=\"\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("tcp_open_connections{{{l}}} 0\n")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deferred_connection_closed_before_labelling_is_counted_without_them() {
+        let mut reg = Registry::default();
+        let tcp = TcpMetrics::register(&mut reg);
+        let target = "10.1.2.3:8080".parse().unwrap();
+        let tls = TlsLabel::NoIdentity(crate::NoTlsReason::NotProvidedByRemote);
+        let (metrics, _labeller) = tcp.open_deferred(Direction::Inbound, Peer::Src, target, tls);
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = Metered::new(a, metrics);
+        b.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 3];
+        io.read_exact(&mut buf).await.unwrap();
+        drop(io);
+        let l = "direction=\"inbound\",peer=\"src\",target_addr=\"10.1.2.3:8080\",target_ip=\"10.1.2.3\",target_port=\"8080\",tls=\"no_identity\",no_tls_reason=\"not_provided_by_remote\"";
+        let text = reg.encode();
+        for want in [
+            format!("tcp_open_total{{{l}}} 1\n"),
+            format!("tcp_read_bytes_total{{{l}}} 3\n"),
+            format!("tcp_close_total{{{l},errno=\"\"}} 1\n"),
+            format!("tcp_open_connections{{{l}}} 0\n"),
+        ] {
+            assert!(text.contains(&want), "{want} in {text}");
+        }
     }
 }

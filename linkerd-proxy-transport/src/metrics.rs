@@ -1,7 +1,14 @@
 //! TCP connection metrics, with Linkerd's names and labels.
 
-use linkerd_metrics::{Counter, EncodeLabels, Family, Gauge, LabelWriter, Registry};
-use std::{io, net::SocketAddr, sync::Arc};
+use linkerd_metrics::{Counter, EncodeLabels, Family, Gauge, LabelPairs, LabelWriter, Registry};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
+};
 
 /// Which listener a connection belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,13 +81,40 @@ pub struct TcpMetrics {
 
 /// One connection's metric handles; closing (dropping) it records `tcp_close_total`.
 pub struct TcpConnMetrics {
-    pub(crate) read_bytes: Counter,
-    pub(crate) write_bytes: Counter,
+    state: ConnState,
+    errno: Option<&'static str>,
+}
+
+enum ConnState {
+    /// Labelled and counted when accepted or connected.
+    Open(Opened),
+    /// Counted once the rest of its labels are known (see [`TcpMetrics::open_deferred`]).
+    Deferred(Arc<Deferred>),
+}
+
+/// The handles of a connection whose labels are complete.
+struct Opened {
+    read_bytes: Counter,
+    write_bytes: Counter,
     open: Gauge,
     labels: TcpLabels,
     close_total: Arc<Family<CloseLabels, Counter>>,
-    errno: Option<&'static str>,
 }
+
+struct Deferred {
+    tcp: TcpMetrics,
+    labels: TcpLabels,
+    opened: OnceLock<Opened>,
+    /// Bytes moved before the labels were complete, added once they are.
+    read: AtomicU64,
+    write: AtomicU64,
+}
+
+/// Completes the labels of a connection opened with [`TcpMetrics::open_deferred`] (inbound:
+/// the `srv_*` labels, once the port's server is known). The first call counts the connection;
+/// later ones change nothing. A connection closed before any call is counted without them.
+#[derive(Clone)]
+pub struct ConnLabeller(Arc<Deferred>);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct TcpLabels {
@@ -88,6 +122,8 @@ struct TcpLabels {
     peer: Peer,
     target_addr: SocketAddr,
     tls: TlsLabel,
+    /// Labels known after the connection was accepted (inbound: `srv_*`).
+    extra: Option<LabelPairs>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -144,17 +180,54 @@ impl TcpMetrics {
             peer,
             target_addr,
             tls,
+            extra: None,
         };
+        TcpConnMetrics {
+            state: ConnState::Open(self.opened(labels)),
+            errno: None,
+        }
+    }
+
+    /// A connection whose labels are completed later by the returned [`ConnLabeller`]; it is
+    /// counted (`tcp_open_total`, `tcp_open_connections`) then, and the bytes it moved until
+    /// then are added to its byte counters.
+    pub fn open_deferred(
+        &self,
+        direction: Direction,
+        peer: Peer,
+        target_addr: SocketAddr,
+        tls: TlsLabel,
+    ) -> (TcpConnMetrics, ConnLabeller) {
+        let deferred = Arc::new(Deferred {
+            tcp: self.clone(),
+            labels: TcpLabels {
+                direction,
+                peer,
+                target_addr,
+                tls,
+                extra: None,
+            },
+            opened: OnceLock::new(),
+            read: AtomicU64::new(0),
+            write: AtomicU64::new(0),
+        });
+        let metrics = TcpConnMetrics {
+            state: ConnState::Deferred(deferred.clone()),
+            errno: None,
+        };
+        (metrics, ConnLabeller(deferred))
+    }
+
+    fn opened(&self, labels: TcpLabels) -> Opened {
         self.open_total.get(&labels).incr();
         let open = self.open_connections.get(&labels);
         open.incr();
-        TcpConnMetrics {
+        Opened {
             read_bytes: self.read_bytes.get(&labels),
             write_bytes: self.write_bytes.get(&labels),
             open,
             labels,
             close_total: self.close_total.clone(),
-            errno: None,
         }
     }
 }
@@ -168,16 +241,84 @@ impl TcpConnMetrics {
             self.errno = crate::errno_name(e);
         }
     }
+
+    /// Counts `n` bytes read from the connection.
+    #[inline]
+    pub(crate) fn add_read(&self, n: u64) {
+        match &self.state {
+            ConnState::Open(o) => o.read_bytes.add(n),
+            ConnState::Deferred(d) => match d.opened.get() {
+                Some(o) => o.read_bytes.add(n),
+                None => {
+                    d.read.fetch_add(n, Ordering::Relaxed);
+                }
+            },
+        }
+    }
+
+    /// Counts `n` bytes written to the connection.
+    #[inline]
+    pub(crate) fn add_write(&self, n: u64) {
+        match &self.state {
+            ConnState::Open(o) => o.write_bytes.add(n),
+            ConnState::Deferred(d) => match d.opened.get() {
+                Some(o) => o.write_bytes.add(n),
+                None => {
+                    d.write.fetch_add(n, Ordering::Relaxed);
+                }
+            },
+        }
+    }
 }
 
 impl Drop for TcpConnMetrics {
     fn drop(&mut self) {
-        self.open.decr();
+        let opened = match &self.state {
+            ConnState::Open(o) => o,
+            ConnState::Deferred(d) => d.open(None),
+        };
+        opened.open.decr();
         let labels = CloseLabels {
-            conn: self.labels.clone(),
+            conn: opened.labels.clone(),
             errno: self.errno,
         };
-        self.close_total.get(&labels).incr();
+        opened.close_total.get(&labels).incr();
+    }
+}
+
+// === impl ConnLabeller ===
+
+impl ConnLabeller {
+    /// Completes the connection's labels with `extra` and counts it, unless that was done.
+    pub fn label(&self, extra: LabelPairs) {
+        self.0.open(Some(extra));
+    }
+}
+
+impl std::fmt::Debug for ConnLabeller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnLabeller")
+            .field("labelled", &self.0.opened.get().is_some())
+            .finish()
+    }
+}
+
+impl Deferred {
+    /// The connection's handles, counting it with `extra` if it was not yet; moves the bytes
+    /// counted meanwhile onto them.
+    fn open(&self, extra: Option<LabelPairs>) -> &Opened {
+        let opened = self.opened.get_or_init(|| {
+            let mut labels = self.labels.clone();
+            labels.extra = extra;
+            self.tcp.opened(labels)
+        });
+        // Bytes counted by a reader that saw no handles yet (including one racing with this
+        // call) are moved here; the close moves any left.
+        opened.read_bytes.add(self.read.swap(0, Ordering::Relaxed));
+        opened
+            .write_bytes
+            .add(self.write.swap(0, Ordering::Relaxed));
+        opened
     }
 }
 
@@ -195,6 +336,9 @@ impl EncodeLabels for TcpLabels {
             .label("target_ip", self.target_addr.ip())
             .label("target_port", self.target_addr.port());
         self.tls.encode(w);
+        if let Some(extra) = &self.extra {
+            extra.encode(w);
+        }
     }
 }
 

@@ -22,12 +22,13 @@ pub struct NoOrigDst;
 impl OrigDst for SoOriginalDst {
     fn orig_dst(&self, socket: &TcpStream) -> io::Result<Option<SocketAddr>> {
         let sock = socket2::SockRef::from(socket);
-        let res = match socket.local_addr()? {
+        // An IPv4 connection on a dual-stack socket has an IPv4 conntrack entry.
+        let res = match crate::listen::canonical(socket.local_addr()?) {
             SocketAddr::V4(_) => sock.original_dst_v4(),
             SocketAddr::V6(_) => sock.original_dst_v6(),
         };
         match res {
-            Ok(addr) => Ok(addr.as_socket()),
+            Ok(addr) => Ok(addr.as_socket().map(crate::listen::canonical)),
             // No conntrack entry, or no NAT on this socket: it was not redirected.
             Err(e)
                 if matches!(

@@ -464,6 +464,25 @@ async fn opaque_servers_authorize_tcp_connections() {
         Some(1.0),
         "{m}"
     );
+    // The TCP metrics of both connections carry the server they were decided under, and
+    // every byte the allowed one's client sent.
+    let srv = [
+        "direction=\"inbound\"",
+        "peer=\"src\"",
+        "srv_group=\"policy.linkerd.io\"",
+        "srv_kind=\"server\"",
+        "srv_name=\"db\"",
+        &format!("srv_port=\"{port}\""),
+    ];
+    assert_eq!(metric_sum(&m, "tcp_open_total", &srv), 2.0, "{m}");
+    assert!(metric_sum(&m, "tcp_read_bytes_total", &srv) >= 4.0, "{m}");
+    eventually(Duration::from_secs(5), || async {
+        let m = scrape(proxy.admin_addr).await;
+        let closed = metric_sum(&m, "tcp_close_total", &srv);
+        let open = metric_sum(&m, "tcp_open_connections", &srv);
+        holds(closed == 2.0 && open == 0.0, (closed, open))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

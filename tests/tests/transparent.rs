@@ -90,6 +90,15 @@ fn tcp_client(ns: &str, app: &str, addr: &str, msg: &str) -> (String, String) {
     )
 }
 
+/// The app's `GET <url>` (a `/headers` echo) from the client pod, as `nobody` so it goes
+/// through both proxies: the request head the server's app received.
+fn app_headers(ns: &str, url: &str) -> String {
+    let (ok, body) = curl(ns, true, &[url]);
+    assert!(ok, "curl {url} through the proxies failed: {body}");
+    assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
+    body
+}
+
 fn wait_ready(ns: &str) {
     eventually_blocking(Duration::from_secs(10), || {
         let (ok, body) = curl(ns, false, &["http://127.0.0.1:4191/ready"]);
@@ -172,13 +181,7 @@ fn transparent_path_through_two_proxies() {
     wait_ready(&pods.client);
 
     // A plain HTTP client in the client pod reaches the app through both proxies.
-    let (ok, body) = curl(
-        &pods.client,
-        true,
-        &[&format!("http://{server_ip}:8080/headers")],
-    );
-    assert!(ok, "curl through the proxies failed: {body}");
-    assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
+    let body = app_headers(&pods.client, &format!("http://{server_ip}:8080/headers"));
     assert!(body.contains(&format!("host: {server_ip}:8080")), "{body}");
 
     // Opaque TCP, with half-close, through both proxies.
@@ -245,6 +248,122 @@ fn transparent_path_through_two_proxies() {
     );
 }
 
+/// A dual-stack pod pair, each proxy with the listeners Linkerd's injector gives it when IPv6
+/// is enabled (`injected-pod-ipv6.env`): the client's app reaches the server's app over IPv6
+/// through the IPv6 outbound listener (`[::1]:4140`, where `ip6tables` redirects it) and over
+/// IPv4 through the IPv4 one; the server's single `[::]:4143` takes both families, and knows an
+/// IPv4 client by its IPv4 addresses.
+#[test]
+fn ipv6_outbound_listener_beside_the_ipv4_one() {
+    if skipped("ipv6_outbound_listener_beside_the_ipv4_one") {
+        return;
+    }
+    let proxy = linkerd_tests::proxy_bin();
+    let proxy = proxy.to_str().unwrap();
+    let app = env!("CARGO_BIN_EXE_test-app");
+
+    let pods = PodPair::create("v6");
+    let (server_ip, server_ip6) = (pods.server_ip, pods.server_ip6);
+    let inbound_ips = format!("{server_ip},{server_ip6}");
+    let mut procs = Procs(Vec::new());
+    procs.spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]);
+    procs.spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]);
+    procs.spawn(
+        &pods.server,
+        &[proxy],
+        &[
+            ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "[::]:4143"),
+            ("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "[::]:4191"),
+            ("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", "[::]:4190"),
+            ("LINKERD2_PROXY_INBOUND_IPS", &inbound_ips),
+        ],
+    );
+    pods.redirect_inbound(4143, &[4190, 4191]);
+    procs.spawn(
+        &pods.client,
+        &[proxy],
+        &[
+            ("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140"),
+            (
+                "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS",
+                "127.0.0.1:4140,[::1]:4140",
+            ),
+            ("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "[::]:4143"),
+            ("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "[::]:4191"),
+            ("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", "[::]:4190"),
+        ],
+    );
+    pods.redirect_outbound(PROXY_UID, 4140);
+    wait_ready(&pods.server);
+    wait_ready(&pods.client);
+
+    // HTTP over IPv6, then over IPv4, from the same app.
+    let body = app_headers(&pods.client, &format!("http://[{server_ip6}]:8080/headers"));
+    assert!(
+        body.contains(&format!("host: [{server_ip6}]:8080")),
+        "{body}"
+    );
+    let body = app_headers(&pods.client, &format!("http://{server_ip}:8080/headers"));
+    assert!(body.contains(&format!("host: {server_ip}:8080")), "{body}");
+    // Opaque TCP over IPv6.
+    let (out, err) = tcp_client(
+        &pods.client,
+        app,
+        &format!("[{server_ip6}]:9000"),
+        "\u{1}six",
+    );
+    assert_eq!(out, "\u{1}sixbye", "{err}");
+
+    let (_, client_metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
+    let (_, server_metrics) = curl(&pods.server, false, &["http://127.0.0.1:4191/metrics"]);
+    for (dst, what) in [
+        (format!("[{server_ip6}]:8080"), "HTTP over IPv6"),
+        (format!("{server_ip}:8080"), "HTTP over IPv4"),
+    ] {
+        let target = format!("target_addr=\"{dst}\"");
+        assert_eq!(
+            metric(
+                &client_metrics,
+                "tcp_open_total",
+                &["direction=\"outbound\"", "peer=\"src\"", &target]
+            ),
+            Some(1.0),
+            "{what}, accepted by the outbound proxy: {client_metrics}"
+        );
+        assert_eq!(
+            metric(
+                &client_metrics,
+                "response_total",
+                &["direction=\"outbound\"", &target, "status_code=\"200\""]
+            ),
+            Some(1.0),
+            "{what}: {client_metrics}"
+        );
+        assert_eq!(
+            metric(
+                &server_metrics,
+                "tcp_open_total",
+                &["direction=\"inbound\"", "peer=\"src\"", &target]
+            ),
+            Some(1.0),
+            "{what}, accepted by the inbound proxy: {server_metrics}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &server_metrics,
+            "tcp_open_total",
+            &[
+                "direction=\"inbound\"",
+                "peer=\"src\"",
+                &format!("target_addr=\"[{server_ip6}]:9000\"")
+            ]
+        ),
+        Some(1.0),
+        "{server_metrics}"
+    );
+}
+
 /// Writes `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`
 /// inside the namespace; removed on drop.
 struct NetnsResolvConf(std::path::PathBuf);
@@ -298,6 +417,7 @@ fn short_names_are_canonicalised_and_discovered() {
         "nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
     );
     let dir = std::env::temp_dir().join(format!("l5d-dns-test-{}", std::process::id()));
+    let _cleanup = RemoveDir(dir.clone());
     std::fs::create_dir_all(&dir).unwrap();
     let mesh = dir.join("mesh.yaml");
     std::fs::write(
@@ -345,10 +465,7 @@ fn short_names_are_canonicalised_and_discovered() {
     wait_ready(&pods.server);
     wait_ready(&pods.client);
 
-    let (ok, body) = curl(&pods.client, true, &["http://web:8080/headers"]);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(ok, "curl http://web:8080/ through the mesh failed: {body}");
-    assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
+    let body = app_headers(&pods.client, "http://web:8080/headers");
     assert!(body.contains("host: web:8080"), "{body}");
 
     let (_, metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
@@ -462,13 +579,7 @@ fn transparent_mtls_between_two_pods() {
     wait_ready(&pods.server);
     wait_ready(&pods.client);
 
-    let (ok, body) = curl(
-        &pods.client,
-        true,
-        &[&format!("http://{server_ip}:8080/headers")],
-    );
-    assert!(ok, "curl through the proxies failed: {body}");
-    assert!(body.starts_with("GET /headers HTTP/1.1\n"), "{body}");
+    app_headers(&pods.client, &format!("http://{server_ip}:8080/headers"));
     let (out, err) = tcp_client(&pods.client, app, &format!("{server_ip}:9000"), "\u{1}mtls");
     assert_eq!(out, "\u{1}mtlsbye", "{err}");
 

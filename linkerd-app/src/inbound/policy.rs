@@ -357,15 +357,20 @@ impl AuthzMetrics {
     }
 }
 
+/// The `srv_*` labels of `srv` on `port`.
+fn srv_pairs(srv: &Meta, port: u16) -> Vec<(&'static str, Arc<str>)> {
+    vec![
+        ("srv_group", srv.group.clone()),
+        ("srv_kind", srv.kind.clone()),
+        ("srv_name", srv.name.clone()),
+        ("srv_port", port.to_string().into()),
+    ]
+}
+
 impl AuthzLabels {
     /// The `srv_*`, `route_*` and `authz_*` labels, for the request and TCP metrics.
     pub(crate) fn policy_labels(&self) -> PolicyLabels {
-        let mut pairs: Vec<(&'static str, Arc<str>)> = vec![
-            ("srv_group", self.srv.group.clone()),
-            ("srv_kind", self.srv.kind.clone()),
-            ("srv_name", self.srv.name.clone()),
-            ("srv_port", self.target.port().to_string().into()),
-        ];
+        let mut pairs = srv_pairs(&self.srv, self.target.port());
         if let Some(r) = &self.route {
             pairs.extend([
                 ("route_group", r.group.clone()),
@@ -625,11 +630,21 @@ impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)>
                 .or_else(|| tls.opaque.then_some(Protocol::Opaque))
                 .or(from_server);
             let client = tls.conn.client;
+            let decision = this.policy.check(port, client.ip(), &tls.auth);
+            // The connection counts in the TCP metrics under the port's server from here.
+            let srv = match server.as_ref().map(|(p, _)| p) {
+                Some(PortPolicy::Server(p)) => p.meta.clone(),
+                _ => Meta::default_named(match &decision {
+                    Decision::Deny(d) | Decision::Audit(d) => d.policy,
+                    Decision::Allow => this.policy.default.as_str(),
+                }),
+            };
+            tls.metrics.label(PolicyLabels::new(srv_pairs(&srv, port)));
             let target = InboundTarget {
                 client,
                 target: SocketAddr::new(tls.conn.orig_dst.ip(), port),
                 port,
-                decision: this.policy.check(port, client.ip(), &tls.auth),
+                decision,
                 default_policy: this.policy.default.as_str(),
                 label: tls.label,
                 auth: tls.auth,

@@ -4,7 +4,7 @@
 use super::policy::{AuthzLabels, AuthzMetrics, ClientAuth};
 use crate::PortSet;
 use linkerd_proxy_transport::{
-    Accepted, Direction, Metered, NoTlsReason, Peer, PrefixedIo, TcpMetrics, TlsLabel,
+    Accepted, ConnLabeller, Direction, Metered, NoTlsReason, Peer, PrefixedIo, TcpMetrics, TlsLabel,
 };
 use linkerd_tls::{ServerTls, ServerTlsStream, TlsIo};
 use std::net::SocketAddr;
@@ -38,6 +38,8 @@ pub(crate) struct InboundTls {
     pub transport: bool,
     /// The app's own TLS, or a client that sent nothing: forwarded without detection.
     pub opaque: bool,
+    /// Adds the `srv_*` labels to the connection's TCP metrics, once the server is known.
+    pub metrics: ConnLabeller,
 }
 
 impl InboundConn {
@@ -163,9 +165,10 @@ impl<I> tower::filter::Predicate<(InboundConn, ServerTls, TlsIo<I>)> for Label {
                 (label, ClientAuth::Plaintext, false, false, false)
             }
         };
-        let metrics = self
-            .tcp
-            .open(Direction::Inbound, Peer::Src, conn.orig_dst, label.clone());
+        // Counted once the port's server is known (step 4), or when it closes before.
+        let (metrics, labeller) =
+            self.tcp
+                .open_deferred(Direction::Inbound, Peer::Src, conn.orig_dst, label.clone());
         let io = match io {
             Either::Left(tls) => Either::Left(Metered::new(tls, metrics)),
             Either::Right(plain) => {
@@ -186,6 +189,7 @@ impl<I> tower::filter::Predicate<(InboundConn, ServerTls, TlsIo<I>)> for Label {
                 authz: None,
                 tls: label,
             };
+            labeller.label(labels.policy_labels());
             self.authz
                 .counter(false, super::policy::AuthzEvent::Deny, &labels)
                 .incr();
@@ -197,6 +201,7 @@ impl<I> tower::filter::Predicate<(InboundConn, ServerTls, TlsIo<I>)> for Label {
             auth,
             transport,
             opaque,
+            metrics: labeller,
         };
         Ok((target, io))
     }
@@ -288,11 +293,19 @@ mod tests {
             .unwrap();
         assert!(t.opaque, "a silent client is forwarded without detection");
         // Bytes read while looking for a ClientHello count as read, replayed or not.
-        let (_, _io) = label
+        // They are counted once the port's server is known (the policy step labels it).
+        let (t, _io) = label
             .check((conn(false), ServerTls::NoTls { silent: false }, peeked(5)))
             .unwrap();
+        assert!(!reg
+            .encode()
+            .contains("no_tls_reason=\"not_provided_by_remote\"} 5"));
+        t.metrics.label(linkerd_metrics::LabelPairs::new(vec![(
+            "srv_name",
+            "web".into(),
+        )]));
         assert!(reg.encode().contains(
-            "tcp_read_bytes_total{direction=\"inbound\",peer=\"src\",target_addr=\"10.0.0.1:8080\",target_ip=\"10.0.0.1\",target_port=\"8080\",tls=\"no_identity\",no_tls_reason=\"not_provided_by_remote\"} 5"
+            "tcp_read_bytes_total{direction=\"inbound\",peer=\"src\",target_addr=\"10.0.0.1:8080\",target_ip=\"10.0.0.1\",target_port=\"8080\",tls=\"no_identity\",no_tls_reason=\"not_provided_by_remote\",srv_name=\"web\"} 5"
         ), "{}", reg.encode());
         assert!(reg.encode().contains(
             "tcp_open_total{direction=\"inbound\",peer=\"src\",target_addr=\"10.0.0.1:8080\""

@@ -51,20 +51,7 @@ pub struct RouteLabels {
 
 /// The labels a request's policy adds (inbound: `srv_*`, `route_*`, `authz_*`), built once
 /// per decision and shared by every request it lets in.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PolicyLabels(Arc<[(&'static str, Arc<str>)]>);
-
-impl PolicyLabels {
-    /// These name/value pairs, in order.
-    pub fn new(pairs: Vec<(&'static str, Arc<str>)>) -> Self {
-        Self(pairs.into())
-    }
-
-    /// Whether `self` and `other` are the same set (not merely equal ones).
-    pub fn ptr_eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
+pub type PolicyLabels = linkerd_metrics::LabelPairs;
 
 /// One route's metric handles: look up once per target, then record per request lock-free
 /// (the per-status handles sit behind this route's own lock, not a global one).
@@ -243,8 +230,8 @@ impl EncodeLabels for RouteLabels {
         for (k, v) in self.dst.iter().flat_map(|d| d.iter()) {
             w.label(&format!("dst_{k}"), v);
         }
-        for (k, v) in self.policy.iter().flat_map(|p| p.0.iter()) {
-            w.label(k, v);
+        if let Some(p) = &self.policy {
+            p.encode(w);
         }
     }
 }

@@ -126,6 +126,14 @@ fn parses_policies_and_networks() {
 }
 
 fn inbound_tls(auth: ClientAuth, opaque: bool) -> InboundTls {
+    let tcp = linkerd_proxy_transport::TcpMetrics::register(&mut Default::default());
+    let label = TlsLabel::NoIdentity(linkerd_proxy_transport::NoTlsReason::NotProvidedByRemote);
+    let (_, metrics) = tcp.open_deferred(
+        linkerd_proxy_transport::Direction::Inbound,
+        linkerd_proxy_transport::Peer::Src,
+        "10.0.0.1:8080".parse().unwrap(),
+        label.clone(),
+    );
     InboundTls {
         conn: super::super::tls::InboundConn {
             client: "192.0.2.1:40000".parse().unwrap(),
@@ -133,10 +141,11 @@ fn inbound_tls(auth: ClientAuth, opaque: bool) -> InboundTls {
             to_listener: false,
             look_for_tls: true,
         },
-        label: TlsLabel::NoIdentity(linkerd_proxy_transport::NoTlsReason::NotProvidedByRemote),
+        label,
         auth,
         transport: false,
         opaque,
+        metrics,
     }
 }
 
