@@ -35,7 +35,7 @@ pub enum Error {
         cmd: String,
         /// Its exit status.
         status: std::process::ExitStatus,
-        /// What it wrote to stderr (trimmed).
+        /// What it wrote to stderr, on one line.
         stderr: String,
     },
 }
@@ -293,7 +293,13 @@ impl Runner {
             return Err(Error::Failed {
                 cmd: line,
                 status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                // One line: the binary's own message, its lines joined.
+                stderr: String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

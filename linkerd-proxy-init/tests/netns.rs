@@ -359,6 +359,31 @@ fn bad_input_is_one_line_and_non_zero() {
         stderr.contains("cannot run iptables-legacy-save"),
         "{stderr}"
     );
+    // A command that fails (iptables without the privilege) names it, on one line.
+    if rustix::process::getuid().is_root() && has("setpriv") && has("iptables-save") {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                PROXY_INIT,
+            ])
+            .args([
+                "--incoming-proxy-port",
+                "4143",
+                "--outgoing-proxy-port",
+                "4140",
+            ])
+            .args(["--iptables-mode", "plain", "--ipv6=false"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("`iptables-save -t nat` failed"), "{stderr}");
+    }
     // --simulate prints every command and runs none (so no binary is needed).
     let out = Command::new(PROXY_INIT)
         .args([

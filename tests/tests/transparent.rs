@@ -364,6 +364,82 @@ fn ipv6_outbound_listener_beside_the_ipv4_one() {
     );
 }
 
+/// The pods' iptables written by this workspace's `linkerd2-proxy-init`, with the exact
+/// arguments Linkerd's injector renders (nft mode, uid 2102, the default ignored ports), and
+/// both proxies running as uid 2102 as the chart runs them: an app's HTTP reaches the other
+/// pod's app through both proxies; an ignored outbound port goes straight to the server.
+#[test]
+fn proxy_init_as_injected_with_real_proxies() {
+    if skipped("proxy_init_as_injected_with_real_proxies") {
+        return;
+    }
+    let proxy = linkerd_tests::proxy_bin();
+    let proxy = proxy.to_str().unwrap();
+    let proxy_init = linkerd_tests::workspace_bin("linkerd2-proxy-init");
+    let proxy_init = proxy_init.to_str().unwrap();
+    let app = env!("CARGO_BIN_EXE_test-app");
+    let as_proxy = [
+        "setpriv",
+        "--reuid",
+        "2102",
+        "--regid",
+        "2102",
+        "--clear-groups",
+    ];
+
+    let pods = PodPair::create("pi");
+    let server_ip = pods.server_ip;
+    let mut procs = Procs(Vec::new());
+    for ns in [&pods.client, &pods.server] {
+        let out = PodPair::exec(
+            ns,
+            &[
+                proxy_init,
+                "--firewall-bin-path",
+                "iptables-nft",
+                "--firewall-save-bin-path",
+                "iptables-nft-save",
+                "--ipv6=false",
+                "--incoming-proxy-port",
+                "4143",
+                "--outgoing-proxy-port",
+                "4140",
+                "--proxy-uid",
+                "2102",
+                "--inbound-ports-to-ignore",
+                "4190,4191,4567,4568",
+                "--outbound-ports-to-ignore",
+                "4567,4568",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "proxy-init in {ns}: {out:?}");
+        procs.spawn(ns, &[&as_proxy[..], &[proxy]].concat(), &[]);
+    }
+    procs.spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]);
+    // An ignored port: reached without either proxy.
+    procs.spawn(&pods.server, &[app, "http", "0.0.0.0:4567"], &[]);
+    wait_ready(&pods.server);
+    wait_ready(&pods.client);
+
+    let body = app_headers(&pods.client, &format!("http://{server_ip}:8080/headers"));
+    assert!(body.contains(&format!("host: {server_ip}:8080")), "{body}");
+    let body = app_headers(&pods.client, &format!("http://{server_ip}:4567/headers"));
+    assert!(body.contains(&format!("host: {server_ip}:4567")), "{body}");
+
+    let (_, client_metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
+    let (_, server_metrics) = curl(&pods.server, false, &["http://127.0.0.1:4191/metrics"]);
+    for (m, direction) in [(&client_metrics, "outbound"), (&server_metrics, "inbound")] {
+        let dir = format!("direction=\"{direction}\"");
+        let port = |p: &str| {
+            linkerd_tests::metric_sum(m, "request_total", &[&dir, &format!("target_port=\"{p}\"")])
+        };
+        assert_eq!(port("8080"), 1.0, "through the {direction} proxy: {m}");
+        assert_eq!(port("4567"), 0.0, "the ignored port bypasses it: {m}");
+    }
+}
+
 /// Writes `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`
 /// inside the namespace; removed on drop.
 struct NetnsResolvConf(std::path::PathBuf);
