@@ -291,7 +291,7 @@ fn ipv6_rules_with_ip6tables() {
             assert!(rules.iter().any(|r| r == want), "{want} in {rules:#?}");
         }
     }
-    let _client_side = Answerers::start(&pods.client, &[("[::]:4140", "outbound-proxy")]);
+    let client_side = Answerers::start(&pods.client, &[("[::]:4140", "outbound-proxy")]);
     let _server_side = Answerers::start(&pods.server, &[("[::]:4143", "inbound-proxy")]);
     let server = format!("[{}]:8080", pods.server_ip6);
     assert_eq!(who_answers(&pods.client, NOBODY, &server), "outbound-proxy");
@@ -299,6 +299,44 @@ fn ipv6_rules_with_ip6tables() {
         who_answers(&pods.client, PROXY_UID, &server),
         "inbound-proxy"
     );
+    // Its port 4140 is the validator's now.
+    drop(client_side);
+
+    // The validator with the injector's IPv6 arguments (CNI mode, IPv6 enabled), through a
+    // default route as a pod has.
+    if has("setpriv") {
+        let out = Command::new("ip")
+            .args(["-n", &pods.client, "-6", "route", "add", "default", "via"])
+            .arg(pods.server_ip6.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let args = [
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            VALIDATOR,
+            "--log-format",
+            "plain",
+            "--log-level",
+            "debug",
+            "--connect-addr",
+            "[fd00::1]:20001",
+            "--listen-addr",
+            "[::]:4140",
+            "--timeout",
+            "10s",
+        ];
+        let out = PodPair::exec(&pods.client, &args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Validated"),
+            "{out:?}"
+        );
+    }
 }
 
 #[test]
