@@ -281,7 +281,9 @@ impl Runner {
             }
             None => Command::new(bin),
         };
-        cmd.args(args);
+        // Not /dev/null (which `output` would open for stdin): nothing is read, and a root
+        // without /dev (a bare chroot of the image) must work too.
+        cmd.args(args).stdin(std::process::Stdio::inherit());
         let out = cmd.output().map_err(|source| Error::Spawn {
             bin: match &self.netns {
                 Some(_) => format!("nsenter (for {bin})"),

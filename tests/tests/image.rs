@@ -27,7 +27,7 @@ const LAYOUT: [(&str, bool); 8] = [
     ("usr/lib/linkerd/linkerd-await", true),
     ("usr/lib/linkerd/linkerd2-proxy-version.txt", false),
     ("usr/lib/linkerd/LICENSE", false),
-    ("bin/sleep", true),
+    ("usr/bin/sleep", true),
 ];
 
 /// Runs a command; its output, or a panic naming it.
@@ -67,63 +67,21 @@ impl Drop for Cleanup {
     }
 }
 
-/// Copies `file` (following links, unless `libs_only`) and the shared libraries it needs
-/// into `root`.
-fn copy_with_libs(root: &Path, file: &str, libs_only: bool) {
-    let mut files = if libs_only {
-        vec![]
-    } else {
-        vec![file.to_string()]
-    };
-    let ldd = run(Command::new("ldd").arg(file));
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
-            files.push(path.to_string());
-        }
-    }
-    for f in files {
-        let dst = root.join(f.trim_start_matches('/'));
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(&f, &dst).unwrap_or_else(|e| panic!("copy {f}: {e}"));
-    }
-}
-
-/// A runtime base like the Dockerfile's `runtime` stage (Debian with iptables), made of this
-/// machine's files and imported as `image`.
-fn runtime_base(dir: &Path, image: &str) {
+/// The Dockerfile's `runtime` stage made here: `image/runtime-rootfs.sh` (what the stage runs
+/// on Debian) run on this Debian machine for the workspace's binaries, imported as `image`.
+fn runtime_base(dir: &Path, image: &str, lib: &Path) {
     let root = dir.join("runtime");
-    for bin in [
-        "/bin/sleep",
-        "/usr/sbin/xtables-nft-multi",
-        "/usr/sbin/xtables-legacy-multi",
-    ] {
-        copy_with_libs(&root, bin, false);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/runtime-rootfs.sh");
+    let mut cmd = Command::new(script);
+    cmd.arg(&root);
+    for bin in TOOLS {
+        cmd.arg(lib.join(bin));
     }
-    // What the proxy and the tools link (Debian's base has them).
-    copy_with_libs(&root, linkerd_tests::proxy_bin().to_str().unwrap(), true);
-    // iptables' extensions are loaded at run time.
-    let ext = "/usr/lib/x86_64-linux-gnu/xtables";
-    if Path::new(ext).is_dir() {
-        let dst = root.join(ext.trim_start_matches('/'));
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        ok(Command::new("cp").args(["-a", ext]).arg(dst));
-    }
-    for (name, target) in [
-        ("iptables-nft", "xtables-nft-multi"),
-        ("iptables-nft-save", "xtables-nft-multi"),
-        ("ip6tables-nft", "xtables-nft-multi"),
-        ("ip6tables-nft-save", "xtables-nft-multi"),
-        ("iptables-legacy", "xtables-legacy-multi"),
-        ("iptables-legacy-save", "xtables-legacy-multi"),
-        ("ip6tables-legacy", "xtables-legacy-multi"),
-        ("ip6tables-legacy-save", "xtables-legacy-multi"),
-    ] {
-        std::os::unix::fs::symlink(target, root.join("usr/sbin").join(name)).unwrap();
-    }
-    std::fs::create_dir_all(root.join("run")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    ok(&mut cmd);
     let tar = dir.join("runtime.tar");
     ok(Command::new("tar")
+        .arg("--xattrs")
+        .arg("--xattrs-include=security.capability")
         .arg("-C")
         .arg(&root)
         .arg("-cf")
@@ -131,6 +89,14 @@ fn runtime_base(dir: &Path, image: &str) {
         .arg("."));
     ok(Command::new("podman").arg("import").arg(&tar).arg(image));
 }
+
+/// The binaries the image holds.
+const TOOLS: [&str; 4] = [
+    "linkerd2-proxy",
+    "linkerd2-proxy-init",
+    "linkerd2-network-validator",
+    "linkerd-await",
+];
 
 /// The `build` stage's output: `/out` with the workspace's binaries where the Dockerfile's
 /// builder puts them.
@@ -161,9 +127,11 @@ fn build_context(dir: &Path) -> PathBuf {
 #[test]
 fn the_dockerfiles_final_stage_has_linkerds_layout() {
     let root = run(Command::new("id").arg("-u"));
-    let missing = ["podman", "setcap", "getcap", "ldd", "tar", "curl"]
-        .into_iter()
-        .find(|t| !has(t));
+    let missing = [
+        "podman", "setcap", "getcap", "ldd", "tar", "curl", "chroot", "ip",
+    ]
+    .into_iter()
+    .find(|t| !has(t));
     if String::from_utf8_lossy(&root.stdout).trim() != "0" || missing.is_some() {
         eprintln!(
             "SKIPPED the_dockerfiles_final_stage_has_linkerds_layout: needs root and {}",
@@ -182,8 +150,8 @@ fn the_dockerfiles_final_stage_has_linkerds_layout() {
         images: vec![image.clone(), base.clone()],
     };
     std::fs::create_dir_all(dir.join("empty")).unwrap();
-    runtime_base(&dir, &base);
     let ctx = build_context(&dir);
+    runtime_base(&dir, &base, &ctx.join("out/usr/lib/linkerd"));
     let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile");
     ok(Command::new("podman")
         .args(["build", "--quiet", "-t", &image, "-f"])
@@ -242,11 +210,68 @@ fn the_dockerfiles_final_stage_has_linkerds_layout() {
     ] {
         assert!(mnt.join("usr/sbin").join(tool).exists(), "{tool}");
     }
-    let caps = ok(Command::new("getcap").arg(mnt.join("usr/lib/linkerd/linkerd2-proxy-init")));
+    for file in [
+        "usr/lib/linkerd/linkerd2-proxy-init",
+        "usr/sbin/xtables-nft-multi",
+        "usr/sbin/xtables-legacy-multi",
+    ] {
+        let caps = ok(Command::new("getcap").arg(mnt.join(file)));
+        assert!(
+            caps.contains("cap_net_admin,cap_net_raw=eip"),
+            "file capabilities of {file}: {caps}"
+        );
+    }
+    for absent in [
+        "bin/sh",
+        "usr/bin/sh",
+        "usr/bin/bash",
+        "usr/bin/apt-get",
+        "usr/bin/dpkg",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(mnt.join(absent)).is_err(),
+            "no {absent} in the image"
+        );
+    }
+
+    // The image's files at work, in a chroot (this machine cannot start containers):
+    // proxy-init as the injector runs it, as uid 65534, in a namespace of its own; the
+    // iptables binaries' file capabilities give it NET_ADMIN.
+    let ns = format!("l5d-img-{id}");
+    ok(Command::new("ip").args(["netns", "add", &ns]));
+    let _ns = DeleteNetns(ns.clone());
+    let init = run(Command::new("ip")
+        .args(["netns", "exec", &ns, "chroot", "--userspec=65534:65534"])
+        .arg(&mnt)
+        .arg("/usr/lib/linkerd/linkerd2-proxy-init")
+        .args(INJECTED_INIT_ARGS)
+        .env_clear()
+        .env("PATH", IMAGE_PATH));
+    assert!(init.status.success(), "proxy-init from the image: {init:?}");
+    let rules =
+        ok(Command::new("ip").args(["netns", "exec", &ns, "iptables-nft-save", "-t", "nat"]));
     assert!(
-        caps.contains("cap_net_admin,cap_net_raw=eip"),
-        "file capabilities: {caps}"
+        rules.contains("-A PROXY_INIT_OUTPUT -m owner --uid-owner 2102"),
+        "{rules}"
     );
+    // The proxy by the entrypoint, as uid 2102, no arguments: it becomes ready.
+    let admin = free_addr();
+    let mut proxy = Command::new("chroot");
+    proxy
+        .arg("--userspec=2102:2102")
+        .arg(&mnt)
+        .arg("/usr/lib/linkerd/linkerd2-proxy-identity")
+        .env_clear()
+        .env("PATH", IMAGE_PATH)
+        .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
+        .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
+        .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
+        .env("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let proxy = KillOnDrop(proxy.spawn().unwrap());
+    wait_ready(admin);
+    drop(proxy);
 
     // The proxy inside, as the kubelet starts it (the entrypoint, no arguments), on the
     // host's network with its admin server on a free port.
@@ -280,6 +305,49 @@ fn the_dockerfiles_final_stage_has_linkerds_layout() {
     }
     let _stop = StopContainer(name.clone());
     wait_ready(admin);
+}
+
+/// The image's `PATH`.
+const IMAGE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// proxy-init's arguments as the injector renders them (nft mode).
+const INJECTED_INIT_ARGS: [&str; 15] = [
+    "--firewall-bin-path",
+    "iptables-nft",
+    "--firewall-save-bin-path",
+    "iptables-nft-save",
+    "--ipv6=false",
+    "--incoming-proxy-port",
+    "4143",
+    "--outgoing-proxy-port",
+    "4140",
+    "--proxy-uid",
+    "2102",
+    "--inbound-ports-to-ignore",
+    "4190,4191,4567,4568",
+    "--outbound-ports-to-ignore",
+    "4567,4568",
+];
+
+/// Deletes a network namespace on drop.
+struct DeleteNetns(String);
+
+impl Drop for DeleteNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .output();
+    }
+}
+
+/// Kills a child process on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Stops the container on drop.
