@@ -19,14 +19,16 @@ impl OwnListeners {
         Self(Arc::new(addrs))
     }
 
-    /// Whether `addr` reaches one of this proxy's listeners.
+    /// Whether `addr` reaches one of this proxy's listeners. An IPv4-mapped IPv6 address
+    /// (`[::ffff:127.0.0.1]`) is the IPv4 one, and `[::]` takes IPv4 too (dual-stack).
     pub(crate) fn contains(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip().to_canonical();
         self.0.iter().any(|l| {
+            let own = l.ip().to_canonical();
             l.port() == addr.port()
-                && (l.ip() == addr.ip()
-                    || l.ip().is_unspecified()
-                        && (addr.ip().is_loopback() || addr.ip().is_unspecified())
-                    || l.ip().is_loopback() && addr.ip().is_unspecified())
+                && (own == ip
+                    || own.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())
+                    || own.is_loopback() && ip.is_unspecified())
         })
     }
 }
@@ -127,6 +129,17 @@ mod tests {
         assert!(own.contains("0.0.0.0:4140".parse().unwrap()));
         assert!(!own.contains("127.0.0.1:8080".parse().unwrap()));
         assert!(!own.contains("10.0.0.2:4140".parse().unwrap()));
+        // The same listeners, spelled as IPv4-mapped IPv6 addresses.
+        assert!(own.contains("[::ffff:127.0.0.1]:4140".parse().unwrap()));
+        assert!(own.contains("[::ffff:127.0.0.1]:4143".parse().unwrap()));
+        assert!(own.contains("[::ffff:0.0.0.0]:4140".parse().unwrap()));
+        assert!(own.contains("[::]:4140".parse().unwrap()));
+        assert!(!own.contains("[::ffff:10.0.0.2]:4140".parse().unwrap()));
+        // A dual-stack listener is reached over IPv4 and IPv6 loopback.
+        let dual = OwnListeners::new(vec!["[::]:4191".parse().unwrap()]);
+        assert!(dual.contains("127.0.0.1:4191".parse().unwrap()));
+        assert!(dual.contains("[::1]:4191".parse().unwrap()));
+        assert!(dual.contains("[::ffff:127.0.0.1]:4191".parse().unwrap()));
     }
 
     fn app() -> impl tower::Service<

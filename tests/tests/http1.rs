@@ -177,6 +177,48 @@ async fn forwarding_to_own_listener_is_502() {
         .contains("forwarding loop"));
 }
 
+/// The proxy's own listeners named through the explicit proxy as IPv4-mapped IPv6 addresses
+/// are refused like their IPv4 spelling: no loop into the outbound listener, no admin server
+/// from outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_listeners_spelled_as_mapped_ipv6_are_refused() {
+    let proxy = proxy(&[], None);
+    for (port, path) in [
+        (proxy.outbound_addr.port(), "/"),
+        (proxy.admin_addr.port(), "/proxy-log-level"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+            .await
+            .unwrap();
+        let req = format!(
+            "GET http://[::ffff:127.0.0.1]:{port}{path} HTTP/1.1\r\nhost: [::ffff:127.0.0.1]:{port}\r\nconnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            s.read_to_string(&mut out),
+        )
+        .await
+        .expect("answered at once")
+        .unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+            "{port}{path}: {out}"
+        );
+    }
+    let m = scrape(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_open_total",
+            &["direction=\"outbound\"", "peer=\"dst\""]
+        ),
+        None,
+        "nothing was dialed: {m}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_400() {
     // Explicit-proxy mode: a request with no absolute URI and no Host can't be routed.
