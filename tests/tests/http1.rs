@@ -207,6 +207,20 @@ async fn own_listeners_spelled_as_mapped_ipv6_are_refused() {
             "{port}{path}: {out}"
         );
     }
+    // A tunnel to the admin port, likewise.
+    let mut s = tokio::net::TcpStream::connect(proxy.outbound_addr)
+        .await
+        .unwrap();
+    let admin = format!("[::ffff:127.0.0.1]:{}", proxy.admin_addr.port());
+    let req = format!("CONNECT {admin} HTTP/1.1\r\nhost: {admin}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut head))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 403"), "CONNECT {admin}: {head}");
     let m = scrape(proxy.admin_addr).await;
     assert_eq!(
         metric(
