@@ -187,3 +187,30 @@ async fn a_grpc_request_the_proxy_cannot_serve_gets_a_grpc_status() {
         "the reason names the target: {err:?}"
     );
 }
+
+/// HTTP/2 to the explicit proxy naming its own outbound listener as an IPv4-mapped IPv6
+/// address: refused at once, not forwarded to itself stream after stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_listener_spelled_as_mapped_ipv6_is_refused_over_http2() {
+    let proxy = proxy(&[], None);
+    let mut tx = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let uri = format!("http://[::ffff:127.0.0.1]:{}/", proxy.outbound_addr.port());
+    let rsp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tx.send_request(Request::get(uri).body(Full::default()).unwrap()),
+    )
+    .await
+    .expect("answered at once")
+    .unwrap();
+    assert_eq!(rsp.status(), 403);
+    let m = scrape(proxy.admin_addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_open_total",
+            &["direction=\"outbound\"", "peer=\"dst\""]
+        ),
+        None,
+        "nothing was dialed: {m}"
+    );
+}
