@@ -129,11 +129,12 @@ impl App {
             config.admin_listen_addr,
             linkerd_proxy_transport::DEFAULT_BACKLOG,
         )?;
-        let own = OwnListeners::new(
+        let own = OwnListeners::with_local_ips(
             [inbound_addr, outbound_addr, admin_addr]
                 .into_iter()
                 .chain(outbound_also_addr)
                 .collect(),
+            config.inbound_ips.clone(),
         );
 
         let mut registry = Registry::default();

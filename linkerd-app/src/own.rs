@@ -10,24 +10,36 @@ use std::{
     task::{Context, Poll},
 };
 
-/// The proxy's own listener addresses.
+/// The proxy's own listener addresses, and the pod's own IPs (which reach a listener bound to
+/// `0.0.0.0` or `[::]`).
 #[derive(Clone, Debug)]
-pub(crate) struct OwnListeners(Arc<Vec<SocketAddr>>);
+pub(crate) struct OwnListeners(Arc<(Vec<SocketAddr>, Vec<std::net::IpAddr>)>);
 
 impl OwnListeners {
+    /// Listeners only, no pod IPs (tests).
+    #[cfg(test)]
     pub(crate) fn new(addrs: Vec<SocketAddr>) -> Self {
-        Self(Arc::new(addrs))
+        Self::with_local_ips(addrs, Vec::new())
+    }
+
+    /// Listeners bound to every address are also reached at `local` (the pod's IPs,
+    /// `LINKERD2_PROXY_INBOUND_IPS`).
+    pub(crate) fn with_local_ips(addrs: Vec<SocketAddr>, local: Vec<std::net::IpAddr>) -> Self {
+        let local = local.into_iter().map(|ip| ip.to_canonical()).collect();
+        Self(Arc::new((addrs, local)))
     }
 
     /// Whether `addr` reaches one of this proxy's listeners. An IPv4-mapped IPv6 address
     /// (`[::ffff:127.0.0.1]`) is the IPv4 one, and `[::]` takes IPv4 too (dual-stack).
     pub(crate) fn contains(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
-        self.0.iter().any(|l| {
+        let (listeners, local) = &*self.0;
+        listeners.iter().any(|l| {
             let own = l.ip().to_canonical();
             l.port() == addr.port()
                 && (own == ip
-                    || own.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())
+                    || own.is_unspecified()
+                        && (ip.is_loopback() || ip.is_unspecified() || local.contains(&ip))
                     || own.is_loopback() && ip.is_unspecified())
         })
     }
@@ -140,6 +152,22 @@ mod tests {
         assert!(dual.contains("127.0.0.1:4191".parse().unwrap()));
         assert!(dual.contains("[::1]:4191".parse().unwrap()));
         assert!(dual.contains("[::ffff:127.0.0.1]:4191".parse().unwrap()));
+        // Every spelling of loopback reaches a listener on every address; so do the pod's IPs.
+        assert!(own.contains("127.1.2.3:4143".parse().unwrap()));
+        let pod = OwnListeners::with_local_ips(
+            vec![
+                "0.0.0.0:4191".parse().unwrap(),
+                "127.0.0.1:4140".parse().unwrap(),
+            ],
+            vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
+        );
+        assert!(pod.contains("10.0.0.7:4191".parse().unwrap()));
+        assert!(pod.contains("[::ffff:10.0.0.7]:4191".parse().unwrap()));
+        assert!(
+            !pod.contains("10.0.0.7:4140".parse().unwrap()),
+            "loopback only"
+        );
+        assert!(!pod.contains("10.0.0.8:4191".parse().unwrap()));
     }
 
     fn app() -> impl tower::Service<
