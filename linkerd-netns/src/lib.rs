@@ -27,18 +27,57 @@ pub fn unavailable() -> Option<String> {
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Some("not running as root".into());
     }
-    for tool in ["ip", "iptables", "ip6tables", "curl", "setpriv"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
+    ["ip", "iptables", "ip6tables", "curl", "setpriv"]
+        .into_iter()
+        .find(|tool| !has_tool(tool))
+        .map(|tool| format!("`{tool}` is not installed"))
 }
+
+/// Whether `tool` is on the `PATH`.
+pub fn has_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Whether `test` must be skipped here (namespaces unavailable, or one of `tools` missing),
+/// saying why; with `LINKERD_REQUIRE_NETNS=1` (CI) it panics instead.
+pub fn skipped(test: &str, tools: &[&str]) -> bool {
+    let why = unavailable().or_else(|| {
+        tools
+            .iter()
+            .find(|t| !has_tool(t))
+            .map(|t| format!("`{t}` is not installed"))
+    });
+    let Some(why) = why else { return false };
+    if std::env::var("LINKERD_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("{test} must run here, but {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    true
+}
+
+/// proxy-init's arguments as Linkerd's injector renders them by default (nft mode, IPv6
+/// off, uid 2102, the default ignored ports): `init-containers.md` section 2.
+pub const INJECTED_PROXY_INIT_ARGS: [&str; 15] = [
+    "--firewall-bin-path",
+    "iptables-nft",
+    "--firewall-save-bin-path",
+    "iptables-nft-save",
+    "--ipv6=false",
+    "--incoming-proxy-port",
+    "4143",
+    "--outgoing-proxy-port",
+    "4140",
+    "--proxy-uid",
+    "2102",
+    "--inbound-ports-to-ignore",
+    "4190,4191,4567,4568",
+    "--outbound-ports-to-ignore",
+    "4567,4568",
+];
 
 /// Runs a command and fails with its output when it does not succeed.
 pub fn run(args: &[&str]) -> Output {

@@ -5,7 +5,8 @@
 //! `LINKERD_REQUIRE_NETNS=1` (CI sets it), which makes a skip a failure. Backends the machine
 //! lacks (nft or legacy) are skipped the same way.
 
-use linkerd_netns::PodPair;
+// The injector's arguments (nft mode); legacy mode is the same without the first four.
+use linkerd_netns::{has_tool as has, skipped, PodPair, INJECTED_PROXY_INIT_ARGS as NFT_ARGS};
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -24,27 +25,6 @@ const VALIDATOR: &str = env!("CARGO_BIN_EXE_linkerd2-network-validator");
 const PROXY_UID: u32 = 2102;
 const NOBODY: u32 = 65534;
 
-/// The injector's arguments (`init-containers.md` section 2), nft mode.
-const NFT_ARGS: [&str; 17] = [
-    "--firewall-bin-path",
-    "iptables-nft",
-    "--firewall-save-bin-path",
-    "iptables-nft-save",
-    "--ipv6=false",
-    "--incoming-proxy-port",
-    "4143",
-    "--outgoing-proxy-port",
-    "4140",
-    "--proxy-uid",
-    "2102",
-    "--inbound-ports-to-ignore",
-    "4190,4191,4567,4568",
-    "--outbound-ports-to-ignore",
-    "4567,4568",
-    "--log-level",
-    "info",
-];
-
 /// The rules `iptables-save -t nat` shows after the defaults (the facts file's listing).
 const RULES: [&str; 8] = [
     "-A PREROUTING -m comment --comment \"proxy-init/install-proxy-init-prerouting\" -j PROXY_INIT_REDIRECT",
@@ -56,31 +36,6 @@ const RULES: [&str; 8] = [
     "-A PROXY_INIT_REDIRECT -p tcp -m multiport --dports 4190,4191,4567,4568 -m comment --comment \"proxy-init/ignore-port-4190,4191,4567,4568\" -j RETURN",
     "-A PROXY_INIT_REDIRECT -p tcp -m comment --comment \"proxy-init/redirect-all-incoming-to-proxy-port\" -j REDIRECT --to-ports 4143",
 ];
-
-/// Whether this test must be skipped here, saying why; with `LINKERD_REQUIRE_NETNS=1` it
-/// fails instead.
-fn skipped(test: &str, tools: &[&str]) -> bool {
-    let why = linkerd_netns::unavailable().or_else(|| {
-        tools
-            .iter()
-            .find(|t| !has(t))
-            .map(|t| format!("`{t}` is not installed"))
-    });
-    let Some(why) = why else { return false };
-    if std::env::var("LINKERD_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("{test} must run here, but {why}");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    true
-}
-
-fn has(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 /// `proxy-init args` in namespace `ns`.
 fn proxy_init(ns: &str, args: &[&str]) -> Output {
@@ -311,26 +266,7 @@ fn ipv6_rules_with_ip6tables() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        let args = [
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            VALIDATOR,
-            "--log-format",
-            "plain",
-            "--log-level",
-            "debug",
-            "--connect-addr",
-            "[fd00::1]:20001",
-            "--listen-addr",
-            "[::]:4140",
-            "--timeout",
-            "10s",
-        ];
-        let out = PodPair::exec(&pods.client, &args).output().unwrap();
+        let out = validator(&pods.client, "[fd00::1]:20001", "[::]:4140", "10s");
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("Validated"),
@@ -473,28 +409,8 @@ fn the_validator_passes_only_with_the_redirect() {
     // The server pod's app port answers something else: without the redirect the validator
     // reaches it, and must see that the answer is not its own.
     let _server_side = Answerers::start(&pods.server, &[("0.0.0.0:20001", "not-the-token")]);
-    let validate_within = |ns: &str, connect: &str, timeout: &str| {
-        let args = [
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            VALIDATOR,
-            "--log-format",
-            "plain",
-            "--log-level",
-            "debug",
-            "--connect-addr",
-            connect,
-            "--listen-addr",
-            "0.0.0.0:4140",
-            "--timeout",
-            timeout,
-        ];
-        PodPair::exec(ns, &args).output().unwrap()
-    };
+    let validate_within =
+        |ns: &str, connect: &str, timeout: &str| validator(ns, connect, "0.0.0.0:4140", timeout);
     let validate = |ns: &str, connect: &str| validate_within(ns, connect, "10s");
     let connect = format!("{}:20001", pods.server_ip);
     let out = validate(&pods.client, &connect);
@@ -525,4 +441,29 @@ fn the_validator_passes_only_with_the_redirect() {
             "{out:?}"
         );
     }
+}
+
+/// The validator in `ns` as the injector runs it in CNI mode (uid 65534, debug logs), with
+/// these addresses and timeout.
+fn validator(ns: &str, connect: &str, listen: &str, timeout: &str) -> Output {
+    let args = [
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        VALIDATOR,
+        "--log-format",
+        "plain",
+        "--log-level",
+        "debug",
+        "--connect-addr",
+        connect,
+        "--listen-addr",
+        listen,
+        "--timeout",
+        timeout,
+    ];
+    PodPair::exec(ns, &args).output().unwrap()
 }

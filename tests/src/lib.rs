@@ -101,6 +101,13 @@ impl OrigDst for LaterOrigDst {
     }
 }
 
+/// A loopback address that was free a moment ago, for a server a test starts later on a
+/// known port (e.g. a proxy's admin address a waiter is told beforehand).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local addr")
+}
+
 /// An address that refuses connections, reserved while the socket lives: bound, never
 /// listening (so no other test can take the port meanwhile).
 pub fn refusing_addr() -> (socket2::Socket, SocketAddr) {

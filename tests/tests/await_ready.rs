@@ -23,10 +23,7 @@ async fn await_ready(args: &[&str], env: &[(&str, &str)]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hook_form_returns_once_the_proxy_is_ready() {
     // The hook starts with the proxy, before its admin server listens: it waits.
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let admin = linkerd_tests::free_addr();
     let port = format!("--port={}", admin.port());
     let mut hook = tokio::process::Command::new(workspace_bin("linkerd-await"))
         .args(["--timeout=2m", "--backoff=50ms", &port])

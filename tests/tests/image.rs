@@ -9,7 +9,11 @@
 //! they are missing; the container run is skipped with the runtime's error where containers
 //! cannot start (e.g. a cgroup setup crun refuses).
 
-use linkerd_tests::{holds, workspace_bin};
+use linkerd_tests::{
+    free_addr, holds,
+    netns::{has_tool, INJECTED_PROXY_INIT_ARGS},
+    workspace_bin,
+};
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -39,14 +43,6 @@ fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
     assert!(out.status.success(), "{cmd:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn has(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 /// Removes what the test made, even when it fails.
@@ -131,7 +127,7 @@ fn the_dockerfiles_final_stage_has_linkerds_layout() {
         "podman", "setcap", "getcap", "ldd", "tar", "curl", "chroot", "ip",
     ]
     .into_iter()
-    .find(|t| !has(t));
+    .find(|t| !has_tool(t));
     if String::from_utf8_lossy(&root.stdout).trim() != "0" || missing.is_some() {
         eprintln!(
             "SKIPPED the_dockerfiles_final_stage_has_linkerds_layout: needs root and {}",
@@ -244,7 +240,7 @@ fn the_dockerfiles_final_stage_has_linkerds_layout() {
         .args(["netns", "exec", &ns, "chroot", "--userspec=65534:65534"])
         .arg(&mnt)
         .arg("/usr/lib/linkerd/linkerd2-proxy-init")
-        .args(INJECTED_INIT_ARGS)
+        .args(INJECTED_PROXY_INIT_ARGS)
         .env_clear()
         .env("PATH", IMAGE_PATH));
     assert!(init.status.success(), "proxy-init from the image: {init:?}");
@@ -310,25 +306,6 @@ fn the_dockerfiles_final_stage_has_linkerds_layout() {
 /// The image's `PATH`.
 const IMAGE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// proxy-init's arguments as the injector renders them (nft mode).
-const INJECTED_INIT_ARGS: [&str; 15] = [
-    "--firewall-bin-path",
-    "iptables-nft",
-    "--firewall-save-bin-path",
-    "iptables-nft-save",
-    "--ipv6=false",
-    "--incoming-proxy-port",
-    "4143",
-    "--outgoing-proxy-port",
-    "4140",
-    "--proxy-uid",
-    "2102",
-    "--inbound-ports-to-ignore",
-    "4190,4191,4567,4568",
-    "--outbound-ports-to-ignore",
-    "4567,4568",
-];
-
 /// Deletes a network namespace on drop.
 struct DeleteNetns(String);
 
@@ -357,12 +334,6 @@ impl Drop for StopContainer {
     fn drop(&mut self) {
         let _ = Command::new("podman").args(["rm", "-f", &self.0]).output();
     }
-}
-
-/// A loopback address nothing listens on (the port was just free).
-fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// Waits until the proxy's `/ready` at `admin` answers `ready`.

@@ -42,19 +42,6 @@ impl Procs {
     }
 }
 
-/// Whether `test` must be skipped here (not root, or a tool missing), saying why; with
-/// `LINKERD_REQUIRE_NETNS=1` (CI) it fails instead.
-fn skipped(test: &str) -> bool {
-    let Some(why) = netns::unavailable() else {
-        return false;
-    };
-    if std::env::var("LINKERD_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("{test} must run here, but {why}");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    true
-}
-
 impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -125,7 +112,7 @@ fn wait_listening(ns: &str, addr: &str) {
 
 #[test]
 fn transparent_path_through_two_proxies() {
-    if skipped("transparent_path_through_two_proxies") {
+    if netns::skipped("transparent_path_through_two_proxies", &[]) {
         return;
     }
     let proxy = linkerd_tests::proxy_bin();
@@ -255,7 +242,7 @@ fn transparent_path_through_two_proxies() {
 /// IPv4 client by its IPv4 addresses.
 #[test]
 fn ipv6_outbound_listener_beside_the_ipv4_one() {
-    if skipped("ipv6_outbound_listener_beside_the_ipv4_one") {
+    if netns::skipped("ipv6_outbound_listener_beside_the_ipv4_one", &[]) {
         return;
     }
     let proxy = linkerd_tests::proxy_bin();
@@ -370,7 +357,7 @@ fn ipv6_outbound_listener_beside_the_ipv4_one() {
 /// pod's app through both proxies; an ignored outbound port goes straight to the server.
 #[test]
 fn proxy_init_as_injected_with_real_proxies() {
-    if skipped("proxy_init_as_injected_with_real_proxies") {
+    if netns::skipped("proxy_init_as_injected_with_real_proxies", &[]) {
         return;
     }
     let proxy = linkerd_tests::proxy_bin();
@@ -393,24 +380,7 @@ fn proxy_init_as_injected_with_real_proxies() {
     for ns in [&pods.client, &pods.server] {
         let out = PodPair::exec(
             ns,
-            &[
-                proxy_init,
-                "--firewall-bin-path",
-                "iptables-nft",
-                "--firewall-save-bin-path",
-                "iptables-nft-save",
-                "--ipv6=false",
-                "--incoming-proxy-port",
-                "4143",
-                "--outgoing-proxy-port",
-                "4140",
-                "--proxy-uid",
-                "2102",
-                "--inbound-ports-to-ignore",
-                "4190,4191,4567,4568",
-                "--outbound-ports-to-ignore",
-                "4567,4568",
-            ],
+            &[&[proxy_init][..], &netns::INJECTED_PROXY_INIT_ARGS].concat(),
         )
         .output()
         .unwrap();
@@ -465,7 +435,7 @@ impl Drop for NetnsResolvConf {
 /// plane and balances to the server pod, whose proxy hands it to the app.
 #[test]
 fn short_names_are_canonicalised_and_discovered() {
-    if skipped("short_names_are_canonicalised_and_discovered") {
+    if netns::skipped("short_names_are_canonicalised_and_discovered", &[]) {
         return;
     }
     let proxy = linkerd_tests::proxy_bin();
@@ -567,7 +537,7 @@ fn short_names_are_canonicalised_and_discovered() {
 /// because the SNI is its identity, and sees the client proxy's identity.
 #[test]
 fn transparent_mtls_between_two_pods() {
-    if skipped("transparent_mtls_between_two_pods") {
+    if netns::skipped("transparent_mtls_between_two_pods", &[]) {
         return;
     }
     let proxy = linkerd_tests::proxy_bin();
