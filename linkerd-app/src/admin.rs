@@ -19,6 +19,10 @@ use std::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The longest request head the admin server reads (its requests are probes, scrapes and a
+/// log level: far shorter).
+const ADMIN_MAX_HEAD: usize = 64 * 1024;
+
 /// State the admin endpoints read.
 pub(crate) struct Admin {
     pub registry: Registry,
@@ -58,7 +62,7 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
             // so the localhost-only endpoints and the policy's networks see it as it is.
             Ok((socket, peer)) => (socket, linkerd_proxy_transport::canonical(peer)),
             Err(error) => {
-                tracing::warn!(%error, "admin accept failed");
+                linkerd_stack::rate_limited!(WARN, %error, "admin accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -140,7 +144,7 @@ async fn serve_conn(
     use linkerd_detect::{DetectParams, Protocol};
     let params = DetectParams {
         timeout: std::time::Duration::from_secs(1),
-        capacity: 1024,
+        capacity: ADMIN_MAX_HEAD,
     };
     let (detected, io) = linkerd_detect::detect(io, params)
         .await
@@ -156,6 +160,7 @@ async fn serve_conn(
             hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
+                .max_buf_size(ADMIN_MAX_HEAD)
                 .serve_connection(io, svc)
                 .await
         }

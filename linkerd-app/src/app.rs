@@ -137,9 +137,10 @@ impl App {
             config.inbound_ips.clone(),
         );
 
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_limits(config.metrics);
         let tcp = TcpMetrics::register(&mut registry);
-        let http_metrics = HttpMetrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry)
+            .with_inbound_authority(config.inbound_authority_labels);
         registry.register_collector(process::collector(SystemTime::now()));
         let control_metrics = ControlMetrics::register(&mut registry);
         let tls = match &config.identity {
@@ -406,7 +407,7 @@ async fn accept_loop(
                 tracker.spawn(
                     async move {
                         if let Err(error) = serve.await {
-                            tracing::info!(%error, "closing the connection");
+                            linkerd_stack::rate_limited!(INFO, %error, "closing the connection");
                         }
                     }
                     .instrument(span),
@@ -414,7 +415,7 @@ async fn accept_loop(
             }
             Err(error) => {
                 // E.g. EMFILE: back off briefly rather than spin.
-                tracing::warn!(listener = name, %error, "accept failed");
+                linkerd_stack::rate_limited!(WARN, listener = name, %error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

@@ -55,6 +55,13 @@ pub struct Config {
     pub control_streams: StreamLimits,
     /// The whole process environment, for the admin `/env.json` endpoint.
     pub env: HashMap<String, String>,
+    /// Bounds on every metric family: series per family
+    /// (`LINKERD2_PROXY_METRICS_MAX_SERIES`) and how long an unused series is kept
+    /// (`LINKERD2_PROXY_METRICS_RETAIN_IDLE`).
+    pub metrics: linkerd_metrics::Limits,
+    /// `LINKERD2_PROXY_INBOUND_METRICS_AUTHORITY_LABELS=unsafe`: inbound requests are counted
+    /// by authority too.
+    pub inbound_authority_labels: bool,
     /// What the operator should hear at start-up: unknown `LINKERD2_PROXY_*` names (typos),
     /// variables accepted for features this proxy does not have, values ignored.
     pub warnings: Vec<String>,
@@ -214,8 +221,6 @@ const NOT_IMPLEMENTED: &[(&str, Option<&str>)] = &[
     ("INGRESS_MODE", Some("false")),
     ("OUTBOUND_DISABLE_INFORMATIONAL_HEADERS", Some("false")),
     ("OUTBOUND_METRICS_HOSTNAME_LABELS", Some("false")),
-    ("INBOUND_METRICS_AUTHORITY_LABELS", Some("")),
-    ("METRICS_RETAIN_IDLE", None),
     ("IDENTITY_SPIRE_WORKLOAD_API_ADDRESS", None),
     ("IDENTITY_SPIRE_SOCKET", None),
     ("IDENTITY_SPIRE_EXP_BACKOFF_MIN", None),
@@ -663,6 +668,11 @@ impl Config {
             )?,
             workers,
             shutdown_grace_period: duration("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", "2m")?,
+            metrics: linkerd_metrics::Limits {
+                max_series: count("LINKERD2_PROXY_METRICS_MAX_SERIES", "2000")?,
+                retain_idle: duration("LINKERD2_PROXY_METRICS_RETAIN_IDLE", "10m")?,
+            },
+            inbound_authority_labels: !authority_labels.is_empty(),
             // Exactly `true` or `false`, as linkerd2-proxy.
             shutdown_endpoint_enabled: vars.parse(
                 "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",

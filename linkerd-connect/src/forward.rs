@@ -57,7 +57,7 @@ where
             );
             match copied.await {
                 Ok((sent, received)) => tracing::debug!(sent, received, "connection closed"),
-                Err(error) => tracing::info!(%error, "connection failed"),
+                Err(error) => linkerd_stack::rate_limited!(INFO, %error, "connection failed"),
             }
             Ok(())
         })

@@ -250,7 +250,7 @@ async fn follow<L: Lookup>(inner: Arc<Inner>, name: String, tx: watch::Sender<Ar
             res = session => match res {
                 Ok(()) => tracing::debug!(%name, what, "destination stream ended; reopening"),
                 Err(status) => {
-                    tracing::info!(%name, what, code = ?status.code(), message = %status.message(), "destination lookup failed; keeping the last known state");
+                    linkerd_stack::rate_limited!(INFO, %name, what, code = ?status.code(), message = %status.message(), "destination lookup failed; keeping the last known state");
                 }
             },
             () = idle::<L>(&inner, &name, &tx) => {

@@ -84,32 +84,51 @@ impl<T, H: Fn(&T) -> Option<Duration>> TargetTimeout<T> for Timeouts<H> {
     }
 }
 
+/// The longest prefix that can be undecided without being the start of an HTTP/1 request
+/// line: the HTTP/2 preface (a TLS record header decides at 6 bytes).
+const MAX_UNDECIDED_NON_HTTP: usize = 24;
+
 impl Default for DetectParams {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(10),
-            capacity: 1024,
+            // hyper's default HTTP/1 head limit (`max_buf_size`).
+            capacity: 400 * 1024,
         }
     }
 }
 
+/// The buffer detection starts with; it grows (in steps of this size) up to the capacity only
+/// for clients whose first line is that long.
+const INITIAL_BUFFER: usize = 1024;
+
 /// Reads from `io` until the classifier decides, the buffer is full, the peer stops sending
 /// (EOF) or the timeout expires, then returns the protocol and an I/O that replays every byte.
+///
+/// Only an HTTP/1 request line can still be undecided after the first few bytes, so a buffer
+/// that fills up holds the start of a request line longer than the capacity (the HTTP/1
+/// server's head limit): it is handed to the HTTP/1 server, which answers it as too large,
+/// rather than forwarded opaquely or reset.
 pub async fn detect<I>(mut io: I, params: DetectParams) -> Result<(Detected, PrefixedIo<I>), Error>
 where
     I: AsyncRead + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(params.capacity);
+    let mut buf = BytesMut::with_capacity(params.capacity.min(INITIAL_BUFFER));
     let read = async {
         loop {
-            // `read_buf` never grows the buffer past its capacity when limited with `take`.
             let room = params.capacity - buf.len();
+            buf.reserve(room.min(INITIAL_BUFFER));
+            // `take` keeps the buffer within the capacity whatever `read_buf` is offered.
             let n = (&mut io).take(room as u64).read_buf(&mut buf).await?;
-            let verdict = classify(&buf);
-            match verdict {
+            match classify(&buf) {
                 Classification::Done(p) => return Ok::<_, io::Error>(p),
-                Classification::NeedMore if n == 0 || buf.len() >= params.capacity => {
-                    return Ok(Protocol::Opaque)
+                Classification::NeedMore if n == 0 => return Ok(Protocol::Opaque),
+                Classification::NeedMore if buf.len() >= params.capacity => {
+                    return Ok(if buf.len() > MAX_UNDECIDED_NON_HTTP {
+                        Protocol::Http1
+                    } else {
+                        Protocol::Opaque
+                    })
                 }
                 Classification::NeedMore => {}
             }
@@ -261,18 +280,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_buffer_is_opaque_and_nothing_is_lost() {
+    async fn full_buffer_is_http1_and_nothing_is_lost() {
         let (mut client, server) = tokio::io::duplex(8192);
-        // A request line longer than the buffer: still undecided when the buffer is full.
+        // A request line longer than the buffer: still undecided when the buffer is full, and
+        // given to the HTTP/1 server (which answers it as too large).
         let mut data = b"GET /".to_vec();
         data.extend(std::iter::repeat_n(b'a', 3000));
         client.write_all(&data).await.unwrap();
         drop(client);
         let (d, io) = detect(server, PARAMS).await.unwrap();
-        assert_eq!(d.protocol, Protocol::Opaque);
+        assert_eq!(d.protocol, Protocol::Http1);
         assert!(!d.timed_out);
         assert_eq!(io.prefix().len(), 1024);
         assert_eq!(read_all(io).await, data);
+    }
+
+    #[tokio::test]
+    async fn request_lines_longer_than_the_first_buffer_are_http1() {
+        let params = DetectParams {
+            capacity: 64 * 1024,
+            ..PARAMS
+        };
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut data = b"GET /".to_vec();
+        data.extend(std::iter::repeat_n(b'a', 20_000));
+        data.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+        client.write_all(&data).await.unwrap();
+        drop(client);
+        let (d, io) = detect(server, params).await.unwrap();
+        assert_eq!(d.protocol, Protocol::Http1);
+        assert_eq!(read_all(io).await, data);
+    }
+
+    #[tokio::test]
+    async fn a_short_undecided_prefix_at_capacity_is_opaque() {
+        // A tiny capacity filled by a strict prefix of the HTTP/2 preface is not HTTP/1.
+        let params = DetectParams {
+            capacity: 10,
+            ..PARAMS
+        };
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"PRI * HTTP/2.0").await.unwrap();
+        let (d, _io) = detect(server, params).await.unwrap();
+        assert_eq!(d.protocol, Protocol::Opaque);
     }
 
     #[tokio::test]

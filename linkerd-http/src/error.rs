@@ -34,6 +34,17 @@ pub enum Error {
         source: hyper::Error,
     },
 
+    /// The request uses a feature the proxy does not carry (a transfer coding other than
+    /// `chunked`).
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+
+    /// The client's request body failed while it was being forwarded (bad chunked framing, a
+    /// bare LF, a body shorter than its `Content-Length`, a reset): the client's fault, not the
+    /// target's.
+    #[error("the client's request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
+
     /// The target is one of the proxy's own listeners: forwarding would loop.
     #[error("refusing to forward to {addr}: it is this proxy's own listener (a forwarding loop)")]
     Loop {
@@ -159,6 +170,20 @@ impl From<linkerd_connect::Error> for Error {
 }
 
 impl Error {
+    /// Sending a request to `addr` failed with `source`: the client's body failing (hyper
+    /// reports an error of the request body as a "user" error whose cause is the body's own
+    /// `hyper::Error`) is the client's fault, anything else the target's.
+    pub fn upstream(addr: SocketAddr, source: hyper::Error) -> Self {
+        let body_failed = source.is_user()
+            && std::error::Error::source(&source)
+                .is_some_and(|cause| cause.downcast_ref::<hyper::Error>().is_some());
+        if body_failed {
+            Error::ClientBody(source)
+        } else {
+            Error::Upstream { addr, source }
+        }
+    }
+
     /// The HTTP status that tells a client what went wrong.
     pub fn status(&self) -> StatusCode {
         use linkerd_proxy_transport::Error as T;
@@ -172,7 +197,8 @@ impl Error {
             Error::NoCertificate(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Loop { .. } => StatusCode::BAD_GATEWAY,
             Error::Forbidden { .. } | Error::Unauthorized(_) => StatusCode::FORBIDDEN,
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Error::Resolve { .. } => StatusCode::BAD_GATEWAY,
             // No endpoint became ready in time: a timeout, as upstream answers it.
             Error::Unavailable(linkerd_balance::Error::Unavailable { .. }) => {
@@ -217,7 +243,8 @@ impl Error {
             | Error::IdentityMismatch { .. }
             | Error::Resolve { .. } => UNAVAILABLE,
             Error::Forbidden { .. } | Error::Unauthorized(_) => PERMISSION_DENIED,
-            Error::BadRequest(_) | Error::InvalidPolicy(_) => INTERNAL,
+            Error::BadRequest(_) | Error::ClientBody(_) | Error::InvalidPolicy(_) => INTERNAL,
+            Error::NotImplemented(_) => 12,
             Error::RouteNotFound | Error::Redirect { .. } => NOT_FOUND,
             Error::RateLimited => 8,
             Error::Injected { .. } => 9,
@@ -254,6 +281,8 @@ impl Error {
             Error::Forbidden { .. } => "forbidden",
             Error::Unauthorized(_) => "unauthorized",
             Error::BadRequest(_) => "bad_request",
+            Error::ClientBody(_) => "request_body",
+            Error::NotImplemented(_) => "not_implemented",
             Error::Unavailable(B::NotFound { .. }) => "not_found",
             Error::Unavailable(B::Unavailable { .. }) => "failfast",
             Error::Unavailable(B::QueueFull { .. }) => "loadshed",

@@ -42,6 +42,85 @@ pub fn authority_of<B>(req: &http::Request<B>) -> Option<&str> {
     })
 }
 
+/// Checks the headers that say where a request goes and how its body is framed, as a proxy
+/// must before routing on them, and makes `Host` agree with the request target:
+///
+/// - more than one `Host`, or one that is not a valid authority, is 400 (RFC 9112 section 3.2);
+/// - an HTTP/1 absolute-form request's `Host` is replaced with the request target's authority
+///   (RFC 9112 section 3.2.2: a proxy ignores the received `Host`);
+/// - an HTTP/2 request whose `host` names another authority than `:authority` is malformed:
+///   400 (RFC 9113 section 8.3.1), unless it is a peer proxy's upgraded HTTP/1 request;
+/// - an HTTP/1 request body with a transfer coding other than `chunked` is 501 (RFC 9112
+///   section 6.1): the proxy would drop the coding with the hop's framing, and the app would
+///   read a coded body as if it were plain.
+pub fn check_request<B>(req: &mut http::Request<B>) -> Result<(), crate::Error> {
+    use crate::Error;
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(Error::BadRequest("more than one Host header".into()));
+    }
+    let host = match host {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                .filter(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+                .ok_or_else(|| Error::BadRequest(format!("invalid Host header {v:?}")))?,
+        ),
+        None => None,
+    };
+    if req.version() == http::Version::HTTP_2 {
+        // An HTTP/1 request a peer proxy carries as HTTP/2 (`l5d-orig-proto`) keeps the
+        // client's Host beside :authority; the peer has applied the HTTP/1 rules.
+        if req
+            .headers()
+            .contains_key(crate::orig_proto::L5D_ORIG_PROTO)
+        {
+            return Ok(());
+        }
+        // The same host, and the same port where both name one (a missing port is the
+        // scheme's default, which the other may spell out).
+        let same = |h: &http::uri::Authority, a: &http::uri::Authority| {
+            h.host().eq_ignore_ascii_case(a.host())
+                && (h.port_u16() == a.port_u16()
+                    || h.port_u16().is_none()
+                    || a.port_u16().is_none())
+        };
+        if let (Some(h), Some(a)) = (&host, req.uri().authority()) {
+            if !same(h, a) {
+                return Err(Error::BadRequest(
+                    "the host header names another authority than :authority".into(),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    let target = req.uri().authority().map(|a| match a.port() {
+        Some(port) => format!("{}:{}", a.host(), port.as_str()),
+        None => a.host().to_string(),
+    });
+    if let Some(target) = target.filter(|t| host.is_none_or(|h| h.as_str() != t)) {
+        let v = HeaderValue::from_str(&target).map_err(|_| {
+            Error::BadRequest(format!("invalid request target authority {target:?}"))
+        })?;
+        req.headers_mut().insert(header::HOST, v);
+    }
+    let other_coding = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|t| t.trim_ascii())
+        .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"chunked"));
+    if other_coding {
+        return Err(Error::NotImplemented(
+            "a transfer coding other than chunked".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the request asks to switch protocols in a way the proxy can carry (e.g. WebSocket):
 /// an `Upgrade` header named by `Connection`, other than `h2c`.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -68,6 +147,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        // `Connection: host` must not take a request's target away from the next hop.
+        .filter(|n| n != header::HOST)
         .collect();
     for n in named {
         headers.remove(n);

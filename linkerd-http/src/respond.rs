@@ -81,10 +81,12 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let grpc = crate::is_grpc(&req);
         let http1 = req.version() < http::Version::HTTP_2;
-        match self.unready.take() {
+        // Where the request goes is settled before anything routes on it.
+        let checked = crate::headers::check_request(&mut req).err();
+        match self.unready.take().or(checked) {
             Some(error) => ResponseFuture {
                 state: State::Unready { error: Some(error) },
                 grpc,
@@ -130,8 +132,8 @@ where
             | Error::Injected { .. }
             | Error::InjectedGrpc { .. }
             | Error::Redirect { .. } => tracing::debug!(%error, "request answered by policy"),
-            Error::Loop { .. } => tracing::warn!(%error, "request refused"),
-            _ => tracing::info!(%error, "request failed"),
+            Error::Loop { .. } => linkerd_stack::rate_limited!(WARN, %error, "request refused"),
+            _ => linkerd_stack::rate_limited!(INFO, %error, "request failed"),
         }
         let mut rsp = match grpc {
             true => error.to_grpc_response(),

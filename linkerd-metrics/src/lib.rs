@@ -13,8 +13,8 @@ mod encode;
 mod family;
 mod metric;
 
-pub use self::encode::{LabelWriter, Registry};
-pub use self::family::{EncodeLabels, Family, LabelPairs, NoLabels};
+pub use self::encode::{bounded, LabelWriter, Registry, MAX_LABEL_VALUE_LEN};
+pub use self::family::{EncodeLabels, Family, LabelPairs, Limits, NoLabels, OVERFLOW_VALUE};
 pub use self::metric::{Counter, Gauge, GaugeGuard, Histogram, Metric};
 
 /// Linkerd's latency buckets, in milliseconds (`response_latency_ms`,

@@ -12,6 +12,10 @@ pub trait Metric: Clone + Send + Sync + 'static {
 
     /// Appends this metric's sample lines; `labels` is the already-encoded label list (may be empty).
     fn encode(&self, name: &str, labels: &str, out: &mut String);
+
+    /// How many handles to this metric exist (its family's own included): a metric only its
+    /// family holds can't be recorded on until it is looked up again.
+    fn handles(&self) -> usize;
 }
 
 /// A monotonically increasing count.
@@ -56,6 +60,10 @@ impl Counter {
 
 impl Metric for Counter {
     const TYPE: &'static str = "counter";
+
+    fn handles(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
 
     fn encode(&self, name: &str, labels: &str, out: &mut String) {
         write_sample(out, name, "", labels, self.value() as f64);
@@ -104,6 +112,14 @@ impl Drop for GaugeGuard {
 
 impl Metric for Gauge {
     const TYPE: &'static str = "gauge";
+
+    fn handles(&self) -> usize {
+        // A gauge away from zero still says something (open connections), held or not.
+        if self.value() != 0 {
+            return usize::MAX;
+        }
+        Arc::strong_count(&self.0)
+    }
 
     fn encode(&self, name: &str, labels: &str, out: &mut String) {
         write_sample(out, name, "", labels, self.value() as f64);
@@ -158,6 +174,10 @@ impl Histogram {
 
 impl Metric for Histogram {
     const TYPE: &'static str = "histogram";
+
+    fn handles(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
 
     fn encode(&self, name: &str, labels: &str, out: &mut String) {
         let h = &*self.0;

@@ -49,7 +49,7 @@ pub async fn accept(
     let local = socket.local_addr()?;
     opts.apply(&socket);
     let orig_dst = orig_dst.orig_dst(&socket).unwrap_or_else(|error| {
-        tracing::warn!(%client, %error, "failed to read the original destination");
+        linkerd_stack::rate_limited!(WARN, %client, %error, "failed to read the original destination");
         None
     });
     // An IPv4 client of a dual-stack listener (`[::]:4143`) is known by its IPv4 addresses,

@@ -9,6 +9,8 @@
 //! It holds no layer of its own: the layers live in the crates that own their concerns.
 #![forbid(unsafe_code)]
 
+pub mod log;
+
 use std::{
     future::Future,
     pin::Pin,

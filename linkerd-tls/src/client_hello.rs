@@ -37,6 +37,13 @@ const MAX_RECORD_LEN: usize = 1 << 14;
 const MAX_CLIENT_HELLO_LEN: usize = 64 * 1024;
 /// Version, random, an empty session id, one cipher suite and one
 /// compression method: a shorter body is rejected from its header alone.
+/// The most bytes a ClientHello the parser accepts can take on the wire: the largest message
+/// (its handshake header and body) split into full records, each with its record header. A
+/// reader buffering this much never gives up on a ClientHello the parser would take.
+pub const MAX_CLIENT_HELLO_WIRE_LEN: usize = {
+    let msg = HANDSHAKE_HEADER_LEN + MAX_CLIENT_HELLO_LEN;
+    msg + msg.div_ceil(MAX_RECORD_LEN) * RECORD_HEADER_LEN
+};
 const MIN_CLIENT_HELLO_LEN: usize = 2 + 32 + 1 + 2 + 2 + 1 + 1;
 const MAX_SESSION_ID_LEN: usize = 32;
 const EXT_SERVER_NAME: u16 = 0;
@@ -704,6 +711,30 @@ mod tests {
         // Too short for the fixed fields: rejected before the body arrives.
         let short = [22, 3, 1, 0, 4, 1, 0, 0, 10];
         assert_eq!(parse_client_hello(&short), Parsed::NotClientHello);
+    }
+
+    #[test]
+    fn the_largest_client_hello_fits_the_wire_bound() {
+        // A body of exactly the bound (padded with a padding extension), in full records.
+        let sni = sni_ext(b"api.example.com");
+        let fixed = body_prefix().len() + 2 + sni.len() + 4;
+        let padding = ext(21, &vec![0; MAX_CLIENT_HELLO_LEN - fixed]);
+        let mut body = body_prefix();
+        body.extend(vec16(&[sni, padding].concat()));
+        assert_eq!(body.len(), MAX_CLIENT_HELLO_LEN);
+        let mut msg = vec![HANDSHAKE_CLIENT_HELLO];
+        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        msg.extend_from_slice(&body);
+        let wire = frame(&msg, &[MAX_RECORD_LEN; 8]);
+        assert_eq!(wire.len(), MAX_CLIENT_HELLO_WIRE_LEN);
+        assert_eq!(
+            parse_client_hello(&wire),
+            hello(Some("api.example.com"), &[])
+        );
+        assert_eq!(
+            parse_client_hello(&wire[..wire.len() - 1]),
+            Parsed::Incomplete
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod terminate;
 mod transport;
 
 pub use self::client::{connect, ClientTls};
-pub use self::client_hello::{parse_client_hello, ClientHello, Parsed};
+pub use self::client_hello::{parse_client_hello, ClientHello, Parsed, MAX_CLIENT_HELLO_WIRE_LEN};
 pub use self::config::{TlsConfigs, TRANSPORT_ALPN};
 pub use self::header::{HeaderError, SessionProtocol, TransportHeader, PREFACE};
 pub use self::server::{client_id, read_client_hello, terminate, Detected, ServerTlsStream};

@@ -198,57 +198,69 @@ pub async fn tcp_echo() -> SocketAddr {
 
 /// Like [`tcp_echo`], on a given address.
 pub async fn tcp_echo_on(addr: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind(addr).await.expect("bind echo");
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    serve_tcp(addr, |mut socket| async move {
+        let mut buf = [0u8; 16 * 1024];
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 16 * 1024];
-                loop {
-                    match socket.read(&mut buf).await {
-                        Ok(0) => {
-                            let _ = socket.write_all(b"bye").await;
-                            let _ = socket.shutdown().await;
-                            return;
-                        }
-                        Ok(n) => {
-                            if socket.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => return,
+            match socket.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = socket.write_all(b"bye").await;
+                    let _ = socket.shutdown().await;
+                    return;
+                }
+                Ok(n) => {
+                    if socket.write_all(&buf[..n]).await.is_err() {
+                        return;
                     }
                 }
-            });
+                Err(_) => return,
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A TCP server that writes `banner` as soon as a client connects (like SMTP or MySQL), then
 /// echoes.
 pub async fn server_first(banner: &'static [u8]) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_tcp(local(), move |mut socket| async move {
+        if socket.write_all(banner).await.is_err() {
+            return;
+        }
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = socket.read(&mut buf).await {
+            if n == 0 || socket.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// A TCP server that accepts, reads and discards everything, and never answers (a hung or
+/// blackholed app): the proxy hears nothing from it.
+pub async fn blackhole() -> SocketAddr {
+    serve_tcp(local(), |mut socket| async move {
+        let mut buf = [0u8; 16 * 1024];
+        while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await
+}
+
+fn local() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Binds `addr` and serves each accepted connection with `serve`, in its own task.
+async fn serve_tcp<F, Fut>(addr: SocketAddr, serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await.expect("bind a test server");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                if socket.write_all(banner).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = socket.read(&mut buf).await {
-                    if n == 0 || socket.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
         }
     });
     addr

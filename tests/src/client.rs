@@ -74,6 +74,8 @@ pub async fn send(
         req = req.header(*k, *v);
     }
     let req = req.body(Full::default()).expect("a valid request");
+    // The connection takes the next request once the last response is done with.
+    tx.ready().await.expect("the connection is still open");
     let rsp = tx.send_request(req).await.expect("response");
     let (parts, body) = rsp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();

@@ -64,8 +64,9 @@ use tower::{
     BoxError, ServiceBuilder, ServiceExt,
 };
 
-/// At most this much of a connection is buffered to read a ClientHello.
-const CLIENT_HELLO_CAPACITY: usize = 32 * 1024;
+/// At most this much of a connection is buffered to read a ClientHello: as much as the
+/// largest one the parser accepts (64 KiB, in records), so none is cut off.
+const CLIENT_HELLO_CAPACITY: usize = linkerd_tls::MAX_CLIENT_HELLO_WIRE_LEN;
 
 /// What every inbound connection and request shares.
 pub(crate) struct Inbound {
@@ -164,7 +165,8 @@ impl Inbound {
         };
         let detect = DetectParams {
             timeout: config.inbound.detect_timeout,
-            capacity: 1024,
+            // As long as a request line the HTTP/1 server would take.
+            capacity: config.inbound.server.h1_max_buf_size,
         };
         let server_name = config.identity.as_ref().map(|i| i.server_name.clone());
         let terminate = TerminateParams {
@@ -328,7 +330,7 @@ where
             Protocol::Tls | Protocol::Opaque => {
                 let app = app_addr(conn.target.port);
                 if self.own.contains(app) {
-                    tracing::warn!(target = %app, "refusing to forward to this proxy's own port (a forwarding loop)");
+                    linkerd_stack::rate_limited!(WARN, target = %app, "refusing to forward to this proxy's own port (a forwarding loop)");
                     return future::Either::Right(Box::pin(async { Ok(()) }));
                 }
                 let connect = self.connector.to(Target {
@@ -348,7 +350,7 @@ where
                         res = forward => res?,
                         // Dropping the forward closes both sides.
                         why = revocation.revoked() => {
-                            tracing::info!(%client, target = %app, reason = %why, "terminating a TCP connection the policy no longer allows");
+                            linkerd_stack::rate_limited!(INFO, %client, target = %app, reason = %why, "terminating a TCP connection the policy no longer allows");
                         }
                     }
                     Ok(())

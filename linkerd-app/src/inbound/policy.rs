@@ -803,9 +803,9 @@ fn log_denial(denial: &Denial, audit: bool, target: &InboundTarget, http: bool) 
     };
     let what = if http { "requests" } else { "connection" };
     if audit {
-        tracing::info!(%client, %client_id, reason = %denial, "audit: allowing a client the policy would refuse ({what})");
+        linkerd_stack::rate_limited!(INFO, %client, %client_id, reason = %denial, "audit: allowing a client the policy would refuse ({what})");
     } else {
-        tracing::info!(%client, %client_id, reason = %denial, "refusing the client's {what}");
+        linkerd_stack::rate_limited!(INFO, %client, %client_id, reason = %denial, "refusing the client's {what}");
     }
 }
 

@@ -98,7 +98,8 @@ impl Outbound {
         Arc::new(Self {
             detect: DetectParams {
                 timeout: config.outbound.detect_timeout,
-                capacity: 1024,
+                // As long as a request line the HTTP/1 server would take.
+                capacity: config.outbound.server.h1_max_buf_size,
             },
             opaque_ports: config.opaque_ports.clone(),
             server: config.outbound.server.clone(),

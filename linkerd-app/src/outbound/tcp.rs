@@ -43,7 +43,7 @@ impl TcpForward {
             }));
         }
         if self.own.contains(dst) {
-            tracing::warn!(%dst, "refusing to forward to this proxy's own listener (a forwarding loop)");
+            linkerd_stack::rate_limited!(WARN, %dst, "refusing to forward to this proxy's own listener (a forwarding loop)");
             return Box::pin(async { Ok(()) });
         }
         let connect = self.connector.to(Target {

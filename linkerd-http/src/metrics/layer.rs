@@ -210,7 +210,12 @@ impl AuthorityRoutes {
                 .and_then(|v| v.to_str().ok()),
             Direction::Outbound => None,
         };
-        let authority = canonical.or_else(|| crate::authority_of(req));
+        let authority = match self.direction {
+            Direction::Inbound if !self.metrics.inbound_authority() => None,
+            _ => canonical
+                .or_else(|| crate::authority_of(req))
+                .map(linkerd_metrics::bounded),
+        };
         let mut last = self.last.lock();
         if let Some(r) = last.as_ref() {
             let l = r.labels();

@@ -29,6 +29,9 @@ pub struct HttpMetrics {
     request_total: Arc<Family<RouteLabels, Counter>>,
     response_total: Arc<Family<ResponseLabels, Counter>>,
     response_latency: Arc<Family<StatusLabels, Histogram>>,
+    /// Whether inbound requests are counted by authority (a label any client can choose:
+    /// `LINKERD2_PROXY_INBOUND_METRICS_AUTHORITY_LABELS=unsafe`).
+    inbound_authority: bool,
 }
 
 /// What a request is counted under: its direction, authority and target address.
@@ -110,11 +113,24 @@ impl HttpMetrics {
                 "Elapsed times between a request's headers being received and its response's headers being sent.",
                 || Histogram::new(&LATENCY_BUCKETS_MS),
             )),
+            inbound_authority: false,
         };
         reg.register(m.request_total.clone());
         reg.register(m.response_total.clone());
         reg.register(m.response_latency.clone());
         m
+    }
+
+    /// Inbound requests are counted by authority too (off by default, as linkerd2-proxy: a
+    /// client could otherwise make a series per Host it sends).
+    pub fn with_inbound_authority(mut self, enabled: bool) -> Self {
+        self.inbound_authority = enabled;
+        self
+    }
+
+    /// Whether inbound requests are counted by authority.
+    pub fn inbound_authority(&self) -> bool {
+        self.inbound_authority
     }
 
     /// The handles for one route.
@@ -221,9 +237,12 @@ pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
 
 impl EncodeLabels for RouteLabels {
     fn encode(&self, w: &mut LabelWriter<'_>) {
-        w.label("direction", self.direction.as_str())
-            .label("authority", self.authority.as_deref().unwrap_or(""))
-            .label("target_addr", self.target_addr)
+        w.label("direction", self.direction.as_str());
+        // Inbound, the authority is a label only when enabled (`unsafe`) and present.
+        if self.direction == Direction::Outbound || self.authority.is_some() {
+            w.label("authority", self.authority.as_deref().unwrap_or(""));
+        }
+        w.label("target_addr", self.target_addr)
             .label("target_ip", self.target_addr.ip())
             .label("target_port", self.target_addr.port());
         self.tls.encode(w);

@@ -49,12 +49,7 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
                         tracing::debug!(%addr, error = %e.error(), "pooled connection was stale; retrying");
                         req = r;
                     }
-                    _ => {
-                        return Err(Error::Upstream {
-                            addr,
-                            source: e.into_error(),
-                        })
-                    }
+                    _ => return Err(Error::upstream(addr, e.into_error())),
                 },
             }
         }

@@ -55,12 +55,7 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
                         retried = true;
                         req = r;
                     }
-                    _ => {
-                        return Err(Error::Upstream {
-                            addr,
-                            source: e.into_error(),
-                        })
-                    }
+                    _ => return Err(Error::upstream(addr, e.into_error())),
                 },
             }
         }

@@ -1,0 +1,440 @@
+//! The proxy under attack, one test per finding of the hardening review (issue 16), each
+//! bounded in time and count and on loopback only: what a hostile or broken client sends, and
+//! what must hold for it and for everyone else.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use linkerd_tests::{backend, ca::CaControl, client, metric_sum, proxy, scrape};
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// The longest any one exchange in this file may take: a hang is a failure, not a wait.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// Writes `request` on a new connection to `addr` and reads until the proxy closes it (every
+/// request here says `Connection: close`, or is one the proxy answers by closing).
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let read = async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(BOUND, read)
+        .await
+        .expect("the proxy answers and closes within the bound")
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// The `name: value` line the `/headers` backend echoed for `name`, if any.
+fn echoed<'a>(response: &'a str, name: &str) -> Vec<&'a str> {
+    let prefix = format!("{name}: ");
+    response
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+// --- Host handling (finding 4) ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_request_goes_with_its_target_as_host() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], None);
+    let req = format!(
+        "GET http://{}/headers HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        app.addr
+    );
+    let rsp = exchange(proxy.outbound_addr, req.as_bytes()).await;
+    assert_eq!(status_of(&rsp), 200, "{rsp}");
+    assert_eq!(
+        echoed(&rsp, "host"),
+        [app.addr.to_string().as_str()],
+        "RFC 9112 3.2.2: the proxy replaces the client's Host with the target's: {rsp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_headers_are_a_bad_request_and_reach_nobody() {
+    let app = backend::http().await;
+    for proxy in [proxy(&[], None), proxy(&[], Some(app.addr))] {
+        for listener in [proxy.outbound_addr, proxy.inbound_addr] {
+            let req = format!(
+                "GET /headers HTTP/1.1\r\nHost: {}\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+                app.addr
+            );
+            let rsp = exchange(listener, req.as_bytes()).await;
+            assert_eq!(status_of(&rsp), 400, "{rsp}");
+        }
+    }
+    assert_eq!(app.requests(), 0, "no request with two Hosts was forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_host_is_a_bad_request() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    let rsp = exchange(
+        proxy.outbound_addr,
+        b"GET / HTTP/1.1\r\nHost: a b@c\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rsp), 400, "{rsp}");
+    assert_eq!(app.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_host_that_differs_from_the_authority_is_a_bad_request() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    let mut h2 = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let req = Request::get(format!("http://{}/headers", app.addr))
+        .header("host", "other.example")
+        .body(Full::default())
+        .unwrap();
+    let (status, body) = client::text(h2.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    // The same authority in both is fine.
+    let req = Request::get(format!("http://{}/headers", app.addr))
+        .header("host", app.addr.to_string())
+        .body(Full::default())
+        .unwrap();
+    let (status, body) = client::text(h2.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        app.requests(),
+        1,
+        "only the consistent request was forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_strip_host() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    let rsp = exchange(
+        proxy.outbound_addr,
+        b"GET /headers HTTP/1.1\r\nHost: web.example\r\nConnection: Host, close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rsp), 200, "{rsp}");
+    assert_eq!(echoed(&rsp, "host"), ["web.example"], "{rsp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coding_the_proxy_would_drop_is_not_implemented() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    let rsp = exchange(
+        proxy.outbound_addr,
+        b"POST /echo HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rsp), 501, "{rsp}");
+    assert_eq!(
+        app.requests(),
+        0,
+        "the gzip-coded body never reached the app"
+    );
+    // Plain chunked is carried.
+    let rsp = exchange(
+        proxy.outbound_addr,
+        b"POST /echo HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rsp), 200, "{rsp}");
+    assert!(rsp.contains("abc"), "{rsp}");
+}
+
+// --- Legitimate traffic the bounds broke (finding 6) ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4_kib_request_line_is_served() {
+    let app = backend::http().await;
+    let path = format!("/long/{}", "a".repeat(4096));
+    // Explicit mode (the absolute-form line is longer still) and transparent mode.
+    let explicit = proxy(&[], None);
+    let req = format!(
+        "GET http://{}{path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n",
+        app.addr
+    );
+    let rsp = exchange(explicit.outbound_addr, req.as_bytes()).await;
+    assert_eq!(status_of(&rsp), 200, "{rsp}");
+    let transparent = proxy(&[], Some(app.addr));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n");
+    for listener in [transparent.outbound_addr, transparent.inbound_addr] {
+        let rsp = exchange(listener, req.as_bytes()).await;
+        assert_eq!(status_of(&rsp), 200, "{rsp}");
+    }
+    assert_eq!(app.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_the_limit_is_answered_not_reset() {
+    let app = backend::http().await;
+    let proxy = proxy(&[("LINKERD2_PROXY_HTTP1_MAX_HEADER_BYTES", "16384")], None);
+    let req = format!(
+        "GET http://{}/{} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n",
+        app.addr,
+        "a".repeat(20_000)
+    );
+    let rsp = exchange(proxy.outbound_addr, req.as_bytes()).await;
+    assert_eq!(
+        status_of(&rsp),
+        431,
+        "too large a head gets hyper's answer: {rsp}"
+    );
+    assert_eq!(app.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_kib_client_hello_for_the_app_passes_through_a_meshed_proxy() {
+    let ctl = CaControl::start("24h", &["server", "client"]).await;
+    let echo = backend::tcp_echo().await;
+    let server = linkerd_tests::ca::start_proxy(&ctl.proxy_env("server"), Some(echo));
+    linkerd_tests::ca::ready(server.admin_addr).await;
+    // TLS for the app's own name (not the proxy's identity): the proxy reads the whole
+    // ClientHello to learn that, then forwards it untouched.
+    let hello = padded(&client_hello(&ctl, "app.example.com"), 50 * 1024);
+    assert!(hello.len() > 50 * 1024);
+    let read = async {
+        let mut s = TcpStream::connect(server.inbound_addr).await.unwrap();
+        s.write_all(&hello).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        out
+    };
+    let out = tokio::time::timeout(BOUND, read)
+        .await
+        .expect("echoed in time");
+    assert_eq!(
+        out.len(),
+        hello.len() + 3,
+        "the echo of every byte, then bye"
+    );
+    assert_eq!(&out[..hello.len()], &hello[..]);
+}
+
+/// The ClientHello a rustls client with a mesh certificate sends for `server`.
+fn client_hello(ctl: &CaControl, server: &str) -> Vec<u8> {
+    let name = rustls::pki_types::ServerName::try_from(server.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(ctl.client_config(Some("client")), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+/// `hello` (one record holding a ClientHello, as rustls writes it) with a padding extension of
+/// `pad` bytes added first in its extension list, reframed in full 16 KiB records: the same
+/// ClientHello, as a client with a large extension set would send it.
+fn padded(hello: &[u8], pad: usize) -> Vec<u8> {
+    let u16_at = |b: &[u8], i: usize| usize::from(u16::from_be_bytes([b[i], b[i + 1]]));
+    let msg = &hello[5..];
+    assert_eq!(msg[0], 1, "a ClientHello");
+    let body = &msg[4..];
+    let mut i = 2 + 32;
+    i += 1 + usize::from(body[i]); // session id
+    i += 2 + u16_at(body, i); // cipher suites
+    i += 1 + usize::from(body[i]); // compression methods
+    let exts_len = u16_at(body, i);
+    let mut padding = 21u16.to_be_bytes().to_vec();
+    padding.extend_from_slice(&(pad as u16).to_be_bytes());
+    padding.extend(std::iter::repeat_n(0, pad));
+    let mut new_body = body[..i].to_vec();
+    new_body.extend_from_slice(&((exts_len + padding.len()) as u16).to_be_bytes());
+    new_body.extend(padding);
+    new_body.extend_from_slice(&body[i + 2..]);
+    let mut new_msg = vec![1];
+    new_msg.extend_from_slice(&(new_body.len() as u32).to_be_bytes()[1..]);
+    new_msg.extend(new_body);
+    let mut wire = Vec::new();
+    for fragment in new_msg.chunks(16 * 1024) {
+        wire.extend_from_slice(&[22, 3, 1]);
+        wire.extend_from_slice(&(fragment.len() as u16).to_be_bytes());
+        wire.extend_from_slice(fragment);
+    }
+    wire
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_kib_client_hello_for_the_proxy_is_terminated_not_passed_to_the_app() {
+    let ctl = CaControl::start("24h", &["server", "client"]).await;
+    let echo = backend::tcp_echo().await;
+    let server = linkerd_tests::ca::start_proxy(&ctl.proxy_env("server"), Some(echo));
+    linkerd_tests::ca::ready(server.admin_addr).await;
+    // A real client's ClientHello for the proxy's identity, made 50 KiB larger.
+    let hello = padded(
+        &client_hello(&ctl, &linkerd_tests::ca::id("server")),
+        50 * 1024,
+    );
+    let read = async {
+        let mut s = TcpStream::connect(server.inbound_addr).await.unwrap();
+        s.write_all(&hello).await.unwrap();
+        let mut first = [0u8; 6];
+        s.read_exact(&mut first).await.unwrap();
+        first
+    };
+    let first = tokio::time::timeout(BOUND, read)
+        .await
+        .expect("an answer in time");
+    assert_eq!(
+        (first[0], first[5]),
+        (22, 2),
+        "the proxy answers with its ServerHello (not the app with the echoed ClientHello)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_framing_errors_are_bad_requests_not_upstream_failures() {
+    // An app that waits for the whole body before it answers (here: forever), so the body's
+    // failure is what ends the request.
+    let app = backend::blackhole().await;
+    let proxy = proxy(&[], Some(app));
+    for (what, req) in [
+        (
+            "a chunk size that is not hex",
+            &b"POST /echo HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "a chunk without its CRLF",
+            b"POST /echo HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+        ),
+    ] {
+        let rsp = exchange(proxy.outbound_addr, req).await;
+        assert_eq!(status_of(&rsp), 400, "{what}: {rsp}");
+    }
+    let m = scrape(proxy.admin_addr).await;
+    assert_eq!(
+        metric_sum(&m, "response_total", &["status_code=\"502\""]),
+        0.0,
+        "no framing error is counted as an upstream failure:\n{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "response_total",
+            &["status_code=\"400\"", "error=\"request_body\""]
+        ),
+        2.0,
+        "{m}"
+    );
+}
+
+// --- Metrics cardinality (finding 2) ---
+
+/// Sends `n` requests over one HTTP/2 connection to `addr`, each with its own random-looking
+/// authority (`:authority`), 100 at a time; returns how many got a response.
+async fn random_authorities(addr: SocketAddr, n: usize, host_len: usize) -> usize {
+    let h2 = client::http2::<Full<Bytes>>(addr).await;
+    let mut answered = 0;
+    for batch in (0..n).collect::<Vec<_>>().chunks(100) {
+        let sends = batch.iter().map(|i| {
+            let mut h2 = h2.clone();
+            let host = format!("{i:x}{}.example", "h".repeat(host_len.saturating_sub(16)));
+            async move {
+                let req = Request::get(format!("http://{host}/"))
+                    .body(Full::default())
+                    .unwrap();
+                match h2.send_request(req).await {
+                    // Read to the end: a dropped response resets its stream.
+                    Ok(rsp) => client::text(rsp).await.0 == 200,
+                    Err(_) => false,
+                }
+            }
+        });
+        answered += futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_authorities_from_a_client_leave_metrics_bounded() {
+    let app = backend::http().await;
+    // Inbound, authorities are not labels (as linkerd2-proxy, unless `unsafe`); outbound they
+    // are, and the family cap holds (a small one here, to keep the test short).
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_METRICS_MAX_SERIES", "100")],
+        Some(app.addr),
+    );
+    let n = 20_000;
+    let inbound = random_authorities(proxy.inbound_addr, n, 16);
+    let outbound = random_authorities(proxy.outbound_addr, n, 16);
+    let (inbound, outbound) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(inbound, outbound)
+    })
+    .await
+    .expect("40,000 requests in time");
+    assert_eq!((inbound, outbound), (n, n), "every request was answered");
+    let m = scrape(proxy.admin_addr).await;
+    assert!(
+        m.len() < 1024 * 1024,
+        "/metrics is {} bytes after 40,000 distinct authorities",
+        m.len()
+    );
+    // Every request is still counted, under its own series or the overflow one (inbound, the
+    // scrape itself counts too).
+    let inbound_total = metric_sum(&m, "request_total", &["direction=\"inbound\""]);
+    assert!(
+        (n as f64..=n as f64 + 1.0).contains(&inbound_total),
+        "{inbound_total}"
+    );
+    assert_eq!(
+        metric_sum(&m, "request_total", &["direction=\"outbound\""]),
+        n as f64,
+        "every request is still counted"
+    );
+    assert!(
+        m.lines()
+            .filter(|l| l.starts_with("request_total{") && l.contains("direction=\"inbound\""))
+            .all(|l| !l.contains("authority=")),
+        "no inbound authority label by default"
+    );
+    assert!(
+        m.contains("request_total{direction=\"outbound\",authority=\"other\""),
+        "the outbound overflow goes to one `other` series"
+    );
+    let overflowed = metric_sum(
+        &m,
+        "metrics_series_overflow_total",
+        &["metric=\"request_total\""],
+    );
+    assert!(
+        overflowed >= (n - 100) as f64,
+        "overflow counted: {overflowed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4_kib_authority_does_not_make_a_4_kib_label() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    let before = scrape(proxy.admin_addr).await.len();
+    assert_eq!(random_authorities(proxy.outbound_addr, 1, 4096).await, 1);
+    let m = scrape(proxy.admin_addr).await;
+    let longest = m.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1024, "the longest line is {longest} bytes");
+    assert!(
+        m.len() - before < 64 * 1024,
+        "{} bytes more",
+        m.len() - before
+    );
+}
