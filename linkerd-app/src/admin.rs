@@ -23,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 /// log level: far shorter).
 const ADMIN_MAX_HEAD: usize = 64 * 1024;
 
+/// The most admin connections served at once (probes, scrapes and a few operators need far
+/// fewer).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// State the admin endpoints read.
 pub(crate) struct Admin {
     pub registry: Registry,
@@ -56,6 +60,7 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     // linkerd2-proxy gives the admin port's ClientHello one second.
     params.timeout = std::time::Duration::from_secs(1);
     let terminate = TerminateLayer::new(params, |peer: &SocketAddr| Some(*peer));
+    let permits = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
         let (socket, peer) = match listener.accept().await {
             // On `[::]:4191`, a localhost client is `::ffff:127.0.0.1`: known as 127.0.0.1,
@@ -66,6 +71,10 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            linkerd_stack::rate_limited!(WARN, %peer, max = ADMIN_MAX_CONNECTIONS, "admin connection limit reached; closing the new connection");
+            continue;
         };
         let admin = admin.clone();
         let serve_conn = tower::service_fn(
@@ -80,6 +89,7 @@ pub(crate) async fn serve(admin: Arc<Admin>, listener: TcpListener) {
             if let Err(error) = conn.oneshot((peer, socket)).await {
                 tracing::debug!(%peer, %error, "admin connection failed");
             }
+            drop(permit);
         });
     }
 }

@@ -10,7 +10,7 @@ use crate::{
 };
 use linkerd_connect::Connector;
 use linkerd_http::{Client, HttpMetrics, PoolMetrics};
-use linkerd_metrics::Registry;
+use linkerd_metrics::{Counter, Family, LabelPairs, Registry};
 use linkerd_proxy_api::client::ControlMetrics;
 use linkerd_proxy_transport::{
     accept, bind, Accepted, Direction, OrigDst, SoOriginalDst, SocketOptions, TcpMetrics,
@@ -262,6 +262,12 @@ impl App {
         // The accept loops are tracked too, so `drained` returns only once the listeners are
         // closed (their ports can be bound again).
         let outbound_stack = outbound.stack();
+        let refused = Arc::new(Family::<LabelPairs, Counter>::new(
+            "tcp_accept_refused_total",
+            "Connections closed as soon as they were accepted: the listener's connection limit was reached.",
+        ));
+        registry.register(refused.clone());
+        let outbound_limit = ConnLimit::new(&refused, "outbound", config.outbound.max_connections);
         for listener in std::iter::once(outbound_listener).chain(outbound_also.map(|(l, _)| l)) {
             tracker.spawn(accept_loop(
                 "outbound",
@@ -270,6 +276,7 @@ impl App {
                 orig_dst.clone(),
                 shutdown.clone(),
                 tracker.clone(),
+                outbound_limit.clone(),
                 outbound_stack.clone(),
             ));
         }
@@ -280,6 +287,7 @@ impl App {
             orig_dst,
             shutdown.clone(),
             tracker.clone(),
+            ConnLimit::new(&refused, "inbound", config.inbound.max_connections),
             inbound.stack(),
         ));
         let admin_state = Arc::new(admin::Admin {
@@ -375,7 +383,28 @@ fn start_identity(
     Ok(tls)
 }
 
-/// Accepts connections until shutdown, serving each through `stack` on its own task.
+/// A direction's bound on connections served at once, and the count of those refused.
+#[derive(Clone)]
+struct ConnLimit {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    refused: Counter,
+}
+
+impl ConnLimit {
+    fn new(refused: &Family<LabelPairs, Counter>, direction: &'static str, max: usize) -> Self {
+        let labels = LabelPairs::new(vec![("direction", Arc::from(direction))]);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            refused: refused.get(&labels),
+        }
+    }
+}
+
+/// Accepts connections until shutdown, serving each through `stack` on its own task, at most
+/// `limit` at once (one more is closed at once, counted and logged, rate-limited).
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     name: &'static str,
     listener: TcpListener,
@@ -383,6 +412,7 @@ async fn accept_loop(
     orig_dst: Arc<dyn OrigDst>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    limit: ConnLimit,
     stack: ConnStack,
 ) {
     loop {
@@ -395,6 +425,11 @@ async fn accept_loop(
         };
         match conn {
             Ok(conn) => {
+                let Ok(permit) = limit.permits.clone().try_acquire_owned() else {
+                    limit.refused.incr();
+                    linkerd_stack::rate_limited!(WARN, listener = name, peer = %conn.client, max = limit.max, "connection limit reached; closing the new connection");
+                    continue;
+                };
                 let span = tracing::info_span!(
                     "conn",
                     dir = name,
@@ -409,6 +444,7 @@ async fn accept_loop(
                         if let Err(error) = serve.await {
                             linkerd_stack::rate_limited!(INFO, %error, "closing the connection");
                         }
+                        drop(permit);
                     }
                     .instrument(span),
                 );

@@ -77,6 +77,9 @@ pub struct ProxyConfig {
     pub also_listen_addr: Option<SocketAddr>,
     /// The listeners' accept backlog (`_{IN,OUT}BOUND_TCP_LISTEN_BACKLOG`).
     pub backlog: u32,
+    /// At most this many connections are served at once (`_{IN,OUT}BOUND_MAX_CONNECTIONS`,
+    /// ours); one more is closed as soon as it is accepted.
+    pub max_connections: usize,
     /// Keep-alive and user timeout on accepted sockets (`_{IN,OUT}BOUND_ACCEPT_*`).
     pub accept: SocketOptions,
     /// Keep-alive and user timeout on dialed sockets (`_{IN,OUT}BOUND_CONNECT_*`).
@@ -392,6 +395,16 @@ impl Config {
                     "8",
                 )?,
                 h2,
+                request_body_timeout: Some(duration(
+                    "LINKERD2_PROXY_HTTP_REQUEST_BODY_TIMEOUT",
+                    "300s",
+                )?)
+                .filter(|d| !d.is_zero()),
+                response_headers_timeout: Some(duration(
+                    "LINKERD2_PROXY_HTTP_RESPONSE_HEADERS_TIMEOUT",
+                    "300s",
+                )?)
+                .filter(|d| !d.is_zero()),
             })
         };
         let h1_header_read_timeout = duration("LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT", "30s")?;
@@ -642,6 +655,7 @@ impl Config {
                 listen_addr: addr("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "0.0.0.0:4143")?,
                 also_listen_addr: None,
                 backlog: backlog("INBOUND")?,
+                max_connections: count("LINKERD2_PROXY_INBOUND_MAX_CONNECTIONS", "10000")?,
                 accept: socket("INBOUND", "ACCEPT")?,
                 connect: socket("INBOUND", "CONNECT")?,
                 detect_timeout: duration("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT", "10s")?,
@@ -652,6 +666,7 @@ impl Config {
                 listen_addr: outbound_addr,
                 also_listen_addr: outbound_also,
                 backlog: backlog("OUTBOUND")?,
+                max_connections: count("LINKERD2_PROXY_OUTBOUND_MAX_CONNECTIONS", "10000")?,
                 accept: socket("OUTBOUND", "ACCEPT")?,
                 connect: socket("OUTBOUND", "CONNECT")?,
                 detect_timeout: duration("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "10s")?,

@@ -23,7 +23,11 @@ pub(crate) fn dialing(
     config: &ProxyConfig,
     direction: Direction,
     reg: &mut Registry,
-) -> (TcpMetrics, Connector, Client<Incoming, Connector>) {
+) -> (
+    TcpMetrics,
+    Connector,
+    Client<linkerd_http::ForwardBody, Connector>,
+) {
     let tcp = TcpMetrics::register(reg);
     let connector = Connector::new(None, Duration::from_secs(1), tcp.clone(), direction);
     let client = Client::new(

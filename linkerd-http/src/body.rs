@@ -7,6 +7,7 @@ use crate::{
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -24,7 +25,7 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = Proj]
     enum Inner {
-        Pool { #[pin] body: PoolBody<Incoming> },
+        Pool { #[pin] body: PoolBody<ForwardBody> },
         Full { data: Option<Bytes> },
     }
 }
@@ -44,7 +45,7 @@ impl ProxyBody {
     }
 
     /// A body forwarded from the pool.
-    pub fn pool(body: PoolBody<Incoming>) -> Self {
+    pub fn pool(body: PoolBody<ForwardBody>) -> Self {
         Self::new(Inner::Pool { body })
     }
 
@@ -116,5 +117,68 @@ impl Body for Inner {
                 SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0))
             }
         }
+    }
+}
+
+/// A client's request body on its way to the endpoint, which must have arrived in full within
+/// a deadline (`LINKERD2_PROXY_HTTP_REQUEST_BODY_TIMEOUT`, from when the proxy first waits for it): a client
+/// trickling a body a byte at a time can't hold the upstream connection forever. Past the
+/// deadline the body fails with [`RequestBodyTimeout`]; the endpoint's connection or stream is
+/// then reset (never handed a truncated body as if complete) and the client answered 408.
+#[derive(Debug)]
+pub struct ForwardBody {
+    body: Incoming,
+    /// Armed on the first poll of a body that is not already complete.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeout: Option<std::time::Duration>,
+}
+
+/// The request body did not arrive within the request body timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct RequestBodyTimeout(pub std::time::Duration);
+
+impl ForwardBody {
+    /// `body`, due in full within `timeout` (none: no deadline).
+    pub fn new(body: Incoming, timeout: Option<std::time::Duration>) -> Self {
+        Self {
+            body,
+            deadline: None,
+            timeout,
+        }
+    }
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let Some(timeout) = this.timeout else {
+            return Poll::Pending;
+        };
+        // One timer per request whose body is still coming (not per GET), made on first wait.
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(RequestBodyTimeout(timeout).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -39,6 +39,20 @@ pub enum Error {
     #[error("not implemented: {0}")]
     NotImplemented(String),
 
+    /// The client's request body did not arrive in time (`LINKERD2_PROXY_HTTP_REQUEST_BODY_TIMEOUT`).
+    #[error("{0}")]
+    RequestBodyTimeout(crate::body::RequestBodyTimeout),
+
+    /// The endpoint sent no response headers in time
+    /// (`LINKERD2_PROXY_HTTP_RESPONSE_HEADERS_TIMEOUT`); the request to it was cancelled.
+    #[error("no response headers from {addr} within {timeout:?}")]
+    ResponseHeadersTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
+
     /// The client's request body failed while it was being forwarded (bad chunked framing, a
     /// bare LF, a body shorter than its `Content-Length`, a reset): the client's fault, not the
     /// target's.
@@ -174,10 +188,11 @@ impl Error {
     /// reports an error of the request body as a "user" error whose cause is the body's own
     /// `hyper::Error`) is the client's fault, anything else the target's.
     pub fn upstream(addr: SocketAddr, source: hyper::Error) -> Self {
-        let body_failed = source.is_user()
-            && std::error::Error::source(&source)
-                .is_some_and(|cause| cause.downcast_ref::<hyper::Error>().is_some());
-        if body_failed {
+        let cause = std::error::Error::source(&source).filter(|_| source.is_user());
+        if let Some(t) = cause.and_then(|c| c.downcast_ref::<crate::body::RequestBodyTimeout>()) {
+            return Error::RequestBodyTimeout(crate::body::RequestBodyTimeout(t.0));
+        }
+        if cause.is_some_and(|c| c.downcast_ref::<hyper::Error>().is_some()) {
             Error::ClientBody(source)
         } else {
             Error::Upstream { addr, source }
@@ -199,6 +214,8 @@ impl Error {
             Error::Forbidden { .. } | Error::Unauthorized(_) => StatusCode::FORBIDDEN,
             Error::BadRequest(_) | Error::ClientBody(_) => StatusCode::BAD_REQUEST,
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::ResponseHeadersTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Resolve { .. } => StatusCode::BAD_GATEWAY,
             // No endpoint became ready in time: a timeout, as upstream answers it.
             Error::Unavailable(linkerd_balance::Error::Unavailable { .. }) => {
@@ -245,6 +262,9 @@ impl Error {
             Error::Forbidden { .. } | Error::Unauthorized(_) => PERMISSION_DENIED,
             Error::BadRequest(_) | Error::ClientBody(_) | Error::InvalidPolicy(_) => INTERNAL,
             Error::NotImplemented(_) => 12,
+            Error::RequestBodyTimeout(_) | Error::ResponseHeadersTimeout { .. } => {
+                DEADLINE_EXCEEDED
+            }
             Error::RouteNotFound | Error::Redirect { .. } => NOT_FOUND,
             Error::RateLimited => 8,
             Error::Injected { .. } => 9,
@@ -283,6 +303,8 @@ impl Error {
             Error::BadRequest(_) => "bad_request",
             Error::ClientBody(_) => "request_body",
             Error::NotImplemented(_) => "not_implemented",
+            Error::RequestBodyTimeout(_) => "request_body_timeout",
+            Error::ResponseHeadersTimeout { .. } => "response_timeout",
             Error::Unavailable(B::NotFound { .. }) => "not_found",
             Error::Unavailable(B::Unavailable { .. }) => "failfast",
             Error::Unavailable(B::QueueFull { .. }) => "loadshed",

@@ -55,8 +55,9 @@ pub fn authority_of<B>(req: &http::Request<B>) -> Option<&str> {
 ///   read a coded body as if it were plain.
 pub fn check_request<B>(req: &mut http::Request<B>) -> Result<(), crate::Error> {
     use crate::Error;
+    // Checked in place, without parsing into an owned `Authority`: this runs per request.
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next().cloned();
+    let host = hosts.next();
     if hosts.next().is_some() {
         return Err(Error::BadRequest("more than one Host header".into()));
     }
@@ -64,31 +65,27 @@ pub fn check_request<B>(req: &mut http::Request<B>) -> Result<(), crate::Error> 
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|h| h.parse::<http::uri::Authority>().ok())
-                .filter(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+                .and_then(split_authority)
                 .ok_or_else(|| Error::BadRequest(format!("invalid Host header {v:?}")))?,
         ),
         None => None,
     };
+    let target = req.uri().authority();
     if req.version() == http::Version::HTTP_2 {
         // An HTTP/1 request a peer proxy carries as HTTP/2 (`l5d-orig-proto`) keeps the
         // client's Host beside :authority; the peer has applied the HTTP/1 rules.
-        if req
-            .headers()
-            .contains_key(crate::orig_proto::L5D_ORIG_PROTO)
-        {
-            return Ok(());
-        }
-        // The same host, and the same port where both name one (a missing port is the
-        // scheme's default, which the other may spell out).
-        let same = |h: &http::uri::Authority, a: &http::uri::Authority| {
-            h.host().eq_ignore_ascii_case(a.host())
-                && (h.port_u16() == a.port_u16()
-                    || h.port_u16().is_none()
-                    || a.port_u16().is_none())
-        };
-        if let (Some(h), Some(a)) = (&host, req.uri().authority()) {
-            if !same(h, a) {
+        if let (Some((host, port)), Some(a)) = (host, target) {
+            // The same host, and the same port where both name one (a missing port is the
+            // scheme's default, which the other may spell out).
+            let same = host.eq_ignore_ascii_case(a.host())
+                && (port.is_none()
+                    || a.port().is_none()
+                    || port.and_then(|p| p.parse::<u16>().ok()) == a.port_u16());
+            if !same
+                && !req
+                    .headers()
+                    .contains_key(crate::orig_proto::L5D_ORIG_PROTO)
+            {
                 return Err(Error::BadRequest(
                     "the host header names another authority than :authority".into(),
                 ));
@@ -96,15 +93,20 @@ pub fn check_request<B>(req: &mut http::Request<B>) -> Result<(), crate::Error> 
         }
         return Ok(());
     }
-    let target = req.uri().authority().map(|a| match a.port() {
-        Some(port) => format!("{}:{}", a.host(), port.as_str()),
-        None => a.host().to_string(),
-    });
-    if let Some(target) = target.filter(|t| host.is_none_or(|h| h.as_str() != t)) {
-        let v = HeaderValue::from_str(&target).map_err(|_| {
-            Error::BadRequest(format!("invalid request target authority {target:?}"))
-        })?;
-        req.headers_mut().insert(header::HOST, v);
+    if let Some(a) = target {
+        let port = a.port();
+        let same =
+            host.is_some_and(|(h, p)| h == a.host() && p == port.as_ref().map(|p| p.as_str()));
+        if !same {
+            let target = match a.port() {
+                Some(port) => format!("{}:{}", a.host(), port.as_str()),
+                None => a.host().to_string(),
+            };
+            let v = HeaderValue::from_str(&target).map_err(|_| {
+                Error::BadRequest(format!("invalid request target authority {target:?}"))
+            })?;
+            req.headers_mut().insert(header::HOST, v);
+        }
     }
     let other_coding = req
         .headers()
@@ -119,6 +121,41 @@ pub fn check_request<B>(req: &mut http::Request<B>) -> Result<(), crate::Error> 
         ));
     }
     Ok(())
+}
+
+/// A `Host` value's host and port (RFC 9110 section 7.2: `uri-host [ ":" port ]`), if it is
+/// one: a non-empty reg-name, IPv4 address or bracketed IPv6 address, and digits for the port.
+fn split_authority(v: &str) -> Option<(&str, Option<&str>)> {
+    let (host, port) = if v.starts_with('[') {
+        let end = v.find(']')?;
+        let (host, rest) = v.split_at(end + 1);
+        match rest {
+            "" => (host, None),
+            r => (host, Some(r.strip_prefix(':')?)),
+        }
+    } else {
+        match v.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (v, None),
+        }
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(inner) => {
+            let inner = inner.strip_suffix(']')?;
+            !inner.is_empty()
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    (host_ok && port_ok).then_some((host, port))
 }
 
 /// Whether the request asks to switch protocols in a way the proxy can carry (e.g. WebSocket):
@@ -206,6 +243,34 @@ pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_values() {
+        for (v, want) in [
+            ("web", Some(("web", None))),
+            ("web.ns:8080", Some(("web.ns", Some("8080")))),
+            ("10.0.0.1:80", Some(("10.0.0.1", Some("80")))),
+            ("[::1]:4140", Some(("[::1]", Some("4140")))),
+            ("[fd00::1]", Some(("[fd00::1]", None))),
+        ] {
+            assert_eq!(split_authority(v), want, "{v}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "a b",
+            "user@host",
+            "web:80x",
+            "web:123456",
+            "[::1",
+            "[]:80",
+            "[::1]x",
+            "a/b",
+            "a\\b",
+        ] {
+            assert_eq!(split_authority(bad), None, "{bad:?}");
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

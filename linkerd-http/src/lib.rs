@@ -30,7 +30,7 @@ mod server;
 mod tunnel;
 mod upgrade;
 
-pub use self::body::ProxyBody;
+pub use self::body::{ForwardBody, ProxyBody, RequestBodyTimeout};
 pub use self::error::Error;
 pub use self::headers::{
     authority_of, is_grpc, strip_hop_by_hop, wants_upgrade, L5D_DST_CANONICAL,

@@ -324,7 +324,7 @@ mod tests {
     async fn each_request_goes_through_the_stack_in_its_own_version() {
         let (dial, _release) = TestDial::new(Duration::ZERO);
         let mut reg = Registry::default();
-        let client = crate::pool::tests::client::<Incoming>(&dial, &mut reg);
+        let client = crate::pool::tests::client::<crate::ForwardBody>(&dial, &mut reg);
         let addr = "10.0.0.1:8080".parse().unwrap();
         let endpoint = EndpointClient::new(&client, addr, None);
         let new_stack = move |()| ErrorResponseLayer.layer(endpoint.clone());

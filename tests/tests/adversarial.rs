@@ -438,3 +438,163 @@ async fn a_4_kib_authority_does_not_make_a_4_kib_label() {
         m.len() - before
     );
 }
+
+// --- Limits and timeouts (finding 5) ---
+
+/// Sends a `POST` whose 100-byte body trickles in a byte every 200 ms (for at most the
+/// bound), and returns what the proxy answered.
+async fn slow_post(addr: SocketAddr) -> String {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(b"POST /echo HTTP/1.1\r\nHost: web\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let trickle = async move {
+        for _ in 0..100 {
+            tick.tick().await;
+            if wr.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let mut out = Vec::new();
+    let read = rd.read_to_end(&mut out);
+    let _ = tokio::time::timeout(BOUND, async {
+        tokio::select! {
+            _ = read => {}
+            _ = trickle => {}
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until the proxy whose admin server is `admin` holds no connection to an endpoint.
+async fn no_upstream_connections(admin: SocketAddr) {
+    linkerd_tests::eventually(BOUND, || async {
+        let m = scrape(admin).await;
+        let open = metric_sum(&m, "tcp_open_connections", &["peer=\"dst\""]);
+        linkerd_tests::holds(open == 0.0, open)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_post_is_cut_at_the_request_body_timeout() {
+    let app = backend::blackhole().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP_REQUEST_BODY_TIMEOUT", "1s")],
+        Some(app),
+    );
+    let rsp = slow_post(proxy.outbound_addr).await;
+    assert_eq!(status_of(&rsp), 408, "{rsp}");
+    // The upstream connection is let go too.
+    no_upstream_connections(proxy.admin_addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_backend_is_cut_at_the_response_headers_timeout() {
+    let app = backend::blackhole().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP_RESPONSE_HEADERS_TIMEOUT", "1s")],
+        Some(app),
+    );
+    let rsp = exchange(
+        proxy.outbound_addr,
+        b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rsp), 504, "{rsp}");
+    assert!(
+        rsp.contains("l5d-proxy-error: no response headers"),
+        "{rsp}"
+    );
+    no_upstream_connections(proxy.admin_addr).await;
+}
+
+/// Whether the proxy closes `s` (EOF or reset) before the bound, without a byte.
+async fn closed_at_once(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    matches!(
+        tokio::time::timeout(BOUND, s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_while_served_ones_go_on() {
+    let app = backend::http().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_INBOUND_MAX_CONNECTIONS", "20")],
+        Some(app.addr),
+    );
+    // A legitimate client, connected first, keeps its connection.
+    let mut legit = client::http1::<Full<Bytes>>(proxy.inbound_addr).await;
+    legit.ready().await.unwrap();
+    assert_eq!(
+        client::text(legit.send_request(client::req("/")).await.unwrap())
+            .await
+            .0,
+        200
+    );
+    // An attacker fills the rest of the limit with idle connections.
+    let mut idle = Vec::new();
+    for _ in 0..19 {
+        idle.push(TcpStream::connect(proxy.inbound_addr).await.unwrap());
+    }
+    // Accepted and closed at once, counted.
+    let mut over = TcpStream::connect(proxy.inbound_addr).await.unwrap();
+    assert!(closed_at_once(&mut over).await, "over the limit: closed");
+    // The legitimate client is still served, on the proxy's other listeners too.
+    legit.ready().await.unwrap();
+    let rsp = legit.send_request(client::req("/")).await.unwrap();
+    assert_eq!(client::text(rsp).await.0, 200);
+    assert_eq!(client::get(proxy.outbound_addr, "/").await.0, 200);
+    let m = scrape(proxy.admin_addr).await;
+    assert!(
+        metric_sum(&m, "tcp_accept_refused_total", &["direction=\"inbound\""]) >= 1.0,
+        "{m}"
+    );
+    // Once the idle ones go, new clients get in again.
+    idle.clear();
+    linkerd_tests::eventually(BOUND, || async {
+        let rsp = exchange(
+            proxy.inbound_addr,
+            b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        linkerd_tests::holds(rsp.starts_with("HTTP/1.1 200"), rsp)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_admin_clients_are_cut_at_the_header_timeout() {
+    let proxy = proxy(&[], None);
+    let mut socks = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(proxy.admin_addr).await.unwrap();
+        s.write_all(b"GET /ready HTTP/1.1\r\n").await.unwrap();
+        socks.push(s);
+    }
+    // A header byte every 500 ms, for at most 20 s: every socket must be closed well before.
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let started = tokio::time::Instant::now();
+    let mut open = socks.len();
+    while open > 0 && started.elapsed() < Duration::from_secs(20) {
+        tick.tick().await;
+        open = 0;
+        for s in &mut socks {
+            if s.write_all(b"x").await.is_ok() {
+                let mut buf = [0u8; 64];
+                match tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => {}
+                    _ => open += 1,
+                }
+            }
+        }
+    }
+    assert_eq!(open, 0, "the admin server closed every trickling client");
+}

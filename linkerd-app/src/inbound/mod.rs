@@ -40,7 +40,6 @@ use self::{
 };
 use crate::{app::ConnStack, own::OwnListeners, own::RefuseOwnLayer, Config, PortSet};
 use futures_util::{future, TryFutureExt};
-use hyper::body::Incoming;
 use linkerd_connect::{Connector, Forward, Target};
 use linkerd_detect::{DetectLayer, DetectParams, PrefixedIo, Protocol};
 use linkerd_http::{
@@ -81,7 +80,7 @@ pub(crate) struct Inbound {
     http_metrics: HttpMetrics,
     authz: AuthzMetrics,
     connector: Connector,
-    client: Client<Incoming, Connector>,
+    client: Client<linkerd_http::ForwardBody, Connector>,
     own: OwnListeners,
     drain: CancellationToken,
     /// The inbound policy API's watches; `None` without `LINKERD2_PROXY_POLICY_SVC_ADDR`.
@@ -145,7 +144,7 @@ impl Inbound {
         config: &Config,
         tls: Option<TlsConfigs>,
         connector: Connector,
-        client: Client<Incoming, Connector>,
+        client: Client<linkerd_http::ForwardBody, Connector>,
         http_metrics: HttpMetrics,
         tcp: TcpMetrics,
         authz: AuthzMetrics,

@@ -149,7 +149,7 @@ struct Inner {
     metrics: HttpMetrics,
     own: OwnListeners,
     connector: Connector,
-    client: Client<Incoming, Connector>,
+    client: Client<linkerd_http::ForwardBody, Connector>,
     tls: TlsLabel,
     last: Mutex<Option<(ExplicitTarget<'static>, SocketAddr, TargetStack)>>,
 }
@@ -180,7 +180,7 @@ impl Explicit {
         metrics: HttpMetrics,
         own: OwnListeners,
         connector: Connector,
-        client: Client<Incoming, Connector>,
+        client: Client<linkerd_http::ForwardBody, Connector>,
         tls: TlsLabel,
     ) -> Self {
         Self(Arc::new(Inner {

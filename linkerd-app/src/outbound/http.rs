@@ -2,7 +2,6 @@
 //! each endpoint of a discovered service.
 
 use crate::own::{OwnListeners, RefuseOwn, RefuseOwnLayer};
-use hyper::body::Incoming;
 use linkerd_connect::{Connect, Connector, Meshed, Target};
 use linkerd_destination as destination;
 use linkerd_http::{
@@ -38,7 +37,7 @@ pub(crate) struct EndpointStacks {
 /// Builds the stacks of discovered endpoints.
 #[derive(Clone)]
 pub(crate) struct NewEndpoint {
-    client: Client<Incoming, Connector>,
+    client: Client<linkerd_http::ForwardBody, Connector>,
     connector: Connector,
     metrics: HttpMetrics,
     tls_enabled: bool,
@@ -51,7 +50,7 @@ pub(crate) struct NewEndpoint {
 pub(crate) fn target_stack(
     metrics: &HttpMetrics,
     own: &OwnListeners,
-    client: &Client<Incoming, Connector>,
+    client: &Client<linkerd_http::ForwardBody, Connector>,
     addr: SocketAddr,
     meshed: Option<Meshed>,
     h2: bool,
@@ -83,7 +82,7 @@ pub(crate) fn target_stack(
 
 impl NewEndpoint {
     pub(crate) fn new(
-        client: &Client<Incoming, Connector>,
+        client: &Client<linkerd_http::ForwardBody, Connector>,
         connector: &Connector,
         metrics: &HttpMetrics,
         tls_enabled: bool,

@@ -35,7 +35,6 @@ pub(crate) use self::profile::OutboundTarget;
 use self::{discover::Discovery, explicit::Explicit, http::target_stack, profile::ProfileLayer};
 use crate::{app::ConnStack, own::OwnListeners, Config, PortSet};
 use futures_util::{future, TryFutureExt};
-use hyper::body::Incoming;
 use linkerd_connect::Connector;
 use linkerd_detect::{DetectLayer, DetectParams, Detected, PrefixedIo, Protocol};
 use linkerd_http::{
@@ -64,7 +63,7 @@ pub(crate) struct Outbound {
     tcp: TcpMetrics,
     http_metrics: HttpMetrics,
     connector: Connector,
-    client: Client<Incoming, Connector>,
+    client: Client<linkerd_http::ForwardBody, Connector>,
     own: OwnListeners,
     discovery: Option<Arc<Discovery>>,
     /// Whether the proxy has an identity (meshed endpoints are then reached with mTLS).
@@ -87,7 +86,7 @@ impl Outbound {
     pub(crate) fn new(
         config: &Config,
         connector: Connector,
-        client: Client<Incoming, Connector>,
+        client: Client<linkerd_http::ForwardBody, Connector>,
         tcp: TcpMetrics,
         http_metrics: HttpMetrics,
         own: OwnListeners,

@@ -66,6 +66,12 @@ pub struct ClientConfig {
     pub h2_streams_per_connection: usize,
     /// HTTP/2 settings for the connections this client opens.
     pub h2: H2Settings,
+    /// A request body must arrive within this from when the proxy first waits for it
+    /// (`LINKERD2_PROXY_HTTP_REQUEST_BODY_TIMEOUT`; `None`: no limit).
+    pub request_body_timeout: Option<Duration>,
+    /// An endpoint must send response headers within this of the request
+    /// (`LINKERD2_PROXY_HTTP_RESPONSE_HEADERS_TIMEOUT`; `None`: no limit).
+    pub response_headers_timeout: Option<Duration>,
 }
 
 /// HTTP/2 settings shared by the proxy's clients and servers.

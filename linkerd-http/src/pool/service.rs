@@ -1,7 +1,7 @@
 //! The bottom of every request stack: a request sent to one endpoint over the pool.
 
 use super::{Client, Dial, Pool, Version};
-use crate::{Error, ProxyBody};
+use crate::{body::ForwardBody, Error, ProxyBody};
 use hyper::{body::Incoming, Request, Response};
 use linkerd_connect::Meshed;
 use std::{
@@ -20,10 +20,10 @@ pub struct EndpointClient<D> {
 }
 
 struct Inner<D> {
-    client: Client<Incoming, D>,
+    client: Client<ForwardBody, D>,
     addr: SocketAddr,
     meshed: Option<Meshed>,
-    pools: [OnceLock<Pool<Incoming, D>>; 2],
+    pools: [OnceLock<Pool<ForwardBody, D>>; 2],
 }
 
 /// The future of a request sent over the pool (boxed: hyper's send futures can't be named).
@@ -40,7 +40,7 @@ impl<D> Clone for EndpointClient<D> {
 
 impl<D: Dial> EndpointClient<D> {
     /// Sends to `addr` (over mTLS when `meshed`) through `client`'s pools.
-    pub fn new(client: &Client<Incoming, D>, addr: SocketAddr, meshed: Option<Meshed>) -> Self {
+    pub fn new(client: &Client<ForwardBody, D>, addr: SocketAddr, meshed: Option<Meshed>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client: client.clone(),
@@ -53,7 +53,7 @@ impl<D: Dial> EndpointClient<D> {
 }
 
 impl<D: Dial> Inner<D> {
-    fn pool(&self, version: Version) -> &Pool<Incoming, D> {
+    fn pool(&self, version: Version) -> &Pool<ForwardBody, D> {
         let i = match version {
             Version::Http1 => 0,
             Version::Http2 => 1,
@@ -77,9 +77,22 @@ impl<D: Dial> tower::Service<Request<Incoming>> for EndpointClient<D> {
             http::Version::HTTP_2 => Version::Http2,
             _ => Version::Http1,
         };
+        let config = &self.inner.client.shared.config;
+        let req = req.map(|body| ForwardBody::new(body, config.request_body_timeout));
         let sent = self.inner.pool(version).send(req);
-        Box::pin(futures_util::FutureExt::map(sent, |rsp| {
-            rsp.map(|rsp| rsp.map(ProxyBody::pool))
-        }))
+        let Some(timeout) = config.response_headers_timeout else {
+            return Box::pin(futures_util::FutureExt::map(sent, |rsp| {
+                rsp.map(|rsp| rsp.map(ProxyBody::pool))
+            }));
+        };
+        let addr = self.inner.addr;
+        // Dropping the send on timeout cancels the request to the endpoint.
+        Box::pin(futures_util::FutureExt::map(
+            tokio::time::timeout(timeout, sent),
+            move |rsp| match rsp {
+                Ok(rsp) => rsp.map(|rsp| rsp.map(ProxyBody::pool)),
+                Err(_) => Err(Error::ResponseHeadersTimeout { addr, timeout }),
+            },
+        ))
     }
 }

@@ -20,6 +20,8 @@ fn config() -> ClientConfig {
         h2_max_connections: 3,
         h2_streams_per_connection: 2,
         h2: H2Settings::default(),
+        request_body_timeout: None,
+        response_headers_timeout: None,
     }
 }
 
