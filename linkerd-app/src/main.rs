@@ -5,6 +5,14 @@
 use linkerd_app::{App, Config};
 use std::process::ExitCode;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const HELP: &str = "\
 linkerd2-proxy: the per-pod proxy of a Linkerd service mesh.
 

@@ -10,6 +10,7 @@
 mod backend;
 mod balance;
 mod cgroup;
+mod idle;
 mod load;
 mod procfs;
 mod report;
@@ -66,6 +67,14 @@ struct Cli {
     /// has too few for load, backends and 2 x N workers (e.g. `0.25` with `1,2` on 2 cores).
     #[arg(long)]
     scan_worker_cpu: Option<f64>,
+    /// Also measure the proxy's memory with this many idle client connections open (each made
+    /// one HTTP/1 request), and again `--idle-settle-secs` after they close (needs an open
+    /// files limit above it: `ulimit -n`).
+    #[arg(long, default_value_t = 0)]
+    idle_conns: usize,
+    /// How long after the idle connections close their memory is measured again.
+    #[arg(long, default_value_t = 30)]
+    idle_settle_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]

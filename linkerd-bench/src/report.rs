@@ -78,6 +78,8 @@ pub struct Report {
     pub worker_scan: Vec<ScanPoint>,
     /// The machine's idle wake-up round trip, same CPU and across CPUs.
     pub wakeup: Vec<crate::wakeup::Wakeup>,
+    /// `--idle-conns`: memory with idle connections open, and after they close.
+    pub idle: Option<crate::idle::IdleResult>,
     pub skipped: Vec<String>,
 }
 

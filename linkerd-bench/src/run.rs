@@ -75,6 +75,19 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
         }
     }
     drop(loopback);
+    let idle = match cli.idle_conns {
+        0 => None,
+        n => {
+            match crate::idle::measure(&env, backend, n, Duration::from_secs(cli.idle_settle_secs))
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    skipped.push(format!("idle connections: {e}"));
+                    None
+                }
+            }
+        }
+    };
 
     let wants_scenario = |n: &str| cli.scenarios.is_empty() || cli.scenarios.iter().any(|s| s == n);
     if wants("balance") && wants_scenario("balance") {
@@ -115,6 +128,12 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     if let Some(summary) = report::balance_summary(&cells) {
         println!("{summary}");
     }
+    if let Some(i) = &idle {
+        println!(
+            "idle connections: {} open: RSS {:.1} MB -> {:.1} MB ({:.1} KB each); {}s after they closed: {:.1} MB",
+            i.conns, i.rss_before_mb, i.rss_open_mb, i.kb_per_conn, i.settle_secs, i.rss_after_mb
+        );
+    }
     for s in &skipped {
         println!("skipped: {s}");
     }
@@ -144,6 +163,7 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
         results: cells,
         worker_scan: scan,
         wakeup: wakeup.unwrap_or_default(),
+        idle,
         skipped,
     };
     if let Some(dir) = cli.out.parent() {
