@@ -89,8 +89,12 @@ fn http1(buf: &[u8]) -> Option<Classification> {
     }
     let mut headers = [];
     let mut req = httparse::Request::new(&mut headers);
-    let line_done = buf.contains(&b'\n');
-    match req.parse(buf) {
+    // The request line alone decides: what follows it (headers, valid or not) is hyper's
+    // business, so a verdict never changes as more bytes arrive.
+    let line_end = buf.iter().position(|b| *b == b'\n');
+    let line_done = line_end.is_some();
+    let line = line_end.map_or(buf, |i| &buf[..=i]);
+    match req.parse(line) {
         Ok(_) | Err(httparse::Error::TooManyHeaders) if line_done => {
             // The request line parsed in full; headers are hyper's business.
             req.version.map(|_| Classification::Done(Protocol::Http1))
@@ -138,6 +142,15 @@ mod tests {
                 "prefix of {n} bytes"
             );
         }
+    }
+
+    #[test]
+    fn headers_after_the_request_line_do_not_change_the_verdict() {
+        // Found by the `classify` fuzz target: a bad header line after a valid request line
+        // made the whole input opaque while its request-line prefix was HTTP/1.
+        let input = b"PPRI * HTTP/1.0\nRI  HTT* H -PRJDT";
+        assert_eq!(classify(&input[..16]), Done(Protocol::Http1));
+        assert_eq!(classify(input), Done(Protocol::Http1));
     }
 
     #[test]
