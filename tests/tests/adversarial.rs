@@ -570,6 +570,32 @@ async fn connections_over_the_limit_are_refused_while_served_ones_go_on() {
     .await;
 }
 
+/// Writes one more header byte on each of `socks` every `every`, until the proxy has closed
+/// them all or `bound` has passed; returns how many are still open.
+async fn trickle(socks: &mut [TcpStream], every: Duration, bound: Duration) -> usize {
+    let mut tick = tokio::time::interval(every);
+    let started = tokio::time::Instant::now();
+    let mut open = socks.len();
+    while open > 0 && started.elapsed() < bound {
+        tick.tick().await;
+        open = 0;
+        for s in socks.iter_mut() {
+            if s.write_all(b"x").await.is_err() {
+                continue;
+            }
+            let mut buf = [0u8; 256];
+            // Closed (perhaps after an error response) or still waiting.
+            if tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf))
+                .await
+                .is_err()
+            {
+                open += 1;
+            }
+        }
+    }
+    open
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickling_admin_clients_are_cut_at_the_header_timeout() {
     let proxy = proxy(&[], None);
@@ -580,21 +606,90 @@ async fn trickling_admin_clients_are_cut_at_the_header_timeout() {
         socks.push(s);
     }
     // A header byte every 500 ms, for at most 20 s: every socket must be closed well before.
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let started = tokio::time::Instant::now();
-    let mut open = socks.len();
-    while open > 0 && started.elapsed() < Duration::from_secs(20) {
-        tick.tick().await;
-        open = 0;
-        for s in &mut socks {
-            if s.write_all(b"x").await.is_ok() {
-                let mut buf = [0u8; 64];
-                match tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
-                    Ok(Ok(0) | Err(_)) => {}
-                    _ => open += 1,
-                }
+    let open = trickle(
+        &mut socks,
+        Duration::from_millis(500),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(open, 0, "the admin server closed every trickling client");
+}
+
+// --- What already held, kept as regression tests ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_leaves_the_proxy_serving_others() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    // HEADERS then RST_STREAM, as fast as the connection takes them (CVE-2023-44487), for at
+    // most 20,000 streams or until the proxy closes the connection.
+    let attack = async {
+        let io = TcpStream::connect(proxy.outbound_addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut client = client;
+        let mut reset = 0;
+        for _ in 0..20_000 {
+            client = match client.clone().ready().await {
+                Ok(ready) => ready,
+                Err(_) => break,
+            };
+            let req = Request::get(format!("http://{}/", app.addr))
+                .body(())
+                .unwrap();
+            match client.send_request(req, true) {
+                // Dropping both halves resets the stream.
+                Ok((rsp, _)) => drop(rsp),
+                Err(_) => break,
             }
+            reset += 1;
+        }
+        drop(client);
+        let _ = conn.await;
+        reset
+    };
+    let reset = tokio::time::timeout(Duration::from_secs(60), attack)
+        .await
+        .expect("the attack ends (all sent, or the proxy closed the connection)");
+    assert!(reset > 0);
+    // Everyone else is still served at once.
+    let rsp = exchange(
+        proxy.outbound_addr,
+        b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rsp), 200, "{rsp}");
+    let mut h2 = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let rsp = h2
+        .send_request(
+            Request::get(format!("http://{}/", app.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(client::text(rsp).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_on_the_http_listeners_is_cut_at_the_header_read_timeout() {
+    let app = backend::http().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT", "1s")],
+        Some(app.addr),
+    );
+    let mut socks = Vec::new();
+    for listener in [proxy.outbound_addr, proxy.inbound_addr] {
+        for _ in 0..10 {
+            let mut s = TcpStream::connect(listener).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\n")
+                .await
+                .unwrap();
+            socks.push(s);
         }
     }
-    assert_eq!(open, 0, "the admin server closed every trickling client");
+    // A header byte every 200 ms, for at most the bound: every socket must be closed before.
+    let open = trickle(&mut socks, Duration::from_millis(200), BOUND).await;
+    assert_eq!(open, 0, "every trickling client was cut");
+    assert_eq!(app.requests(), 0, "no partial request reached the app");
 }
