@@ -693,3 +693,37 @@ async fn slowloris_on_the_http_listeners_is_cut_at_the_header_read_timeout() {
     assert_eq!(open, 0, "every trickling client was cut");
     assert_eq!(app.requests(), 0, "no partial request reached the app");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_outlives_the_request_body_timeout() {
+    let app = backend::http().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP_REQUEST_BODY_TIMEOUT", "1s")],
+        Some(app.addr),
+    );
+    // A streamed HTTP/2 body (no content-length, as gRPC streams send) that pauses past the
+    // body timeout between its two chunks: a stream is not a slow upload, and is carried.
+    let chunks = futures_util::stream::unfold(0, |i| async move {
+        match i {
+            0 => Some((
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from("a"))),
+                1,
+            )),
+            1 => {
+                // Pacing the client's stream, not waiting for the proxy.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Some((Ok(hyper::body::Frame::data(Bytes::from("b"))), 2))
+            }
+            _ => None,
+        }
+    });
+    let mut h2 = client::http2(proxy.outbound_addr).await;
+    let req = Request::post(format!("http://{}/echo", app.addr))
+        .body(http_body_util::StreamBody::new(Box::pin(chunks)))
+        .unwrap();
+    let rsp = tokio::time::timeout(BOUND, h2.send_request(req))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert_eq!(client::text(rsp).await, (200, "ab".into()));
+}

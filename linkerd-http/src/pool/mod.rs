@@ -67,10 +67,11 @@ pub struct ClientConfig {
     /// HTTP/2 settings for the connections this client opens.
     pub h2: H2Settings,
     /// A request body must arrive within this from when the proxy first waits for it
-    /// (`LINKERD2_PROXY_HTTP_REQUEST_BODY_TIMEOUT`; `None`: no limit).
+    /// (`LINKERD2_PROXY_HTTP_REQUEST_BODY_TIMEOUT`; `None`: no limit); HTTP/1 bodies and
+    /// HTTP/2 ones with a `content-length` (not HTTP/2 streams).
     pub request_body_timeout: Option<Duration>,
     /// An endpoint must send response headers within this of the request
-    /// (`LINKERD2_PROXY_HTTP_RESPONSE_HEADERS_TIMEOUT`; `None`: no limit).
+    /// (`LINKERD2_PROXY_HTTP_RESPONSE_HEADERS_TIMEOUT`; `None`: no limit); not for gRPC.
     pub response_headers_timeout: Option<Duration>,
 }
 

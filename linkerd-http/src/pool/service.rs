@@ -78,9 +78,19 @@ impl<D: Dial> tower::Service<Request<Incoming>> for EndpointClient<D> {
             _ => Version::Http1,
         };
         let config = &self.inner.client.shared.config;
-        let req = req.map(|body| ForwardBody::new(body, config.request_body_timeout));
+        // An HTTP/2 request body of no declared length is a stream (gRPC client and bidi
+        // streams live for hours): only bodies that are meant to end get the deadline. gRPC
+        // has its own deadlines (`grpc-timeout`), and a server stream may hold its headers back
+        // until its first message: no response headers timeout for it.
+        let streaming =
+            version == Version::Http2 && !req.headers().contains_key(http::header::CONTENT_LENGTH);
+        let body_timeout = config.request_body_timeout.filter(|_| !streaming);
+        let headers_timeout = config
+            .response_headers_timeout
+            .filter(|_| !crate::is_grpc(&req));
+        let req = req.map(|body| ForwardBody::new(body, body_timeout));
         let sent = self.inner.pool(version).send(req);
-        let Some(timeout) = config.response_headers_timeout else {
+        let Some(timeout) = headers_timeout else {
             return Box::pin(futures_util::FutureExt::map(sent, |rsp| {
                 rsp.map(|rsp| rsp.map(ProxyBody::pool))
             }));
