@@ -4,8 +4,9 @@
 #
 #   docker build -t <registry>/linkerd2-proxy:<tag> .
 #
-# `build` compiles the binaries (profile `image`: stripped, fat LTO); `runtime` is an empty
-# base with only what the tools need, taken from Debian (iptables nft and legacy, whose
+# `build` compiles the binaries (profile `image`: stripped, fat LTO; `make` builds jemalloc,
+# the proxy's allocator); `runtime` is an empty base with only what the tools need, taken from
+# Debian (iptables nft and legacy, whose
 # multi-call binaries get NET_ADMIN/NET_RAW as file capabilities as in Linkerd's image,
 # `sleep`, glibc); the last stage only adds files and configuration, so it builds without
 # running anything (the image test builds it from the workspace's binaries with
@@ -17,7 +18,7 @@ ARG DEBIAN_IMAGE=docker.io/library/debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libcap2-bin git \
+ && apt-get install -y --no-install-recommends libcap2-bin git make \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
