@@ -86,6 +86,10 @@ pub struct ProxyConfig {
     pub connect: SocketOptions,
     /// How long protocol detection (and a ClientHello) may take.
     pub detect_timeout: Duration,
+    /// A client that has sent nothing for this long has its server dialed, so that a server
+    /// that speaks first is forwarded at once (`_{IN,OUT}BOUND_SERVER_FIRST_DELAY`, ours;
+    /// `None`: never).
+    pub server_first_delay: Option<Duration>,
     /// The client pool's settings.
     pub client: linkerd_http::ClientConfig,
     /// The HTTP server's settings for this direction's connections.
@@ -659,6 +663,11 @@ impl Config {
                 accept: socket("INBOUND", "ACCEPT")?,
                 connect: socket("INBOUND", "CONNECT")?,
                 detect_timeout: duration("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT", "10s")?,
+                server_first_delay: Some(duration(
+                    "LINKERD2_PROXY_INBOUND_SERVER_FIRST_DELAY",
+                    "100ms",
+                )?)
+                .filter(|d| !d.is_zero()),
                 client: client("INBOUND", "300ms")?,
                 server: server("INBOUND")?,
             },
@@ -670,6 +679,11 @@ impl Config {
                 accept: socket("OUTBOUND", "ACCEPT")?,
                 connect: socket("OUTBOUND", "CONNECT")?,
                 detect_timeout: duration("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "10s")?,
+                server_first_delay: Some(duration(
+                    "LINKERD2_PROXY_OUTBOUND_SERVER_FIRST_DELAY",
+                    "100ms",
+                )?)
+                .filter(|d| !d.is_zero()),
                 client: client("OUTBOUND", "1s")?,
                 server: server("OUTBOUND")?,
             },

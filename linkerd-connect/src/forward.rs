@@ -48,19 +48,25 @@ where
     fn call(&mut self, mut client: I) -> Self::Future {
         let connect = self.connect.clone();
         Box::pin(async move {
-            let mut upstream = connect.oneshot(()).await?;
-            let copied = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut upstream,
-                COPY_BUF,
-                COPY_BUF,
-            );
-            match copied.await {
-                Ok((sent, received)) => tracing::debug!(sent, received, "connection closed"),
-                Err(error) => linkerd_stack::rate_limited!(INFO, %error, "connection failed"),
-            }
+            let upstream = connect.oneshot(()).await?;
+            copy(&mut client, upstream).await;
             Ok(())
         })
+    }
+}
+
+/// Copies between a client and a connection already made (as [`Forward`] does after its dial)
+/// until both sides have closed; a failure is logged and ends the copy.
+pub async fn copy<I, U>(client: &mut I, mut upstream: U)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let copied =
+        tokio::io::copy_bidirectional_with_sizes(client, &mut upstream, COPY_BUF, COPY_BUF);
+    match copied.await {
+        Ok((sent, received)) => tracing::debug!(sent, received, "connection closed"),
+        Err(error) => linkerd_stack::rate_limited!(INFO, %error, "connection failed"),
     }
 }
 

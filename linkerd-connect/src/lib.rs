@@ -13,7 +13,7 @@ mod connect;
 mod forward;
 
 pub use self::connect::{ClientIo, Connect, Connector, Dialing, Meshed, Target};
-pub use self::forward::Forward;
+pub use self::forward::{copy, Forward};
 pub use linkerd_tls::SessionProtocol;
 
 use std::{net::SocketAddr, time::Duration};

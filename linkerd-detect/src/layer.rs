@@ -1,14 +1,17 @@
 //! Reading a connection's first bytes with a bound and a timeout.
 
 use crate::{classify, Classification, PrefixedIo, Protocol};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use linkerd_stack::ThenCall;
 use std::{
+    future::Future,
     io,
+    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tower::BoxError;
 
 /// How detection reads: at most `capacity` bytes, for at most `timeout`.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +29,9 @@ pub struct Detected {
     pub protocol: Protocol,
     /// True when the timeout expired before the bytes decided (the result is then opaque).
     pub timed_out: bool,
+    /// True when the client was silent and its server spoke first (the result is then
+    /// opaque, and the dialed connection comes with it).
+    pub server_first: bool,
 }
 
 /// Detection failed because the connection failed.
@@ -39,24 +45,34 @@ pub enum Error {
 /// A `tower` layer that detects a connection's protocol, then calls the inner service with the
 /// connection's target, what was found, and an I/O that replays the bytes read.
 ///
-/// Requests are `(target, io)` pairs; the inner service gets `(target, Detected, PrefixedIo<io>)`.
-/// `known` says, for a target, that its protocol is already known (an opaque port, a peer's
-/// transport header): detection is then skipped and nothing is read.
+/// Requests are `(target, io)` pairs; the inner service gets `(target, Detected, (io, dialed))`
+/// where `io` is a [`PrefixedIo`] replaying what was read and `dialed` the connection a
+/// speculation made, if any (see [`DetectLayer::with_speculation`]). `known` says, for a target,
+/// that its protocol is already known (an opaque port, a peer's transport header): detection is
+/// then skipped and nothing is read.
 #[derive(Clone, Copy, Debug)]
-pub struct DetectLayer<F, G = NoTimeouts> {
+pub struct DetectLayer<F, G = NoTimeouts, P = NoSpeculation> {
     params: DetectParams,
     known: F,
     timeouts: G,
+    speculate: P,
+    delay: Option<Duration>,
 }
 
 /// The service made by [`DetectLayer`].
 #[derive(Clone, Debug)]
-pub struct Detect<S, F, G = NoTimeouts> {
+pub struct Detect<S, F, G = NoTimeouts, P = NoSpeculation> {
     params: DetectParams,
     known: F,
     timeouts: G,
+    speculate: P,
+    delay: Option<Duration>,
     inner: S,
 }
+
+/// What the inner service of a [`Detect`] gets: the target, what was found, the client's I/O
+/// (replaying what was read) and the connection dialed while the client was silent, if any.
+pub type DetectedConn<T, I, U> = (T, Detected, (PrefixedIo<I>, Option<Speculative<U>>));
 
 /// A target's own detect timeout, if it has one (else the layer's applies).
 pub trait TargetTimeout<T> {
@@ -102,6 +118,67 @@ impl Default for DetectParams {
 /// for clients whose first line is that long.
 const INITIAL_BUFFER: usize = 1024;
 
+/// The most of a server's first message kept when it speaks first (a banner); the rest is
+/// read by the forward.
+const SERVER_FIRST_BUFFER: usize = 4096;
+
+/// A connection to the client's target, dialed while the client was silent: when the
+/// server spoke first, its prefix holds what it sent.
+pub type Speculative<U> = PrefixedIo<U>;
+
+/// A speculative dial in progress.
+pub type Dialing<U> = Pin<Box<dyn Future<Output = Result<U, BoxError>> + Send + 'static>>;
+
+/// How a silent client's target is dialed, to see whether its server speaks first.
+pub trait Speculate<T> {
+    /// The connection a dial gives.
+    type Io: AsyncRead + Unpin + Send + 'static;
+
+    /// Dials `target`'s server; `None` when it must not be dialed before the client has
+    /// spoken (no target, a client the policy refuses, a forwarding loop).
+    fn dial(&self, target: &T) -> Option<Dialing<Self::Io>>;
+}
+
+/// Nothing is dialed before the client speaks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSpeculation;
+
+impl<T> Speculate<T> for NoSpeculation {
+    type Io = tokio::io::Empty;
+
+    fn dial(&self, _: &T) -> Option<Dialing<tokio::io::Empty>> {
+        None
+    }
+}
+
+/// Reads once more into `buf`, within `capacity`; the bytes read (0 at EOF).
+async fn read_more<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    capacity: usize,
+) -> io::Result<usize> {
+    let room = capacity - buf.len();
+    buf.reserve(room.min(INITIAL_BUFFER));
+    // `take` keeps the buffer within the capacity whatever `read_buf` is offered.
+    io.take(room as u64).read_buf(buf).await
+}
+
+/// The protocol, once `buf` (after a read of `n` bytes) decides it.
+fn decided(buf: &[u8], n: usize, capacity: usize) -> Option<Protocol> {
+    match classify(buf) {
+        Classification::Done(p) => Some(p),
+        Classification::NeedMore if n == 0 => Some(Protocol::Opaque),
+        Classification::NeedMore if buf.len() >= capacity => {
+            Some(if buf.len() > MAX_UNDECIDED_NON_HTTP {
+                Protocol::Http1
+            } else {
+                Protocol::Opaque
+            })
+        }
+        Classification::NeedMore => None,
+    }
+}
+
 /// Reads from `io` until the classifier decides, the buffer is full, the peer stops sending
 /// (EOF) or the timeout expires, then returns the protocol and an I/O that replays every byte.
 ///
@@ -109,42 +186,166 @@ const INITIAL_BUFFER: usize = 1024;
 /// that fills up holds the start of a request line longer than the capacity (the HTTP/1
 /// server's head limit): it is handed to the HTTP/1 server, which answers it as too large,
 /// rather than forwarded opaquely or reset.
-pub async fn detect<I>(mut io: I, params: DetectParams) -> Result<(Detected, PrefixedIo<I>), Error>
+pub async fn detect<I>(io: I, params: DetectParams) -> Result<(Detected, PrefixedIo<I>), Error>
 where
     I: AsyncRead + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(params.capacity.min(INITIAL_BUFFER));
+    type Never = fn() -> Option<Dialing<tokio::io::Empty>>;
+    let (detected, io, _) = detect_speculating(io, params, None::<(Duration, Never)>).await?;
+    Ok((detected, io))
+}
+
+/// Reads as [`detect`]; and when the client has sent nothing for `speculate`'s delay, dials
+/// its server with `speculate`'s dial and waits on both. A server that speaks first (a
+/// banner) ends detection at once: the connection is opaque (`server_first`), and the dialed
+/// connection, with what the server sent, is returned to be forwarded over. When the client
+/// speaks first, detection goes on as usual and a dialed connection is returned unread, for
+/// the forward of an opaque connection to use (anything else drops it). A dial that fails or
+/// a server that closes without a word only ends the speculation.
+pub async fn detect_speculating<I, U, D>(
+    mut io: I,
+    params: DetectParams,
+    speculate: Option<(Duration, D)>,
+) -> Result<(Detected, PrefixedIo<I>, Option<Speculative<U>>), Error>
+where
+    I: AsyncRead + Unpin,
+    U: AsyncRead + Unpin,
+    D: FnOnce() -> Option<Dialing<U>>,
+{
+    let capacity = params.capacity;
+    let deadline = tokio::time::Instant::now() + params.timeout;
+    let mut buf = BytesMut::with_capacity(capacity.min(INITIAL_BUFFER));
+    let mut upstream = None;
     let read = async {
+        let mut first = None;
+        if let Some((delay, dial)) = speculate {
+            let silent = tokio::time::timeout(delay, read_more(&mut io, &mut buf, capacity));
+            match silent.await {
+                Ok(n) => first = Some(n?),
+                Err(_) => match dial() {
+                    None => {}
+                    Some(dialing) => {
+                        match race(&mut io, &mut buf, capacity, dialing, deadline).await {
+                            Race::ServerFirst(server) => {
+                                upstream = Some(server);
+                                return Ok::<_, io::Error>(Some((Protocol::Opaque, true)));
+                            }
+                            Race::TimedOut(server) => {
+                                upstream = server.map(|s| PrefixedIo::new(Bytes::new(), s));
+                                return Ok(None);
+                            }
+                            Race::ClientFirst(n, server) => {
+                                upstream = server.map(|s| PrefixedIo::new(Bytes::new(), s));
+                                first = Some(n?);
+                            }
+                        }
+                    }
+                },
+            }
+        }
         loop {
-            let room = params.capacity - buf.len();
-            buf.reserve(room.min(INITIAL_BUFFER));
-            // `take` keeps the buffer within the capacity whatever `read_buf` is offered.
-            let n = (&mut io).take(room as u64).read_buf(&mut buf).await?;
-            match classify(&buf) {
-                Classification::Done(p) => return Ok::<_, io::Error>(p),
-                Classification::NeedMore if n == 0 => return Ok(Protocol::Opaque),
-                Classification::NeedMore if buf.len() >= params.capacity => {
-                    return Ok(if buf.len() > MAX_UNDECIDED_NON_HTTP {
-                        Protocol::Http1
-                    } else {
-                        Protocol::Opaque
-                    })
-                }
-                Classification::NeedMore => {}
+            let n = match first.take() {
+                Some(n) => n,
+                None => read_more(&mut io, &mut buf, capacity).await?,
+            };
+            if let Some(p) = decided(&buf, n, capacity) {
+                return Ok(Some((p, false)));
             }
         }
     };
-    let detected = match tokio::time::timeout(params.timeout, read).await {
-        Ok(res) => Detected {
-            protocol: res?,
-            timed_out: false,
-        },
-        Err(_) => Detected {
-            protocol: Protocol::Opaque,
-            timed_out: true,
-        },
+    let timed_out = Detected {
+        protocol: Protocol::Opaque,
+        timed_out: true,
+        server_first: false,
     };
-    Ok((detected, PrefixedIo::new(buf.freeze(), io)))
+    let detected = match tokio::time::timeout_at(deadline, read).await {
+        Ok(res) => match res? {
+            Some((protocol, server_first)) => Detected {
+                protocol,
+                timed_out: false,
+                server_first,
+            },
+            None => timed_out,
+        },
+        Err(_) => timed_out,
+    };
+    Ok((detected, PrefixedIo::new(buf.freeze(), io), upstream))
+}
+
+/// How the wait on a silent client and its dialed server ended.
+enum Race<U> {
+    /// The server spoke first: the connection, with what it sent.
+    ServerFirst(Speculative<U>),
+    /// The client spoke (the read's result), with the server's connection if it was up.
+    ClientFirst(io::Result<usize>, Option<U>),
+    /// Neither spoke before the detect timeout: the server's connection, if it is up, is
+    /// kept for the opaque forward.
+    TimedOut(Option<U>),
+}
+
+/// Waits for the client's first bytes while `dialing` connects and the server is read.
+async fn race<I, U>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    capacity: usize,
+    dialing: Dialing<U>,
+    deadline: tokio::time::Instant,
+) -> Race<U>
+where
+    I: AsyncRead + Unpin,
+    U: AsyncRead + Unpin,
+{
+    let mut dialing = Some(dialing);
+    let mut server: Option<U> = None;
+    let mut first = BytesMut::new();
+    loop {
+        let dial = async {
+            match dialing.as_mut() {
+                Some(d) => d.await,
+                None => std::future::pending().await,
+            }
+        };
+        let listen = async {
+            match server.as_mut() {
+                Some(s) => {
+                    first.reserve(SERVER_FIRST_BUFFER);
+                    s.take(SERVER_FIRST_BUFFER as u64)
+                        .read_buf(&mut first)
+                        .await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // A finished dial is taken first (it decides nothing, and the connection may be
+            // used); then the client's bytes win a tie with the server's: they are what a
+            // client-first protocol is made of.
+            biased;
+            dialed = dial => {
+                dialing = None;
+                match dialed {
+                    Ok(s) => server = Some(s),
+                    Err(error) => {
+                        tracing::debug!(%error, "the speculative connection failed");
+                        let n = read_more(io, buf, capacity).await;
+                        return Race::ClientFirst(n, None);
+                    }
+                }
+            }
+            n = read_more(io, buf, capacity) => return Race::ClientFirst(n, server),
+            heard = listen => match (heard, server.take()) {
+                (Ok(n), Some(s)) if n > 0 => {
+                    return Race::ServerFirst(PrefixedIo::new(first.freeze(), s));
+                }
+                _ => {
+                    tracing::debug!("the speculatively dialed server closed without speaking");
+                    let n = read_more(io, buf, capacity).await;
+                    return Race::ClientFirst(n, None);
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => return Race::TimedOut(server),
+        }
+    }
 }
 
 impl<F> DetectLayer<F> {
@@ -154,48 +355,72 @@ impl<F> DetectLayer<F> {
             params,
             known,
             timeouts: NoTimeouts,
+            speculate: NoSpeculation,
+            delay: None,
         }
     }
 }
 
-impl<F, G> DetectLayer<F, G> {
+impl<F, G, P> DetectLayer<F, G, P> {
     /// Targets for which `timeout` gives one detect within it instead of the layer's (e.g. an
     /// inbound server's own `detect.timeout`).
-    pub fn with_timeouts<H>(self, timeout: H) -> DetectLayer<F, Timeouts<H>> {
+    pub fn with_timeouts<H>(self, timeout: H) -> DetectLayer<F, Timeouts<H>, P> {
         DetectLayer {
             params: self.params,
             known: self.known,
             timeouts: Timeouts(timeout),
+            speculate: self.speculate,
+            delay: self.delay,
+        }
+    }
+
+    /// A client that has sent nothing for `delay` (`None`: never) gets its server dialed
+    /// with `speculate`, so that a server that speaks first (a banner) is heard at once
+    /// rather than after the detect timeout (see [`detect_speculating`]).
+    pub fn with_speculation<Q>(
+        self,
+        delay: Option<Duration>,
+        speculate: Q,
+    ) -> DetectLayer<F, G, Q> {
+        DetectLayer {
+            params: self.params,
+            known: self.known,
+            timeouts: self.timeouts,
+            speculate,
+            delay,
         }
     }
 }
 
-impl<S, F: Clone, G: Clone> tower::Layer<S> for DetectLayer<F, G> {
-    type Service = Detect<S, F, G>;
+impl<S, F: Clone, G: Clone, P: Clone> tower::Layer<S> for DetectLayer<F, G, P> {
+    type Service = Detect<S, F, G, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Detect {
             params: self.params,
             known: self.known.clone(),
             timeouts: self.timeouts.clone(),
+            speculate: self.speculate.clone(),
+            delay: self.delay,
             inner,
         }
     }
 }
 
-impl<T, I, S, F, G> tower::Service<(T, I)> for Detect<S, F, G>
+impl<T, I, S, F, G, P> tower::Service<(T, I)> for Detect<S, F, G, P>
 where
-    T: Send + 'static,
+    T: Send + Sync + 'static,
     I: AsyncRead + Unpin + Send + 'static,
     F: Fn(&T) -> Option<Protocol>,
     G: TargetTimeout<T>,
-    S: tower::Service<(T, Detected, PrefixedIo<I>)> + Clone + Send + 'static,
+    P: Speculate<T> + Clone + Send + 'static,
+    S: tower::Service<DetectedConn<T, I, P::Io>> + Clone + Send + 'static,
     S::Error: From<Error>,
     S::Future: Send,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ThenCall<S, (T, Detected, PrefixedIo<I>), Error>;
+    type Future = ThenCall<S, DetectedConn<T, I, P::Io>, Error>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness is checked on the clone that serves the connection.
@@ -208,18 +433,26 @@ where
             params.timeout = timeout;
         }
         let known = (self.known)(&target);
+        let speculate = self
+            .delay
+            .filter(|_| known.is_none())
+            .map(|delay| (delay, self.speculate.clone()));
         let detecting = async move {
-            let (detected, io) = match known {
+            // Dialed only once the client has been silent for the delay.
+            let t = &target;
+            let speculate = speculate.map(|(delay, s)| (delay, move || s.dial(t)));
+            let (detected, io, dialed) = match known {
                 Some(protocol) => {
                     let detected = Detected {
                         protocol,
                         timed_out: false,
+                        server_first: false,
                     };
-                    (detected, PrefixedIo::new(bytes::Bytes::new(), io))
+                    (detected, PrefixedIo::new(Bytes::new(), io), None)
                 }
-                None => detect(io, params).await?,
+                None => detect_speculating(io, params, speculate).await?,
             };
-            Ok((target, detected, io))
+            Ok((target, detected, (io, dialed)))
         };
         ThenCall::new(detecting, self.inner.clone())
     }
@@ -269,7 +502,8 @@ mod tests {
             d,
             Detected {
                 protocol: Protocol::Opaque,
-                timed_out: true
+                timed_out: true,
+                server_first: false,
             }
         );
         client.write_all(b" more").await.unwrap();
@@ -334,7 +568,7 @@ mod tests {
         assert!(read_all(io).await.is_empty());
     }
 
-    type Inner<I> = (&'static str, Detected, PrefixedIo<I>);
+    type Inner<I> = DetectedConn<&'static str, I, tokio::io::Empty>;
 
     /// Passes on the target, the protocol and the replayed bytes.
     fn inner<I: Send + 'static>() -> impl tower::Service<
@@ -345,7 +579,7 @@ mod tests {
     > + Clone
            + Send
            + 'static {
-        tower::service_fn(|(t, d, io): Inner<I>| async move {
+        tower::service_fn(|(t, d, (io, _)): Inner<I>| async move {
             Ok::<_, Error>((t, d.protocol, io.prefix().to_vec()))
         })
     }
@@ -426,5 +660,225 @@ mod tests {
         ) -> Poll<io::Result<()>> {
             Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
         }
+    }
+
+    /// Dials `addr` (a server on loopback), counting the connections made.
+    #[derive(Clone)]
+    struct DialLoopback {
+        addr: std::net::SocketAddr,
+        dials: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Speculate<&'static str> for DialLoopback {
+        type Io = tokio::net::TcpStream;
+
+        fn dial(&self, target: &&'static str) -> Option<Dialing<Self::Io>> {
+            if *target == "refused" {
+                return None;
+            }
+            let (addr, dials) = (self.addr, self.dials.clone());
+            Some(Box::pin(async move {
+                let io = tokio::net::TcpStream::connect(addr).await?;
+                // Counted once connected: the dial's future is then ready.
+                dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(io)
+            }))
+        }
+    }
+
+    /// A server on loopback that writes `banner` to each connection, if it has one, then
+    /// echoes.
+    async fn server(banner: Option<&'static [u8]>) -> DialLoopback {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    if let Some(b) = banner {
+                        s.write_all(b).await?;
+                    }
+                    let (mut r, mut w) = s.split();
+                    tokio::io::copy(&mut r, &mut w).await
+                });
+            }
+        });
+        DialLoopback {
+            addr,
+            dials: Default::default(),
+        }
+    }
+
+    type Speculated = DetectedConn<&'static str, tokio::io::DuplexStream, tokio::net::TcpStream>;
+
+    /// The detected result and the dialed connection, if any, as the inner service gets them.
+    async fn speculate(
+        dial: DialLoopback,
+        target: &'static str,
+        server: tokio::io::DuplexStream,
+    ) -> Speculated {
+        use tower::{Layer, ServiceExt};
+        let svc = DetectLayer::new(PARAMS, |_: &&str| None)
+            .with_speculation(Some(Duration::from_millis(100)), dial)
+            .layer(tower::service_fn(|c: Speculated| async move {
+                Ok::<_, Error>(c)
+            }));
+        svc.oneshot((target, server)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_server_that_speaks_first_is_heard_after_the_delay() {
+        let dial = server(Some(b"220 ready\r\n")).await;
+        let (_client, io) = tokio::io::duplex(1024);
+        let start = tokio::time::Instant::now();
+        let (_, d, (io, dialed)) = speculate(dial.clone(), "t", io).await;
+        assert!(start.elapsed() < PARAMS.timeout, "not the detect timeout");
+        assert_eq!(
+            d,
+            Detected {
+                protocol: Protocol::Opaque,
+                timed_out: false,
+                server_first: true
+            }
+        );
+        assert!(io.prefix().is_empty());
+        let mut dialed = dialed.expect("the dialed connection comes with it");
+        assert_eq!(dialed.prefix(), b"220 ready\r\n");
+        // The connection is the server's: it echoes after its banner (replayed first).
+        dialed.write_all(b"hi").await.unwrap();
+        let mut got = [0; 13];
+        dialed.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"220 ready\r\nhi");
+        assert_eq!(dial.dials.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_speaks_at_once_dials_nothing() {
+        let dial = server(Some(b"banner")).await;
+        let (mut client, io) = tokio::io::duplex(1024);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let (_, d, (io, dialed)) = speculate(dial.clone(), "t", io).await;
+        assert_eq!(d.protocol, Protocol::Http1);
+        assert!(!d.server_first);
+        assert!(dialed.is_none());
+        assert_eq!(io.prefix(), b"GET / HTTP/1.1\r\n");
+        assert_eq!(dial.dials.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_speaks_after_the_dial_gets_the_connection_unread() {
+        // A server that waits for its client: the client speaks first, late.
+        let dial = server(None).await;
+        let (mut client, io) = tokio::io::duplex(1024);
+        let speaking = tokio::spawn({
+            let dial = dial.clone();
+            async move {
+                eventually_dialed(&dial).await;
+                client.write_all(b"\x01opaque").await.unwrap();
+                client
+            }
+        });
+        let (_, d, (io, dialed)) = speculate(dial.clone(), "t", io).await;
+        let _client = speaking.await.unwrap();
+        assert_eq!(d.protocol, Protocol::Opaque);
+        assert!(!d.server_first && !d.timed_out);
+        assert_eq!(io.prefix(), b"\x01opaque");
+        // Dialed, connected, unread: an opaque forward may use it.
+        let mut dialed = dialed.expect("the dialed connection");
+        assert!(dialed.prefix().is_empty());
+        dialed.write_all(b"x").await.unwrap();
+        let mut got = [0; 1];
+        dialed.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"x");
+    }
+
+    /// Waits (boundedly) until `dial` has dialed once.
+    async fn eventually_dialed(dial: &DialLoopback) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while dial.dials.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never dialed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_target_that_must_not_be_dialed_waits_for_its_client() {
+        let dial = server(Some(b"banner")).await;
+        let (mut client, io) = tokio::io::duplex(1024);
+        let speaking = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await
+                .unwrap();
+            client
+        });
+        let (_, d, (_, dialed)) = speculate(dial.clone(), "refused", io).await;
+        let _client = speaking.await.unwrap();
+        assert_eq!(d.protocol, Protocol::Http2);
+        assert!(dialed.is_none());
+        assert_eq!(dial.dials.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_silently_ends_the_speculation() {
+        // A listener that accepts and closes at once.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+        let dial = DialLoopback {
+            addr,
+            dials: Default::default(),
+        };
+        let (mut client, io) = tokio::io::duplex(1024);
+        let speaking = tokio::spawn({
+            let dial = dial.clone();
+            async move {
+                eventually_dialed(&dial).await;
+                client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+                client
+            }
+        });
+        let (_, d, (_, dialed)) = speculate(dial, "t", io).await;
+        let _client = speaking.await.unwrap();
+        assert_eq!(d.protocol, Protocol::Http1, "still the client's protocol");
+        assert!(!d.server_first);
+        // The closed connection is not handed on (or, if the client won the race to the
+        // close, it is handed on closed: an HTTP client never uses it).
+        if let Some(mut c) = dialed {
+            let mut b = [0; 1];
+            assert_eq!(c.read(&mut b).await.unwrap_or(0), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_with_both_silent_keeps_the_connection() {
+        // A server that waits for its client, and a client that never speaks.
+        let dial = server(None).await;
+        let (_client, io) = tokio::io::duplex(1024);
+        let params = DetectParams {
+            timeout: Duration::from_millis(400),
+            ..PARAMS
+        };
+        let dialing = {
+            let dial = dial.clone();
+            move || dial.dial(&"t")
+        };
+        let (d, _, dialed) =
+            detect_speculating(io, params, Some((Duration::from_millis(50), dialing)))
+                .await
+                .unwrap();
+        assert!(d.timed_out && !d.server_first);
+        assert_eq!(d.protocol, Protocol::Opaque);
+        // Kept for the opaque forward, which then needs no second dial.
+        let mut dialed = dialed.expect("the dialed connection");
+        dialed.write_all(b"late").await.unwrap();
+        let mut got = [0; 4];
+        dialed.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"late");
+        assert_eq!(dial.dials.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

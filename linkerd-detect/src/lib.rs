@@ -16,6 +16,7 @@ mod layer;
 
 pub use self::classify::{classify, Classification, Protocol};
 pub use self::layer::{
-    detect, Detect, DetectLayer, DetectParams, Detected, Error, NoTimeouts, TargetTimeout, Timeouts,
+    detect, detect_speculating, Detect, DetectLayer, DetectParams, Detected, DetectedConn, Dialing,
+    Error, NoSpeculation, NoTimeouts, Speculate, Speculative, TargetTimeout, Timeouts,
 };
 pub use linkerd_proxy_transport::PrefixedIo;

@@ -77,6 +77,29 @@ fn tcp_client(ns: &str, app: &str, addr: &str, msg: &str) -> (String, String) {
     )
 }
 
+/// A client in `ns` (as `nobody`, so redirected) of a server that speaks first at `addr`
+/// (`test-app banner`): the server's banner arrives through both proxies in well under a
+/// second (not after their detect timeouts), and the connection then carries the client's
+/// bytes both ways.
+fn assert_banner_at_once(ns: &str, app: &str, addr: &str) {
+    let mut args = AS_NOBODY.to_vec();
+    args.extend([app, "banner-client", addr]);
+    let out = PodPair::exec(ns, &args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "banner-client {addr}: {stdout} {stderr}"
+    );
+    let (ms, got) = stdout.split_once(' ').unwrap_or_default();
+    assert_eq!(got, "220 ready\r\nping", "{stdout}");
+    let ms: u64 = ms.parse().unwrap();
+    assert!(
+        ms < 1000,
+        "the banner took {ms} ms through the proxies (their detect timeouts are 10 s)"
+    );
+}
+
 /// The app's `GET <url>` (a `/headers` echo) from the client pod, as `nobody` so it goes
 /// through both proxies: the request head the server's app received.
 fn app_headers(ns: &str, url: &str) -> String {
@@ -126,6 +149,11 @@ fn transparent_path_through_two_proxies() {
     // The server pod: the app on loopback, the proxy on the default ports.
     procs.spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]);
     procs.spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]);
+    procs.spawn(
+        &pods.server,
+        &[app, "banner", "127.0.0.1:4222", "220 ready\r\n"],
+        &[],
+    );
     procs.spawn(
         &pods.server,
         &[proxy],
@@ -179,6 +207,9 @@ fn transparent_path_through_two_proxies() {
         "\u{1}opaque",
     );
     assert_eq!(out, "\u{1}opaquebye", "{err}");
+
+    // A server that speaks first, on a port not known to be opaque.
+    assert_banner_at_once(&pods.client, app, &format!("{server_ip}:4222"));
 
     // A connect timeout is a 504 with the reason.
     let (_, head) = curl(
@@ -559,7 +590,7 @@ fn transparent_mtls_between_two_pods() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let mut mesh = String::from("services:\n");
-    for (name, port) in [("web", 8080), ("db", 9000)] {
+    for (name, port) in [("web", 8080), ("db", 9000), ("nats", 4222)] {
         mesh.push_str(&format!(
             "  - name: {name}.ns.svc.cluster.local\n    port: {port}\n    endpoints:\n      - addr: {server_ip}:{port}\n        identity: {}\n",
             id("server")
@@ -610,6 +641,11 @@ fn transparent_mtls_between_two_pods() {
     }
     procs.spawn(&pods.server, &[app, "http", "127.0.0.1:8080"], &[]);
     procs.spawn(&pods.server, &[app, "echo", "127.0.0.1:9000"], &[]);
+    procs.spawn(
+        &pods.server,
+        &[app, "banner", "127.0.0.1:4222", "220 ready\r\n"],
+        &[],
+    );
     let server_env = identity_env("server");
     let server_env: Vec<(&str, &str)> = server_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     procs.spawn(&pods.server, &[proxy], &server_env);
@@ -628,12 +664,14 @@ fn transparent_mtls_between_two_pods() {
     app_headers(&pods.client, &format!("http://{server_ip}:8080/headers"));
     let (out, err) = tcp_client(&pods.client, app, &format!("{server_ip}:9000"), "\u{1}mtls");
     assert_eq!(out, "\u{1}mtlsbye", "{err}");
+    // A server that speaks first, over mTLS between the proxies.
+    assert_banner_at_once(&pods.client, app, &format!("{server_ip}:4222"));
 
     let (_, client_metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
     let (_, server_metrics) = curl(&pods.server, false, &["http://127.0.0.1:4191/metrics"]);
     let server_id = format!("server_id=\"{}\"", id("server"));
     let client_id = format!("client_id=\"{}\"", id("client"));
-    for port in [8080, 9000] {
+    for port in [8080, 9000, 4222] {
         let dst = format!("target_addr=\"{server_ip}:{port}\"");
         assert_eq!(
             metric(

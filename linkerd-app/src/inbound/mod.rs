@@ -40,8 +40,10 @@ use self::{
 };
 use crate::{app::ConnStack, own::OwnListeners, own::RefuseOwnLayer, Config, PortSet};
 use futures_util::{future, TryFutureExt};
-use linkerd_connect::{Connector, Forward, Target};
-use linkerd_detect::{DetectLayer, DetectParams, PrefixedIo, Protocol};
+use linkerd_connect::{ClientIo, Connector, Forward, Target};
+use linkerd_detect::{
+    DetectLayer, DetectParams, Dialing, PrefixedIo, Protocol, Speculate, Speculative,
+};
 use linkerd_http::{
     orig_proto::DowngradeLayer, AuthorityRoutes, Client, EndpointClient, ErrorResponseLayer,
     HopByHopLayer, HttpMetrics, HttpServer, RequestStack, ServerConfig, Version,
@@ -70,6 +72,8 @@ const CLIENT_HELLO_CAPACITY: usize = linkerd_tls::MAX_CLIENT_HELLO_WIRE_LEN;
 /// What every inbound connection and request shares.
 pub(crate) struct Inbound {
     detect: DetectParams,
+    /// A client silent this long has its app dialed (`None`: never).
+    server_first_delay: Option<std::time::Duration>,
     opaque_ports: PortSet,
     /// `LINKERD2_PROXY_INBOUND_IPS`; empty accepts any destination.
     pod_ips: Arc<[std::net::IpAddr]>,
@@ -176,6 +180,7 @@ impl Inbound {
         };
         Arc::new(Self {
             detect,
+            server_first_delay: config.inbound.server_first_delay,
             opaque_ports: config.opaque_ports.clone(),
             pod_ips: config.inbound_ips.clone().into(),
             server: config.inbound.server.clone(),
@@ -236,10 +241,18 @@ impl Inbound {
                 self.opaque_ports.clone(),
                 self.store.clone(),
             )))
-            // 5. Detect the protocol, unless it is known.
+            // 5. Detect the protocol, unless it is known; a client silent for a moment that
+            //    the policy lets use TCP gets its app dialed, in case the app speaks first.
             .layer(
                 DetectLayer::new(self.detect, InboundTarget::known_protocol)
-                    .with_timeouts(InboundTarget::detect_timeout),
+                    .with_timeouts(InboundTarget::detect_timeout)
+                    .with_speculation(
+                        self.server_first_delay,
+                        DialApp {
+                            connector: self.connector.clone(),
+                            own: self.own.clone(),
+                        },
+                    ),
             )
             // 6. Apply the decision.
             .filter(Authorize::new(self.authz.clone()))
@@ -295,6 +308,34 @@ fn app_addr(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// Step 5's speculative dial of a silent client's app, as step 7 would dial it; never for a
+/// client the policy refuses TCP, or to this proxy's own ports.
+#[derive(Clone)]
+struct DialApp {
+    connector: Connector,
+    own: OwnListeners,
+}
+
+impl Speculate<InboundTarget> for DialApp {
+    type Io = ClientIo;
+
+    fn dial(&self, target: &InboundTarget) -> Option<Dialing<ClientIo>> {
+        let app = app_addr(target.port);
+        if !target.allows_tcp() || self.own.contains(app) {
+            return None;
+        }
+        let connect = self.connector.to(Target {
+            addr: app,
+            meshed: None,
+            protocol: None,
+        });
+        Some(Box::pin(async move { Ok(connect.oneshot(()).await?) }))
+    }
+}
+
+/// What step 7 gets: the connection, and the app connection step 5 dialed, if any.
+type RouterIo = (DetectedIo, Option<Speculative<ClientIo>>);
+
 /// Step 7: HTTP is served; anything else is copied to the app.
 #[derive(Clone)]
 struct Router<H> {
@@ -303,7 +344,7 @@ struct Router<H> {
     own: OwnListeners,
 }
 
-impl<H> tower::Service<(Authorized, DetectedIo)> for Router<H>
+impl<H> tower::Service<(Authorized, RouterIo)> for Router<H>
 where
     H: tower::Service<(Authorized, Version, DetectedIo), Response = (), Error = Infallible>
         + Clone
@@ -322,7 +363,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, (conn, io): (Authorized, DetectedIo)) -> Self::Future {
+    fn call(&mut self, (conn, (mut io, dialed)): (Authorized, RouterIo)) -> Self::Future {
         let version = match conn.protocol {
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
@@ -340,7 +381,16 @@ where
                 let client = conn.target.client;
                 let revocation = conn.revocation;
                 return future::Either::Right(Box::pin(async move {
-                    let forward = Forward::new(connect).oneshot(io);
+                    // Over the connection step 5 dialed, when it did.
+                    let forward = async move {
+                        match dialed {
+                            Some(upstream) => {
+                                linkerd_connect::copy(&mut io, upstream).await;
+                                Ok(())
+                            }
+                            None => Forward::new(connect).oneshot(io).await,
+                        }
+                    };
                     let Some(revocation) = revocation else {
                         forward.await?;
                         return Ok(());

@@ -458,6 +458,16 @@ impl InboundTarget {
         self.protocol
     }
 
+    /// Whether the policy lets this client through as opaque TCP, as step 6 would decide it:
+    /// what must hold before its app is dialed for it speculatively. Counts nothing.
+    pub(crate) fn allows_tcp(&self) -> bool {
+        match &self.server {
+            Some((PortPolicy::Server(p), _)) => p.authorize(self.client.ip(), &self.auth).is_some(),
+            Some((PortPolicy::Invalid(_), _)) => false,
+            _ => !matches!(self.decision, Decision::Deny(_)),
+        }
+    }
+
     /// The server's own detect timeout, if any (else the proxy's).
     pub(crate) fn detect_timeout(&self) -> Option<std::time::Duration> {
         self.detect_timeout

@@ -36,7 +36,7 @@ use self::{discover::Discovery, explicit::Explicit, http::target_stack, profile:
 use crate::{app::ConnStack, own::OwnListeners, Config, PortSet};
 use futures_util::{future, TryFutureExt};
 use linkerd_connect::Connector;
-use linkerd_detect::{DetectLayer, DetectParams, Detected, PrefixedIo, Protocol};
+use linkerd_detect::{DetectLayer, DetectParams, DetectedConn, PrefixedIo, Protocol};
 use linkerd_http::{
     Client, ErrorResponseLayer, HttpMetrics, HttpServer, RequestStack, ServerConfig, Version,
 };
@@ -58,6 +58,8 @@ use tower::{
 /// What every outbound connection and request shares.
 pub(crate) struct Outbound {
     detect: DetectParams,
+    /// A client silent this long has its server dialed (`None`: never).
+    server_first_delay: Option<std::time::Duration>,
     opaque_ports: PortSet,
     server: ServerConfig,
     tcp: TcpMetrics,
@@ -100,6 +102,7 @@ impl Outbound {
                 // As long as a request line the HTTP/1 server would take.
                 capacity: config.outbound.server.h1_max_buf_size,
             },
+            server_first_delay: config.outbound.server_first_delay,
             opaque_ports: config.opaque_ports.clone(),
             server: config.outbound.server.clone(),
             tcp,
@@ -115,6 +118,7 @@ impl Outbound {
 
     /// The outbound connection stack.
     pub(crate) fn stack(self: &Arc<Self>) -> ConnStack {
+        let tcp = tcp::TcpForward::new(self.connector.clone(), self.own.clone());
         let this = self.clone();
         let http = HttpServer::new(self.server.clone(), self.drain.clone(), move |t| {
             this.request_stack(t)
@@ -128,16 +132,14 @@ impl Outbound {
                 self.own.clone(),
                 self.opaque_ports.clone(),
             ))
-            // 3. Detect the protocol, unless the port or the profile says it is opaque.
-            .layer(DetectLayer::new(
-                self.detect,
-                OutboundTarget::known_protocol,
-            ))
+            // 3. Detect the protocol, unless the port or the profile says it is opaque; a
+            //    client silent for a moment gets its server dialed, in case it speaks first.
+            .layer(
+                DetectLayer::new(self.detect, OutboundTarget::known_protocol)
+                    .with_speculation(self.server_first_delay, tcp.clone()),
+            )
             // 4. and 5. HTTP, or opaque TCP.
-            .service(Router {
-                http,
-                tcp: tcp::TcpForward::new(self.connector.clone(), self.own.clone()),
-            });
+            .service(Router { http, tcp });
         BoxCloneSyncService::new(stack)
     }
 
@@ -203,7 +205,7 @@ struct Router<H> {
     tcp: tcp::TcpForward,
 }
 
-type Detected3 = (OutboundTarget, Detected, PrefixedIo<AcceptedIo>);
+type Detected3 = DetectedConn<OutboundTarget, AcceptedIo, linkerd_connect::ClientIo>;
 
 impl<H> tower::Service<Detected3> for Router<H>
 where
@@ -227,16 +229,19 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, (target, detected, io): Detected3) -> Self::Future {
+    fn call(&mut self, (target, detected, (io, dialed)): Detected3) -> Self::Future {
         tracing::Span::current().record("protocol", tracing::field::debug(detected.protocol));
         if detected.timed_out {
             tracing::debug!("protocol detection timed out; forwarding as opaque TCP");
+        }
+        if detected.server_first {
+            tracing::debug!("the server spoke first; forwarding as opaque TCP");
         }
         let version = match detected.protocol {
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
             Protocol::Tls | Protocol::Opaque => {
-                return future::Either::Right(self.tcp.forward(target, io));
+                return future::Either::Right(self.tcp.forward(target, io, dialed));
             }
         };
         // The connection is served for as long as it lasts: this future is polled at every

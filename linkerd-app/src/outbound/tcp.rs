@@ -3,7 +3,8 @@
 
 use super::OutboundTarget;
 use crate::own::OwnListeners;
-use linkerd_connect::{Connector, Forward, Target};
+use linkerd_connect::{ClientIo, Connector, Forward, Target};
+use linkerd_detect::{Dialing, Speculate, Speculative};
 use std::{future::Future, pin::Pin};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::{BoxError, ServiceExt};
@@ -25,8 +26,15 @@ impl TcpForward {
         Self { connector, own }
     }
 
-    /// Copies between `io` and the target until both sides have closed.
-    pub(crate) fn forward<I>(&self, target: OutboundTarget, io: I) -> Forwarding
+    /// Copies between `io` and the target until both sides have closed: over `dialed`, the
+    /// connection detection made while the client was silent, when there is one (it was
+    /// dialed as this would dial).
+    pub(crate) fn forward<I>(
+        &self,
+        target: OutboundTarget,
+        mut io: I,
+        dialed: Option<Speculative<ClientIo>>,
+    ) -> Forwarding
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -34,6 +42,14 @@ impl TcpForward {
             let error = "not HTTP, and not redirected, so there is no target (use CONNECT)";
             return Box::pin(async move { Err(error.into()) });
         };
+        if let Some(upstream) = dialed {
+            return Box::pin(async move {
+                linkerd_connect::copy(&mut io, upstream).await;
+                // The service (and its resolution) lives as long as the connection.
+                drop(target);
+                Ok(())
+            });
+        }
         if let Some(svc) = target.service {
             // The service (and its resolution) lives as long as the connection.
             let forward = Forward::new(svc.tcp()).oneshot(io);
@@ -55,6 +71,30 @@ impl TcpForward {
             Forward::new(connect).oneshot(io).await?;
             Ok(())
         })
+    }
+}
+
+/// A silent client's server is dialed as its opaque forward would dial it: an endpoint of its
+/// service's balancer, or its original destination (over mTLS when meshed); never a client
+/// with no target or one addressed to this proxy's own listeners.
+impl Speculate<OutboundTarget> for TcpForward {
+    type Io = ClientIo;
+
+    fn dial(&self, target: &OutboundTarget) -> Option<Dialing<ClientIo>> {
+        let dst = target.dial?;
+        if let Some(svc) = &target.service {
+            // The target, and with it the service's resolution, outlives the dial.
+            return Some(Box::pin(svc.tcp().oneshot(())));
+        }
+        if self.own.contains(dst) {
+            return None;
+        }
+        let connect = self.connector.to(Target {
+            addr: dst,
+            meshed: target.meshed.clone(),
+            protocol: None,
+        });
+        Some(Box::pin(async move { Ok(connect.oneshot(()).await?) }))
     }
 }
 
@@ -88,7 +128,8 @@ mod tests {
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dst = server.local_addr().unwrap();
         let (mut app, io) = tokio::io::duplex(1024);
-        let fwd = tokio::spawn(async move { forward(vec![]).forward(target(Some(dst)), io).await });
+        let fwd =
+            tokio::spawn(async move { forward(vec![]).forward(target(Some(dst)), io, None).await });
         let (mut upstream, _) = server.accept().await.unwrap();
         app.write_all(b"ping").await.unwrap();
         let mut buf = [0; 4];
@@ -101,13 +142,16 @@ mod tests {
     #[tokio::test]
     async fn no_target_and_own_listeners_are_closed() {
         let (_app, io) = tokio::io::duplex(64);
-        let err = forward(vec![]).forward(target(None), io).await.unwrap_err();
+        let err = forward(vec![])
+            .forward(target(None), io, None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("no target"), "{err}");
 
         let own = "127.0.0.1:4140".parse().unwrap();
         let (mut app, io) = tokio::io::duplex(64);
         forward(vec![own])
-            .forward(target(Some(own)), io)
+            .forward(target(Some(own)), io, None)
             .await
             .unwrap();
         let mut buf = Vec::new();

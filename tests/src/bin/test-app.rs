@@ -3,7 +3,12 @@
 //! - `test-app http ADDR`: the HTTP test backend (see `linkerd_tests::backend::http`);
 //! - `test-app echo ADDR`: the TCP echo server;
 //! - `test-app tcp-client ADDR PAYLOAD`: connects, sends PAYLOAD, half-closes, prints the reply;
-//! - `test-app dns ADDR NAME=IP...`: an authoritative DNS server (UDP) for these A records.
+//! - `test-app dns ADDR NAME=IP...`: an authoritative DNS server (UDP) for these A records;
+//! - `test-app banner ADDR TEXT`: a server that speaks first: TEXT on each connection, then
+//!   an echo;
+//! - `test-app banner-client ADDR`: waits (15 s at most) for the server's first bytes, then
+//!   sends `ping`, half-closes and prints how many milliseconds the first bytes took and all
+//!   it received (`<ms> <bytes>`).
 #![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
@@ -60,8 +65,53 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        ["banner", a, text] => {
+            let listener = tokio::net::TcpListener::bind(addr(a))
+                .await
+                .expect("bind the banner server");
+            let text = text.as_bytes().to_vec();
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let text = text.clone();
+                tokio::spawn(async move {
+                    s.write_all(&text).await?;
+                    let (mut r, mut w) = s.split();
+                    tokio::io::copy(&mut r, &mut w).await?;
+                    w.shutdown().await
+                });
+            }
+        }
+        ["banner-client", a] => {
+            let io = async {
+                let mut s = tokio::net::TcpStream::connect(addr(a)).await?;
+                let start = tokio::time::Instant::now();
+                let mut out = vec![0; 1024];
+                let n = s.read(&mut out).await?;
+                let waited = start.elapsed();
+                out.truncate(n);
+                s.write_all(b"ping").await?;
+                s.shutdown().await?;
+                s.read_to_end(&mut out).await?;
+                Ok::<_, std::io::Error>((waited, out))
+            };
+            match tokio::time::timeout(Duration::from_secs(15), io).await {
+                Ok(Ok((waited, out))) => {
+                    print!("{} {}", waited.as_millis(), String::from_utf8_lossy(&out))
+                }
+                Ok(Err(e)) => {
+                    eprintln!("banner-client: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Err(_) => {
+                    eprintln!("banner-client: timed out");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         _ => {
-            eprintln!("usage: test-app http ADDR | echo ADDR | tcp-client ADDR PAYLOAD | dns ADDR NAME=IP...");
+            eprintln!("usage: test-app http ADDR | echo ADDR | tcp-client ADDR PAYLOAD | dns ADDR NAME=IP... | banner ADDR TEXT | banner-client ADDR");
             return ExitCode::from(2);
         }
     }

@@ -199,6 +199,7 @@ fn detected(protocol: Protocol) -> Detected {
     Detected {
         protocol,
         timed_out: false,
+        server_first: false,
     }
 }
 
