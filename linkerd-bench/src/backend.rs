@@ -25,6 +25,8 @@ pub struct BackendArgs {
     pub http: Vec<SocketAddr>,
     pub echo: Vec<SocketAddr>,
     pub sink: Vec<SocketAddr>,
+    /// Servers that speak first: a banner on each connection, then they read to EOF.
+    pub banner: Vec<SocketAddr>,
     pub body_size: usize,
     /// Every HTTP response waits this long (a slow endpoint).
     pub delay: std::time::Duration,
@@ -92,6 +94,22 @@ pub async fn run(args: BackendArgs) -> std::io::Result<()> {
                         total += n as u64;
                     }
                     let _ = s.write_all(&total.to_be_bytes()).await;
+                });
+            }
+        });
+    }
+    for addr in &args.banner {
+        let l = TcpListener::bind(addr).await?;
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                conns.fetch_add(1, Ordering::Relaxed);
+                let _ = s.set_nodelay(true);
+                tokio::spawn(async move {
+                    s.write_all(b"220 linkerd-bench ready\r\n").await?;
+                    let mut buf = [0u8; 1024];
+                    while s.read(&mut buf).await? > 0 {}
+                    Ok::<_, std::io::Error>(())
                 });
             }
         });

@@ -30,6 +30,9 @@ pub enum Scenario {
     GrpcUnary,
     TcpPingpong,
     TcpBulk,
+    /// Connect and wait for a server that speaks first (a banner): the latency is connect to
+    /// first byte, what a MySQL, SMTP or NATS client waits at every connection.
+    TcpBanner,
 }
 
 /// Which backend a scenario talks to.
@@ -38,6 +41,7 @@ pub enum Backend {
     Http,
     Echo,
     Sink,
+    Banner,
 }
 
 /// How one load run goes.
@@ -81,7 +85,7 @@ pub struct Latency {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Http1Keepalive,
         Scenario::Http1KeepaliveMax,
         Scenario::Http1ConnPerRequest,
@@ -89,6 +93,7 @@ impl Scenario {
         Scenario::GrpcUnary,
         Scenario::TcpPingpong,
         Scenario::TcpBulk,
+        Scenario::TcpBanner,
     ];
 
     /// The name used in reports and JSON.
@@ -101,6 +106,7 @@ impl Scenario {
             Scenario::GrpcUnary => "grpc-unary",
             Scenario::TcpPingpong => "tcp-pingpong",
             Scenario::TcpBulk => "tcp-bulk",
+            Scenario::TcpBanner => "tcp-banner",
         }
     }
 
@@ -108,6 +114,7 @@ impl Scenario {
         match self {
             Scenario::TcpPingpong => Backend::Echo,
             Scenario::TcpBulk => Backend::Sink,
+            Scenario::TcpBanner => Backend::Banner,
             _ => Backend::Http,
         }
     }
@@ -141,6 +148,8 @@ enum Requester {
     Ping {
         io: TcpStream,
     },
+    /// A new connection per request.
+    Banner,
 }
 
 struct Ctx {
@@ -304,6 +313,7 @@ async fn connect(
         Scenario::TcpPingpong => Requester::Ping {
             io: tcp_connect(ctx).await?,
         },
+        Scenario::TcpBanner => Requester::Banner,
         Scenario::Http1ConnPerRequest => Requester::Http1 {
             tx: None,
             reuse: false,
@@ -382,6 +392,21 @@ async fn once(ctx: &Ctx, r: &mut Requester) -> Result<u64, String> {
             let mut b = [0u8; 1];
             io.read_exact(&mut b).await.map_err(|e| e.to_string())?;
             Ok(1)
+        }
+        Requester::Banner => {
+            // Bounded: without server-first detection a banner waits out both proxies'
+            // detect timeouts (10 s each).
+            let banner = async {
+                let mut io = tcp_connect(ctx).await?;
+                let mut b = [0u8; 64];
+                match io.read(&mut b).await.map_err(|e| e.to_string())? {
+                    0 => Err("closed before the banner".to_string()),
+                    n => Ok(n as u64),
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), banner)
+                .await
+                .map_err(|_| "no banner in 30 s".to_string())?
         }
     }
 }

@@ -88,6 +88,8 @@ enum Cmd {
         echo: Vec<SocketAddr>,
         #[arg(long)]
         sink: Vec<SocketAddr>,
+        #[arg(long)]
+        banner: Vec<SocketAddr>,
         #[arg(long, default_value_t = 1024)]
         body_size: usize,
         #[arg(long, default_value_t = 0)]
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
             http,
             echo,
             sink,
+            banner,
             body_size,
             delay_ms,
         }) => {
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
                 http,
                 echo,
                 sink,
+                banner,
                 body_size,
                 delay: Duration::from_millis(delay_ms),
             };

@@ -71,6 +71,10 @@ pub fn run(cli: &Cli) -> Result<bool, String> {
     }
     for topo in &loopback {
         for s in &scenarios {
+            // An explicit proxy has no target for a client that speaks no HTTP.
+            if *s == Scenario::TcpBanner && topo.via_proxy.is_some() {
+                continue;
+            }
             cells.push(cell(&env, &profile, cli.repeat, topo, *s));
         }
     }

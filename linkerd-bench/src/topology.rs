@@ -29,12 +29,13 @@ pub struct Env {
     pub body_size: usize,
 }
 
-/// The three backend addresses (HTTP, TCP echo, TCP sink).
+/// The backend addresses (HTTP, TCP echo, TCP sink, TCP banner).
 #[derive(Clone, Copy, Debug)]
 pub struct Addrs {
     pub http: SocketAddr,
     pub echo: SocketAddr,
     pub sink: SocketAddr,
+    pub banner: SocketAddr,
 }
 
 /// A running topology.
@@ -105,6 +106,7 @@ impl Addrs {
             Backend::Http => self.http,
             Backend::Echo => self.echo,
             Backend::Sink => self.sink,
+            Backend::Banner => self.banner,
         }
     }
 }
@@ -213,6 +215,7 @@ pub fn local_backend(env: &Env) -> Result<(Child, Addrs), String> {
         http: loopback(free_port()),
         echo: loopback(free_port()),
         sink: loopback(free_port()),
+        banner: loopback(free_port()),
     };
     let child = pinned(env.backend_cpus(), &env.self_bin)
         .args([
@@ -225,13 +228,15 @@ pub fn local_backend(env: &Env) -> Result<(Child, Addrs), String> {
         .args([
             "--sink",
             &addrs.sink.to_string(),
+            "--banner",
+            &addrs.banner.to_string(),
             "--body-size",
             &env.body_size.to_string(),
         ])
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("backend: {e}"))?;
-    for a in [addrs.http, addrs.echo, addrs.sink] {
+    for a in [addrs.http, addrs.echo, addrs.sink, addrs.banner] {
         wait_listening(a, "backend")?;
     }
     Ok((child, addrs))
@@ -320,6 +325,8 @@ pub fn proxy(env: &Env, backend: Addrs) -> Result<Topology, String> {
             http: outbound,
             echo: outbound,
             sink: outbound,
+            // Explicit-proxy mode has no target for bytes that are not HTTP (not run).
+            banner: outbound,
         },
         h2_target: None,
         via_proxy: Some(backend),
@@ -343,7 +350,13 @@ pub fn haproxy(
     if !found {
         return Ok(None);
     }
-    let (h1, h2, echo, sink) = (free_port(), free_port(), free_port(), free_port());
+    let (h1, h2, echo, sink, banner) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let config = format!(
         "global\n  nbthread {threads}\n  maxconn 4000\n\
          defaults\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
@@ -352,11 +365,13 @@ pub fn haproxy(
          frontend h2\n  mode http\n  bind 127.0.0.1:{h2} proto h2\n  default_backend h2b\n\
          backend h2b\n  mode http\n  http-reuse always\n  server s1 {http} proto h2\n\
          listen echo\n  mode tcp\n  bind 127.0.0.1:{echo}\n  server s1 {becho}\n\
-         listen sink\n  mode tcp\n  bind 127.0.0.1:{sink}\n  server s1 {bsink}\n",
+         listen sink\n  mode tcp\n  bind 127.0.0.1:{sink}\n  server s1 {bsink}\n\
+         listen banner\n  mode tcp\n  bind 127.0.0.1:{banner}\n  server s1 {bbanner}\n",
         threads = env.proxy_threads,
         http = backend.http,
         becho = backend.echo,
         bsink = backend.sink,
+        bbanner = backend.banner,
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -374,7 +389,7 @@ pub fn haproxy(
         children: vec![child],
         pods: None,
     });
-    for p in [h1, h2, echo, sink] {
+    for p in [h1, h2, echo, sink, banner] {
         wait_listening(loopback(p), "haproxy")?;
     }
     Ok(Some(Topology {
@@ -385,6 +400,7 @@ pub fn haproxy(
             http: loopback(h1),
             echo: loopback(echo),
             sink: loopback(sink),
+            banner: loopback(banner),
         },
         h2_target: Some(loopback(h2)),
         via_proxy: None,
@@ -412,10 +428,10 @@ const ID_B: &str = "server.bench.serviceaccount.identity.linkerd.cluster.local";
 /// are not in discovery), so the two differ only by mTLS. `proxy-pair-h2` is `proxy-pair-mtls`
 /// with the endpoints hinted `h2`: HTTP/1 travels between the proxies as multiplexed HTTP/2.
 pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
-    const MESHED: [u16; 3] = [8080, 9000, 9001];
-    const MTLS: [u16; 3] = [28080, 29000, 29001];
-    const H2: [u16; 3] = [38080, 39000, 39001];
-    const DIRECT: [u16; 3] = [18080, 19000, 19001];
+    const MESHED: [u16; 4] = [8080, 9000, 9001, 9002];
+    const MTLS: [u16; 4] = [28080, 29000, 29001, 29002];
+    const H2: [u16; 4] = [38080, 39000, 39001, 39002];
+    const DIRECT: [u16; 4] = [18080, 19000, 19001, 19002];
     const NOBODY: u32 = 65534;
     let control_bin = env.self_bin.with_file_name("linkerd-control");
     let mtls = control_bin.exists();
@@ -442,7 +458,7 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
         "--body-size".into(),
         env.body_size.to_string(),
     ]);
-    for (flag, i) in [("--http", 0), ("--echo", 1), ("--sink", 2)] {
+    for (flag, i) in [("--http", 0), ("--echo", 1), ("--sink", 2), ("--banner", 3)] {
         for ports in [MESHED, DIRECT, MTLS, H2] {
             backend_args.extend([flag.to_string(), listen(ports[i])]);
         }
@@ -505,10 +521,11 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let addrs = |ports: [u16; 3]| Addrs {
+    let addrs = |ports: [u16; 4]| Addrs {
         http: SocketAddr::from((ip, ports[0])),
         echo: SocketAddr::from((ip, ports[1])),
         sink: SocketAddr::from((ip, ports[2])),
+        banner: SocketAddr::from((ip, ports[3])),
     };
     let procs = Rc::new(procs);
     let mut topologies = vec![Topology {
@@ -557,8 +574,8 @@ fn mesh_identity(
     control_bin: &std::path::Path,
     tmp: &std::path::Path,
     server_ip: std::net::IpAddr,
-    mtls: &[u16; 3],
-    h2: &[u16; 3],
+    mtls: &[u16; 4],
+    h2: &[u16; 4],
     procs: &mut Procs,
     pods: [&String; 2],
 ) -> Result<std::path::PathBuf, String> {

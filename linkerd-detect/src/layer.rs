@@ -219,28 +219,19 @@ where
     let read = async {
         let mut first = None;
         if let Some((delay, dial)) = speculate {
-            let silent = tokio::time::timeout(delay, read_more(&mut io, &mut buf, capacity));
-            match silent.await {
-                Ok(n) => first = Some(n?),
-                Err(_) => match dial() {
-                    None => {}
-                    Some(dialing) => {
-                        match race(&mut io, &mut buf, capacity, dialing, deadline).await {
-                            Race::ServerFirst(server) => {
-                                upstream = Some(server);
-                                return Ok::<_, io::Error>(Some((Protocol::Opaque, true)));
-                            }
-                            Race::TimedOut(server) => {
-                                upstream = server.map(|s| PrefixedIo::new(Bytes::new(), s));
-                                return Ok(None);
-                            }
-                            Race::ClientFirst(n, server) => {
-                                upstream = server.map(|s| PrefixedIo::new(Bytes::new(), s));
-                                first = Some(n?);
-                            }
-                        }
-                    }
-                },
+            match first_bytes(&mut io, &mut buf, capacity, delay, dial, deadline).await {
+                First::Server(server) => {
+                    upstream = Some(server);
+                    return Ok::<_, io::Error>(Some((Protocol::Opaque, true)));
+                }
+                First::TimedOut(server) => {
+                    upstream = server;
+                    return Ok(None);
+                }
+                First::Client(n, server) => {
+                    upstream = server;
+                    first = Some(n?);
+                }
             }
         }
         loop {
@@ -270,6 +261,54 @@ where
         Err(_) => timed_out,
     };
     Ok((detected, PrefixedIo::new(buf.freeze(), io), upstream))
+}
+
+/// How a wait for a client's first bytes ended (see [`first_bytes`]).
+pub enum First<U> {
+    /// The client sent bytes (the read's result: 0 at EOF); the server's connection, if it
+    /// was up, comes unread.
+    Client(io::Result<usize>, Option<Speculative<U>>),
+    /// The client was silent and its server spoke first: the connection, with what it sent.
+    Server(Speculative<U>),
+    /// Neither spoke by the deadline; the server's connection, if it is up.
+    TimedOut(Option<Speculative<U>>),
+}
+
+/// Reads a client's first bytes into `buf` (within `capacity`); when the client has been
+/// silent for `delay`, dials its server with `dial` (if it gives a dial) and waits on both, so
+/// that a server that speaks first is heard at once. Ends at `deadline` at the latest.
+pub async fn first_bytes<I, U, D>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    capacity: usize,
+    delay: Duration,
+    dial: D,
+    deadline: tokio::time::Instant,
+) -> First<U>
+where
+    I: AsyncRead + Unpin,
+    U: AsyncRead + Unpin,
+    D: FnOnce() -> Option<Dialing<U>>,
+{
+    let silent = tokio::time::timeout_at(
+        deadline.min(tokio::time::Instant::now() + delay),
+        read_more(io, buf, capacity),
+    );
+    if let Ok(n) = silent.await {
+        return First::Client(n, None);
+    }
+    let unread = |s| PrefixedIo::new(Bytes::new(), s);
+    match dial() {
+        Some(dialing) => match race(io, buf, capacity, dialing, deadline).await {
+            Race::ServerFirst(server) => First::Server(server),
+            Race::ClientFirst(n, server) => First::Client(n, server.map(unread)),
+            Race::TimedOut(server) => First::TimedOut(server.map(unread)),
+        },
+        None => match tokio::time::timeout_at(deadline, read_more(io, buf, capacity)).await {
+            Ok(n) => First::Client(n, None),
+            Err(_) => First::TimedOut(None),
+        },
+    }
 }
 
 /// How the wait on a silent client and its dialed server ended.

@@ -16,7 +16,8 @@ mod layer;
 
 pub use self::classify::{classify, Classification, Protocol};
 pub use self::layer::{
-    detect, detect_speculating, Detect, DetectLayer, DetectParams, Detected, DetectedConn, Dialing,
-    Error, NoSpeculation, NoTimeouts, Speculate, Speculative, TargetTimeout, Timeouts,
+    detect, detect_speculating, first_bytes, Detect, DetectLayer, DetectParams, Detected,
+    DetectedConn, Dialing, Error, First, NoSpeculation, NoTimeouts, Speculate, Speculative,
+    TargetTimeout, Timeouts,
 };
 pub use linkerd_proxy_transport::PrefixedIo;

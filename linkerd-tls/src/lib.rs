@@ -27,7 +27,9 @@ pub use self::client_hello::{parse_client_hello, ClientHello, Parsed, MAX_CLIENT
 pub use self::config::{TlsConfigs, TRANSPORT_ALPN};
 pub use self::header::{HeaderError, SessionProtocol, TransportHeader, PREFACE};
 pub use self::server::{client_id, read_client_hello, terminate, Detected, ServerTlsStream};
-pub use self::terminate::{ServerTls, Terminate, TerminateLayer, TerminateParams, TlsIo};
+pub use self::terminate::{
+    ServerFirst, ServerTls, Terminate, TerminateLayer, TerminateParams, TlsIo,
+};
 pub use self::transport::{ReadTransportHeader, TransportHeaderLayer};
 pub use linkerd_identity::Id;
 

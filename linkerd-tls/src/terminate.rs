@@ -3,7 +3,8 @@
 use crate::{
     read_client_hello, terminate, Detected, Error, Id, ServerTlsStream, TlsConfigs, TRANSPORT_ALPN,
 };
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use linkerd_detect::{first_bytes, Dialing, First, NoSpeculation, Speculative};
 use linkerd_metrics::Counter;
 use linkerd_proxy_transport::PrefixedIo;
 use linkerd_stack::ThenCall;
@@ -67,17 +68,45 @@ pub struct TerminateParams {
 /// `peer(&target)` is the client's address (named in errors) when the connection is one to
 /// look at; `None` passes it on unread.
 #[derive(Clone)]
-pub struct TerminateLayer<F> {
+pub struct TerminateLayer<F, P = NoSpeculation> {
     params: Arc<TerminateParams>,
     peer: F,
+    server_first: P,
+    delay: Option<Duration>,
 }
 
 /// The service made by [`TerminateLayer`].
 #[derive(Clone)]
-pub struct Terminate<S, F> {
+pub struct Terminate<S, F, P = NoSpeculation> {
     params: Arc<TerminateParams>,
     peer: F,
+    server_first: P,
+    delay: Option<Duration>,
     inner: S,
+}
+
+/// How the TLS step hears a server that speaks first while its client sends nothing (a
+/// client that waits for the server is no TLS client).
+pub trait ServerFirst<T> {
+    /// The connection a dial gives.
+    type Io: AsyncRead + Unpin + Send + 'static;
+
+    /// Dials `target`'s server; `None` when it must not be dialed before the client speaks.
+    fn dial(&self, target: &T) -> Option<Dialing<Self::Io>>;
+
+    /// Hands on, with the target, the connection to a server that spoke first (what it sent
+    /// is the prefix), or one dialed for a client that stayed silent to the timeout.
+    fn attach(&self, target: &mut T, conn: Speculative<Self::Io>);
+}
+
+impl<T> ServerFirst<T> for NoSpeculation {
+    type Io = tokio::io::Empty;
+
+    fn dial(&self, _: &T) -> Option<Dialing<tokio::io::Empty>> {
+        None
+    }
+
+    fn attach(&self, _: &mut T, _: Speculative<tokio::io::Empty>) {}
 }
 
 impl<F> TerminateLayer<F> {
@@ -86,27 +115,49 @@ impl<F> TerminateLayer<F> {
         Self {
             params: Arc::new(params),
             peer,
+            server_first: NoSpeculation,
+            delay: None,
+        }
+    }
+
+    /// A client that has sent nothing for `delay` (`None`: never) while its ClientHello is
+    /// awaited gets its server dialed with `server_first`; a server that speaks first ends
+    /// the wait at once (`ServerTls::NoTls { silent: true }`, the connection attached to the
+    /// target). A client that speaks first is read as ever, and the dialed connection dropped.
+    pub fn with_server_first<P>(
+        self,
+        delay: Option<Duration>,
+        server_first: P,
+    ) -> TerminateLayer<F, P> {
+        TerminateLayer {
+            params: self.params,
+            peer: self.peer,
+            server_first,
+            delay,
         }
     }
 }
 
-impl<S, F: Clone> tower::Layer<S> for TerminateLayer<F> {
-    type Service = Terminate<S, F>;
+impl<S, F: Clone, P: Clone> tower::Layer<S> for TerminateLayer<F, P> {
+    type Service = Terminate<S, F, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Terminate {
             params: self.params.clone(),
             peer: self.peer.clone(),
+            server_first: self.server_first.clone(),
+            delay: self.delay,
             inner,
         }
     }
 }
 
-impl<T, I, S, F> tower::Service<(T, I)> for Terminate<S, F>
+impl<T, I, S, F, P> tower::Service<(T, I)> for Terminate<S, F, P>
 where
-    T: Send + 'static,
+    T: Send + Sync + 'static,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(&T) -> Option<SocketAddr>,
+    P: ServerFirst<T> + Clone + Send + Sync + 'static,
     S: tower::Service<(T, ServerTls, TlsIo<I>)> + Clone + Send + 'static,
     S::Error: From<Error>,
     S::Future: Send,
@@ -120,17 +171,25 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, (target, io): (T, I)) -> Self::Future {
+    fn call(&mut self, (mut target, io): (T, I)) -> Self::Future {
         let peer = (self.peer)(&target);
         let params = self.params.clone();
+        let (server_first, delay) = (self.server_first.clone(), self.delay);
         let terminating = async move {
             let (tls, io) = match (peer, &params.local) {
                 (Some(peer), Some((configs, name))) => {
-                    accept(io, peer, configs, name, &params).await?
+                    let t = &target;
+                    let speculate = delay.map(|d| (d, || server_first.dial(t)));
+                    let (tls, io, dialed) =
+                        accept(io, peer, configs, name, &params, speculate).await?;
+                    if let Some(conn) = dialed {
+                        server_first.attach(&mut target, conn);
+                    }
+                    (tls, io)
                 }
                 _ => (
                     ServerTls::NotLookedFor,
-                    Either::Right(PrefixedIo::new(bytes::Bytes::new(), io)),
+                    Either::Right(PrefixedIo::new(Bytes::new(), io)),
                 ),
             };
             Ok((target, tls, io))
@@ -139,33 +198,64 @@ where
     }
 }
 
-/// Reads the ClientHello; terminates TLS addressed to `name`.
-async fn accept<I>(
+/// What the TLS step found, the connection, and a server connection dialed for a silent
+/// client.
+type Accepted<I, U> = (ServerTls, TlsIo<I>, Option<Speculative<U>>);
+
+/// Reads the ClientHello (dialing the server of a client silent for `speculate`'s delay);
+/// terminates TLS addressed to `name`.
+async fn accept<I, U, D>(
     mut io: I,
     peer: SocketAddr,
     configs: &TlsConfigs,
     name: &Id,
     params: &TerminateParams,
-) -> Result<(ServerTls, TlsIo<I>), Error>
+    speculate: Option<(Duration, D)>,
+) -> Result<Accepted<I, U>, Error>
 where
     I: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + Unpin,
+    D: FnOnce() -> Option<Dialing<U>>,
 {
     let mut buf = BytesMut::new();
-    let hello = read_client_hello(&mut io, &mut buf, params.capacity, params.timeout)
+    let deadline = tokio::time::Instant::now() + params.timeout;
+    if let Some((delay, dial)) = speculate {
+        let heard = first_bytes(&mut io, &mut buf, params.capacity, delay, dial, deadline).await;
+        let conn = match heard {
+            First::Server(conn) => Some(conn),
+            First::TimedOut(conn) => conn,
+            First::Client(Ok(0), _) => {
+                return Err(Error::ClientHello(std::io::ErrorKind::UnexpectedEof.into()))
+            }
+            First::Client(Err(e), _) => return Err(Error::ClientHello(e)),
+            // The client spoke: it is read as ever (a server connection is dropped).
+            First::Client(Ok(_), _) => None,
+        };
+        if conn.is_some() || buf.is_empty() {
+            // The server spoke first, or nobody did by the timeout.
+            let io = Either::Right(PrefixedIo::new(Bytes::new(), io));
+            return Ok((ServerTls::NoTls { silent: true }, io, conn));
+        }
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let hello = read_client_hello(&mut io, &mut buf, params.capacity, left)
         .await
         .map_err(Error::ClientHello)?;
     let silent = buf.is_empty();
     let io = PrefixedIo::new(buf.freeze(), io);
     let hello = match hello {
         Detected::ClientHello(hello) => hello,
-        Detected::NotClientHello => return Ok((ServerTls::NoTls { silent }, Either::Right(io))),
+        Detected::NotClientHello => {
+            return Ok((ServerTls::NoTls { silent }, Either::Right(io), None))
+        }
     };
     let ours = hello
         .sni
         .as_deref()
         .is_some_and(|sni| sni.eq_ignore_ascii_case(name.as_str()));
     if !ours {
-        return Ok((ServerTls::Passthrough { sni: hello.sni }, Either::Right(io)));
+        let tls = ServerTls::Passthrough { sni: hello.sni };
+        return Ok((tls, Either::Right(io), None));
     }
     // Meshed traffic waits for this proxy's first certificate.
     let creds = configs.credentials();
@@ -187,5 +277,5 @@ where
         client_id,
         transport,
     };
-    Ok((status, Either::Left(tls)))
+    Ok((status, Either::Left(tls), None))
 }

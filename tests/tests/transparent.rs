@@ -77,12 +77,16 @@ fn tcp_client(ns: &str, app: &str, addr: &str, msg: &str) -> (String, String) {
     )
 }
 
-/// A client in `ns` (as `nobody`, so redirected) of a server that speaks first at `addr`
-/// (`test-app banner`): the server's banner arrives through both proxies in well under a
-/// second (not after their detect timeouts), and the connection then carries the client's
-/// bytes both ways.
-fn assert_banner_at_once(ns: &str, app: &str, addr: &str) {
-    let mut args = AS_NOBODY.to_vec();
+/// A client in `ns` (as `nobody`, so redirected through its proxy; else as root, which is
+/// not) of a server that speaks first at `addr` (`test-app banner`): the server's banner
+/// arrives through the proxies in well under a second (not after their detect timeouts), and
+/// the connection then carries the client's bytes both ways.
+fn assert_banner_at_once(ns: &str, app: &str, addr: &str, as_nobody: bool) {
+    let mut args = if as_nobody {
+        AS_NOBODY.to_vec()
+    } else {
+        Vec::new()
+    };
     args.extend([app, "banner-client", addr]);
     let out = PodPair::exec(ns, &args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -209,7 +213,7 @@ fn transparent_path_through_two_proxies() {
     assert_eq!(out, "\u{1}opaquebye", "{err}");
 
     // A server that speaks first, on a port not known to be opaque.
-    assert_banner_at_once(&pods.client, app, &format!("{server_ip}:4222"));
+    assert_banner_at_once(&pods.client, app, &format!("{server_ip}:4222"), true);
 
     // A connect timeout is a 504 with the reason.
     let (_, head) = curl(
@@ -664,8 +668,11 @@ fn transparent_mtls_between_two_pods() {
     app_headers(&pods.client, &format!("http://{server_ip}:8080/headers"));
     let (out, err) = tcp_client(&pods.client, app, &format!("{server_ip}:9000"), "\u{1}mtls");
     assert_eq!(out, "\u{1}mtlsbye", "{err}");
-    // A server that speaks first, over mTLS between the proxies.
-    assert_banner_at_once(&pods.client, app, &format!("{server_ip}:4222"));
+    // A server that speaks first, over mTLS between the proxies; and from a client without
+    // a proxy (root is not redirected) to the meshed server, whose proxy waits for a
+    // ClientHello.
+    assert_banner_at_once(&pods.client, app, &format!("{server_ip}:4222"), true);
+    assert_banner_at_once(&pods.client, app, &format!("{server_ip}:4222"), false);
 
     let (_, client_metrics) = curl(&pods.client, false, &["http://127.0.0.1:4191/metrics"]);
     let (_, server_metrics) = curl(&pods.server, false, &["http://127.0.0.1:4191/metrics"]);
@@ -698,6 +705,21 @@ fn transparent_mtls_between_two_pods() {
             "{server_metrics}"
         );
     }
+    // The client without a proxy, forwarded as plaintext TCP.
+    assert_eq!(
+        metric(
+            &server_metrics,
+            "tcp_open_total",
+            &[
+                "direction=\"inbound\"",
+                "peer=\"src\"",
+                "tls=\"no_identity\"",
+                &format!("target_addr=\"{server_ip}:4222\"")
+            ]
+        ),
+        Some(1.0),
+        "{server_metrics}"
+    );
     assert_eq!(
         metric(
             &server_metrics,

@@ -215,16 +215,33 @@ impl Inbound {
         let http = HttpServer::new(self.server.clone(), self.drain.clone(), move |a| {
             this.request_stack(a)
         });
+        let decide = Decide::new(
+            self.policy.clone(),
+            self.opaque_ports.clone(),
+            self.store.clone(),
+        );
+        let dial_app = DialApp {
+            connector: self.connector.clone(),
+            own: self.own.clone(),
+        };
         let stack = ServiceBuilder::new()
             // 1. The app's port, or the inbound port itself.
             .map_request(tls::accept(tls_enabled, self.opaque_ports.clone()))
             .filter(tls::PodIps(self.pod_ips.clone()))
             // 2. TLS addressed to this proxy is terminated; other TLS and plaintext pass
             //    through. The connection is labelled by what its TLS proved, and counted.
-            .layer(TerminateLayer::new(
-                self.terminate.clone(),
-                InboundConn::peer,
-            ))
+            //    A client that sends nothing for a moment gets its app dialed (when the policy
+            //    lets a plaintext client use TCP): a client that waits for its server is no
+            //    TLS client, and an app that speaks first is forwarded at once.
+            .layer(
+                TerminateLayer::new(self.terminate.clone(), InboundConn::peer).with_server_first(
+                    self.server_first_delay,
+                    TlsServerFirst {
+                        decide: decide.clone(),
+                        dial: dial_app.clone(),
+                    },
+                ),
+            )
             .filter(Label::new(
                 self.tcp.clone(),
                 self.authz.clone(),
@@ -236,23 +253,13 @@ impl Inbound {
                 InboundTls::expects_header,
             ))
             // 4. The policy's decision for this client and port.
-            .layer(tower::filter::AsyncFilterLayer::new(Decide::new(
-                self.policy.clone(),
-                self.opaque_ports.clone(),
-                self.store.clone(),
-            )))
+            .layer(tower::filter::AsyncFilterLayer::new(decide))
             // 5. Detect the protocol, unless it is known; a client silent for a moment that
             //    the policy lets use TCP gets its app dialed, in case the app speaks first.
             .layer(
                 DetectLayer::new(self.detect, InboundTarget::known_protocol)
                     .with_timeouts(InboundTarget::detect_timeout)
-                    .with_speculation(
-                        self.server_first_delay,
-                        DialApp {
-                            connector: self.connector.clone(),
-                            own: self.own.clone(),
-                        },
-                    ),
+                    .with_speculation(self.server_first_delay, dial_app),
             )
             // 6. Apply the decision.
             .filter(Authorize::new(self.authz.clone()))
@@ -316,20 +323,63 @@ struct DialApp {
     own: OwnListeners,
 }
 
+impl DialApp {
+    /// A connection to the app's `port`, unless it is one of this proxy's own.
+    fn app(&self, port: u16) -> Option<linkerd_connect::Connect> {
+        let app = app_addr(port);
+        if self.own.contains(app) {
+            return None;
+        }
+        Some(self.connector.to(Target {
+            addr: app,
+            meshed: None,
+            protocol: None,
+        }))
+    }
+}
+
 impl Speculate<InboundTarget> for DialApp {
     type Io = ClientIo;
 
     fn dial(&self, target: &InboundTarget) -> Option<Dialing<ClientIo>> {
-        let app = app_addr(target.port);
-        if !target.allows_tcp() || self.own.contains(app) {
+        if !target.allows_tcp() {
             return None;
         }
-        let connect = self.connector.to(Target {
-            addr: app,
-            meshed: None,
-            protocol: None,
-        });
+        let connect = self.app(target.port)?;
         Some(Box::pin(async move { Ok(connect.oneshot(()).await?) }))
+    }
+}
+
+/// Step 2's dial of a silent client's app: only for a redirected connection (not one to the
+/// inbound port itself, which only peer proxies make, speaking first) whose client the policy
+/// lets use TCP as a plaintext client (checked in the dial, which waits for the port's policy
+/// as step 4 does).
+#[derive(Clone)]
+struct TlsServerFirst {
+    decide: Decide,
+    dial: DialApp,
+}
+
+impl linkerd_tls::ServerFirst<InboundConn> for TlsServerFirst {
+    type Io = ClientIo;
+
+    fn dial(&self, conn: &InboundConn) -> Option<Dialing<ClientIo>> {
+        if conn.to_listener {
+            return None;
+        }
+        let port = conn.orig_dst.port();
+        let connect = self.dial.app(port)?;
+        let (decide, client) = (self.decide.clone(), conn.client.ip());
+        Some(Box::pin(async move {
+            if !decide.allows_plaintext_tcp(client, port).await {
+                return Err("the policy does not let the client use TCP".into());
+            }
+            Ok(connect.oneshot(()).await?)
+        }))
+    }
+
+    fn attach(&self, conn: &mut InboundConn, dialed: Speculative<ClientIo>) {
+        conn.server_first = Some(tls::ServerFirstConn::new(dialed));
     }
 }
 
@@ -381,7 +431,9 @@ where
                 let client = conn.target.client;
                 let revocation = conn.revocation;
                 return future::Either::Right(Box::pin(async move {
-                    // Over the connection step 5 dialed, when it did.
+                    // Over the connection step 2 or 5 dialed, when one did.
+                    let dialed =
+                        dialed.or_else(|| conn.target.server_first.as_ref().and_then(|c| c.take()));
                     let forward = async move {
                         match dialed {
                             Some(upstream) => {
@@ -452,6 +504,7 @@ mod tests {
             protocol: None,
             server: None,
             detect_timeout: None,
+            server_first: None,
         };
         let conn = Authorized {
             target,

@@ -450,6 +450,8 @@ pub(crate) struct InboundTarget {
     pub server: Option<(PortPolicy, watch::Receiver<PortPolicy>)>,
     /// The server's own detect timeout (`detect.timeout`), if it sets one.
     pub detect_timeout: Option<std::time::Duration>,
+    /// The app connection made while the client was silent (see `InboundConn`).
+    pub server_first: Option<super::tls::ServerFirstConn>,
 }
 
 impl InboundTarget {
@@ -584,6 +586,32 @@ impl Decide {
     }
 }
 
+impl Decide {
+    /// Whether a plaintext client at `client` may use `port` as opaque TCP, by the port's
+    /// server policy (waiting for its first answer, as step 4) or the default policy; false on
+    /// a port whose server takes only HTTP. What the TLS step checks before it dials the app
+    /// for a silent client. Counts nothing.
+    pub(crate) async fn allows_plaintext_tcp(&self, client: std::net::IpAddr, port: u16) -> bool {
+        let auth = ClientAuth::Plaintext;
+        if let Some(store) = &self.store {
+            match store.get(port).await.0 {
+                PortPolicy::Server(p) => {
+                    let tcp = matches!(
+                        p.protocol,
+                        ServerProtocol::Detect { .. }
+                            | ServerProtocol::Opaque
+                            | ServerProtocol::Tls
+                    );
+                    return tcp && p.authorize(client, &auth).is_some();
+                }
+                PortPolicy::Invalid(_) => return false,
+                PortPolicy::Pending | PortPolicy::Default => {}
+            }
+        }
+        !matches!(self.policy.check(port, client, &auth), Decision::Deny(_))
+    }
+}
+
 impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)> for Decide {
     type Request = (InboundTarget, I);
     type Future = std::pin::Pin<
@@ -661,6 +689,7 @@ impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)>
                 protocol,
                 server,
                 detect_timeout,
+                server_first: tls.conn.server_first.clone(),
             };
             Ok((target, io))
         })

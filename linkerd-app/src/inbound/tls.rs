@@ -3,6 +3,7 @@
 
 use super::policy::{AuthzLabels, AuthzMetrics, ClientAuth};
 use crate::PortSet;
+use linkerd_detect::Speculative;
 use linkerd_proxy_transport::{
     Accepted, ConnLabeller, Direction, Metered, NoTlsReason, Peer, PrefixedIo, TcpMetrics, TlsLabel,
 };
@@ -24,6 +25,33 @@ pub(crate) struct InboundConn {
     /// Whether a ClientHello for this proxy is looked for (the proxy has an identity, and the
     /// port is not opaque).
     pub look_for_tls: bool,
+    /// The app connection the TLS step made for a client that sent nothing, when the app
+    /// spoke first (or nobody spoke by the timeout): the opaque forward's.
+    pub server_first: Option<ServerFirstConn>,
+}
+
+/// A connection to the app dialed while the client was silent, taken once by the forward.
+/// Cloning shares it (targets are cloned as they go down the stack).
+#[derive(Clone)]
+pub(crate) struct ServerFirstConn(
+    std::sync::Arc<parking_lot::Mutex<Option<Speculative<linkerd_connect::ClientIo>>>>,
+);
+
+impl ServerFirstConn {
+    pub(crate) fn new(conn: Speculative<linkerd_connect::ClientIo>) -> Self {
+        Self(std::sync::Arc::new(parking_lot::Mutex::new(Some(conn))))
+    }
+
+    /// The connection, the first time.
+    pub(crate) fn take(&self) -> Option<Speculative<linkerd_connect::ClientIo>> {
+        self.0.lock().take()
+    }
+}
+
+impl std::fmt::Debug for ServerFirstConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerFirstConn")
+    }
 }
 
 /// An inbound connection after TLS: what the client proved, and what follows.
@@ -70,6 +98,7 @@ pub(crate) fn accept(
             orig_dst,
             to_listener,
             look_for_tls,
+            server_first: None,
         };
         (conn, accepted.socket)
     }
@@ -249,6 +278,7 @@ mod tests {
             orig_dst: "10.0.0.1:8080".parse().unwrap(),
             to_listener,
             look_for_tls: true,
+            server_first: None,
         }
     }
 

@@ -140,6 +140,7 @@ fn inbound_tls(auth: ClientAuth, opaque: bool) -> InboundTls {
             orig_dst: "10.0.0.1:8080".parse().unwrap(),
             to_listener: false,
             look_for_tls: true,
+            server_first: None,
         },
         label,
         auth,
@@ -192,6 +193,7 @@ fn target(decision: Decision) -> InboundTarget {
         protocol: None,
         server: None,
         detect_timeout: None,
+        server_first: None,
     }
 }
 
@@ -259,4 +261,15 @@ fn authorize_closes_a_refused_tcp_client_and_hands_http_its_denial() {
         .unwrap();
     let allowed = a.authz.expect("allowed requests are counted");
     assert!(allowed.denial.is_none());
+}
+
+#[test]
+fn a_refused_client_is_not_dialed_for_before_it_speaks() {
+    let denial = Denial {
+        policy: "deny",
+        reason: DenyReason::DenyAll,
+    };
+    assert!(!target(Decision::Deny(denial)).allows_tcp());
+    assert!(target(Decision::Audit(denial)).allows_tcp());
+    assert!(target(Decision::Allow).allows_tcp());
 }
