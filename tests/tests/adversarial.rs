@@ -727,3 +727,333 @@ async fn an_http2_stream_outlives_the_request_body_timeout() {
         .unwrap();
     assert_eq!(client::text(rsp).await, (200, "ab".into()));
 }
+
+// --- Regression tests for what held (HTTP/2 floods, HPACK, smuggling) ---
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// One raw HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The preface and an empty SETTINGS: the start of every raw HTTP/2 client here.
+fn h2_start() -> Vec<u8> {
+    let mut v = PREFACE.to_vec();
+    v.extend(frame(SETTINGS, 0, 0, &[]));
+    v
+}
+
+/// An HPACK block for `METHOD http://web/` (static-table method, scheme and path; the
+/// authority a literal with incremental indexing, so the dynamic table's entry 62).
+fn request_block(post: bool) -> Vec<u8> {
+    let mut b = vec![if post { 0x83 } else { 0x82 }, 0x86, 0x84, 0x41, 3];
+    b.extend_from_slice(b"web");
+    b
+}
+
+/// What the proxy said on a raw HTTP/2 connection, read frame by frame.
+#[derive(Debug, Default)]
+struct Heard {
+    /// A GOAWAY, EOF or read error: the connection is over.
+    closed: bool,
+    /// A HEADERS frame on stream 1 (a response), and its first payload bytes.
+    response: Option<Vec<u8>>,
+    /// A RST_STREAM on stream 1.
+    reset: bool,
+}
+
+/// Reads frames from `r` until the connection ends, or `until` says what was heard is enough.
+async fn hear(mut r: tokio::net::tcp::OwnedReadHalf, until: fn(&Heard) -> bool) -> Heard {
+    let mut heard = Heard::default();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        while buf.len() >= 9 {
+            let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, stream) = (buf[3], u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]));
+            match (kind, stream & 0x7fff_ffff) {
+                (GOAWAY, _) => heard.closed = true,
+                (HEADERS, 1) => heard.response = Some(buf[9..9 + len].to_vec()),
+                (RST_STREAM, 1) => heard.reset = true,
+                _ => {}
+            }
+            buf.drain(..9 + len);
+        }
+        if heard.closed || until(&heard) {
+            return heard;
+        }
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                heard.closed = true;
+                return heard;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Writes `first`, then `repeat` over and over, to a new connection to `addr`: at most
+/// `max_bytes` in all, or until the proxy ends the connection, while reading what it sends.
+/// Returns what was heard and the bytes written.
+async fn flood(addr: SocketAddr, first: &[u8], repeat: &[u8], max_bytes: usize) -> (Heard, usize) {
+    let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut listening = tokio::spawn(hear(r, |_| false));
+    let batch = repeat.repeat((64 * 1024 / repeat.len()).max(1));
+    let mut written = 0;
+    let writing = async {
+        if w.write_all(first).await.is_err() {
+            return;
+        }
+        written += first.len();
+        while written < max_bytes {
+            if w.write_all(&batch).await.is_err() {
+                return;
+            }
+            written += batch.len();
+        }
+        // Everything sent: the proxy has the rest of the bound to end it (or not).
+        std::future::pending::<()>().await
+    };
+    let heard = tokio::time::timeout(BOUND, async {
+        tokio::select! {
+            heard = &mut listening => Some(heard.unwrap()),
+            () = writing => None,
+        }
+    })
+    .await;
+    let heard = match heard {
+        Ok(Some(heard)) => heard,
+        // The proxy stopped reading (the write failed): it then closes.
+        Ok(None) => tokio::time::timeout(BOUND, listening)
+            .await
+            .map(|h| h.unwrap())
+            .unwrap_or_default(),
+        // The whole flood was taken within the bound and the connection stays open.
+        Err(_) => Heard::default(),
+    };
+    (heard, written)
+}
+
+/// Another client, HTTP/1 and HTTP/2, is served at once.
+async fn others_are_served(proxy: &linkerd_app::Proxy, app: SocketAddr) {
+    let rsp = exchange(
+        proxy.outbound_addr,
+        b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rsp), 200, "{rsp}");
+    let mut h2 = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let req = Request::get(format!("http://{app}/"))
+        .body(Full::default())
+        .unwrap();
+    let rsp = tokio::time::timeout(BOUND, h2.send_request(req))
+        .await
+        .expect("served within the bound")
+        .unwrap();
+    assert_eq!(client::text(rsp).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_flood_is_cut_off() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    // HEADERS without END_HEADERS, then CONTINUATION frames of valid literal headers that
+    // never end the block (the 2024 CONTINUATION flood), up to 32 MiB.
+    let mut first = h2_start();
+    first.extend(frame(HEADERS, 0, 1, &request_block(false)));
+    let mut block = Vec::new();
+    while block.len() < 16_000 {
+        block.extend_from_slice(&[0x00, 3]);
+        block.extend_from_slice(b"x-a");
+        block.push(100);
+        block.extend_from_slice(&[b'a'; 100]);
+    }
+    let (heard, written) = flood(
+        proxy.outbound_addr,
+        &first,
+        &frame(CONTINUATION, 0, 1, &block),
+        32 << 20,
+    )
+    .await;
+    assert!(
+        heard.closed,
+        "the proxy ends the connection ({written} bytes sent)"
+    );
+    assert!(
+        written < 32 << 20,
+        "before the whole flood: {written} bytes"
+    );
+    assert_eq!(app.requests(), 0, "no request reached the app");
+    others_are_served(&proxy, app.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpack_bomb_is_refused_without_reaching_the_app() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    // A 4,000-byte header put in the dynamic table once, then referenced 12,000 times in one
+    // 16 KiB block: 48 MB of headers if decoded in full.
+    let mut block = request_block(false);
+    block.extend_from_slice(&[0x40, 6]);
+    block.extend_from_slice(b"x-bomb");
+    // 4000 as an HPACK integer with a 7-bit prefix: 127 + 3873.
+    block.extend_from_slice(&[0x7f, 0xa1, 0x1e]);
+    block.extend_from_slice(&[b'b'; 4000]);
+    block.extend(std::iter::repeat_n(0x80 | 62, 12_000));
+    let mut bytes = h2_start();
+    bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
+    let (r, mut w) = TcpStream::connect(proxy.outbound_addr)
+        .await
+        .unwrap()
+        .into_split();
+    w.write_all(&bytes).await.unwrap();
+    let heard = tokio::time::timeout(BOUND, hear(r, |h| h.reset || h.response.is_some()))
+        .await
+        .expect("the proxy answers within the bound");
+    // Refused: a reset stream, a closed connection, or a response that is not the app's 200
+    // (`:status: 200` is the static table's entry 8, 0x88).
+    let served = heard
+        .response
+        .as_ref()
+        .is_some_and(|b| b.first() == Some(&0x88));
+    assert!(
+        !served && (heard.reset || heard.closed || heard.response.is_some()),
+        "{heard:?}"
+    );
+    assert_eq!(app.requests(), 0, "the request did not reach the app");
+    others_are_served(&proxy, app.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_settings_and_empty_data_floods_leave_others_served() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    let mut with_stream = h2_start();
+    with_stream.extend(frame(HEADERS, END_HEADERS, 1, &request_block(true)));
+    for (what, first, repeat) in [
+        ("PING", h2_start(), frame(PING, 0, 0, &[7; 8])),
+        ("SETTINGS", h2_start(), frame(SETTINGS, 0, 0, &[])),
+        ("empty DATA", with_stream, frame(DATA, 0, 1, &[])),
+    ] {
+        // 8 MiB of each: about a million frames.
+        let (_, written) = flood(proxy.outbound_addr, &first, &repeat, 8 << 20).await;
+        assert!(written > 0, "{what}");
+        others_are_served(&proxy, app.addr).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_framing_never_smuggles_a_request() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    // Each carries a second request in what one reading calls the body: if the proxy and the
+    // app read the framing differently, the app gets `/smuggled`.
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: web\r\n\r\n";
+    let chunked = format!("0\r\n\r\n{smuggled}");
+    let cl = smuggled.len() + 5;
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "CL then TE",
+            format!("Content-Length: {cl}\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}"),
+        ),
+        (
+            "TE then CL",
+            format!("Transfer-Encoding: chunked\r\nContent-Length: {cl}\r\n\r\n{chunked}"),
+        ),
+        (
+            "two Content-Lengths",
+            format!(
+                "Content-Length: 0\r\nContent-Length: {}\r\n\r\n{smuggled}",
+                smuggled.len()
+            ),
+        ),
+        (
+            "a Content-Length list",
+            format!("Content-Length: 0, {}\r\n\r\n{smuggled}", smuggled.len()),
+        ),
+        (
+            "a signed Content-Length",
+            format!("Content-Length: +{}\r\n\r\n{smuggled}", smuggled.len()),
+        ),
+        (
+            "a hex Content-Length",
+            format!("Content-Length: 0x{:x}\r\n\r\n{smuggled}", smuggled.len()),
+        ),
+        (
+            "TE: xchunked",
+            format!("Transfer-Encoding: xchunked\r\n\r\n{chunked}"),
+        ),
+        (
+            "TE: chunked, identity",
+            format!("Transfer-Encoding: chunked, identity\r\n\r\n{chunked}"),
+        ),
+        (
+            "TE twice",
+            format!("Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n{chunked}"),
+        ),
+        (
+            "a space before the colon",
+            format!("Transfer-Encoding : chunked\r\nContent-Length: 0\r\n\r\n{chunked}"),
+        ),
+        (
+            "TE folded",
+            format!("Transfer-Encoding:\r\n chunked\r\nContent-Length: 0\r\n\r\n{chunked}"),
+        ),
+        (
+            "a chunk size that overflows",
+            format!(
+                "Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff1\r\n{smuggled}\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "a chunk extension with a bare LF",
+            format!("Transfer-Encoding: chunked\r\n\r\n0;a\n\r\n{smuggled}"),
+        ),
+    ];
+    let mut answered = 0;
+    for (what, rest) in &cases {
+        let req = format!("POST /echo HTTP/1.1\r\nHost: web\r\n{rest}");
+        let before = app.requests();
+        let rsp = exchange(proxy.outbound_addr, req.as_bytes()).await;
+        let status = status_of(&rsp);
+        assert!(
+            !rsp.contains("smuggled") || status == 200,
+            "{what}: the app answered the smuggled request: {rsp}"
+        );
+        let reached = app.requests() - before;
+        assert!(
+            reached <= 1,
+            "{what}: {reached} requests reached the app: {rsp}"
+        );
+        if reached == 1 {
+            answered += 1;
+        } else {
+            assert!((400..=501).contains(&status), "{what}: {status}: {rsp}");
+        }
+    }
+    // A last request on its own connection: by then every request that reached the app was
+    // one the client sent and got an answer to (no smuggled one arrived late).
+    others_are_served(&proxy, app.addr).await;
+    assert_eq!(
+        app.requests(),
+        answered + 2,
+        "only the clients' own requests reached the app"
+    );
+}

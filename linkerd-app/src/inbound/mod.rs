@@ -237,7 +237,7 @@ impl Inbound {
                 TerminateLayer::new(self.terminate.clone(), InboundConn::peer).with_server_first(
                     self.server_first_delay,
                     TlsServerFirst {
-                        decide: decide.clone(),
+                        decide: Arc::new(decide.clone()),
                         dial: dial_app.clone(),
                     },
                 ),
@@ -356,7 +356,8 @@ impl Speculate<InboundTarget> for DialApp {
 /// as step 4 does).
 #[derive(Clone)]
 struct TlsServerFirst {
-    decide: Decide,
+    /// Shared: cloned for every connection the TLS step reads.
+    decide: Arc<Decide>,
     dial: DialApp,
 }
 
