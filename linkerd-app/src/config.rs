@@ -509,6 +509,17 @@ impl Config {
                     "MAX_PENDING_ACCEPT_RESET_STREAMS",
                 )?,
                 h2_max_send_buf_size: optional_count("MAX_SEND_BUF_SIZE")?,
+                h2_control_frames: match vars.parse(
+                    "LINKERD2_PROXY_HTTP2_MAX_CONTROL_FRAMES_PER_SECOND",
+                    "1000",
+                    |v| {
+                        v.parse::<u32>()
+                            .map_err(|_| "a count of frames (0: unlimited)")
+                    },
+                )? {
+                    0 => None,
+                    per_second => Some(linkerd_http::ControlFrameLimit { per_second }),
+                },
             })
         };
         let socket = |dir: &str, side: &str| -> Result<SocketOptions, ConfigError> {

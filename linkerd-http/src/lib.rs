@@ -19,6 +19,7 @@
 mod body;
 mod conn_tasks;
 mod error;
+mod flood;
 mod headers;
 mod hop;
 mod mesh_headers;
@@ -32,6 +33,7 @@ mod upgrade;
 
 pub use self::body::{ForwardBody, ProxyBody, RequestBodyTimeout};
 pub use self::error::Error;
+pub use self::flood::{ControlFrameFlood, ControlFrameLimit, FrameGuard};
 pub use self::headers::{
     authority_of, is_grpc, strip_hop_by_hop, wants_upgrade, L5D_DST_CANONICAL,
     L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, L5D_REQUIRE_ID,

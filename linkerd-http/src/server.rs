@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub h2_max_pending_accept_reset_streams: Option<usize>,
     /// The most bytes buffered for sending on one stream.
     pub h2_max_send_buf_size: Option<usize>,
+    /// Control frames (PING, SETTINGS, PRIORITY, tiny WINDOW_UPDATE, empty DATA) a client may
+    /// send per second before its connection is closed; `None`: unlimited.
+    pub h2_control_frames: Option<crate::ControlFrameLimit>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             h2_adaptive_window: false,
             h2_max_pending_accept_reset_streams: None,
             h2_max_send_buf_size: None,
+            h2_control_frames: Some(crate::ControlFrameLimit { per_second: 1000 }),
         }
     }
 }
@@ -152,10 +156,10 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: RequestStack,
 {
-    let io = TokioIo::new(io);
     let svc = PerRequest(svc);
     let conn = match version {
         Version::Http2 => {
+            let io = TokioIo::new(crate::FrameGuard::new(io, config.h2_control_frames));
             // Streams run in this connection's task (see `conn_tasks`).
             let (exec, tasks) = crate::conn_tasks::conn_executor();
             let mut b = hyper::server::conn::http2::Builder::new(exec);
@@ -183,7 +187,7 @@ where
                 .timer(TokioTimer::new())
                 .header_read_timeout(config.h1_header_read_timeout)
                 .max_buf_size(config.h1_max_buf_size)
-                .serve_connection(io, svc)
+                .serve_connection(TokioIo::new(io), svc)
                 .with_upgrades(),
         },
     };
@@ -197,7 +201,7 @@ where
 type H1Conn<I, S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<I>, PerRequest<S>>;
 type H2Conn<I, S> = crate::conn_tasks::WithConnTasks<
     hyper::server::conn::http2::Connection<
-        TokioIo<I>,
+        TokioIo<crate::FrameGuard<I>>,
         PerRequest<S>,
         crate::conn_tasks::ConnExecutor,
     >,

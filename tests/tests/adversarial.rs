@@ -737,6 +737,7 @@ const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
 const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
 const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -942,21 +943,48 @@ async fn an_hpack_bomb_is_refused_without_reaching_the_app() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ping_settings_and_empty_data_floods_leave_others_served() {
+async fn control_frame_floods_are_cut_off_and_others_served() {
     let app = backend::http().await;
-    let proxy = proxy(&[], Some(app.addr));
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP2_MAX_CONTROL_FRAMES_PER_SECOND", "100")],
+        Some(app.addr),
+    );
     let mut with_stream = h2_start();
     with_stream.extend(frame(HEADERS, END_HEADERS, 1, &request_block(true)));
     for (what, first, repeat) in [
+        (
+            "WINDOW_UPDATE +1",
+            h2_start(),
+            frame(WINDOW_UPDATE, 0, 0, &1u32.to_be_bytes()),
+        ),
         ("PING", h2_start(), frame(PING, 0, 0, &[7; 8])),
         ("SETTINGS", h2_start(), frame(SETTINGS, 0, 0, &[])),
-        ("empty DATA", with_stream, frame(DATA, 0, 1, &[])),
+        ("empty DATA", with_stream.clone(), frame(DATA, 0, 1, &[])),
     ] {
-        // 8 MiB of each: about a million frames.
-        let (_, written) = flood(proxy.outbound_addr, &first, &repeat, 8 << 20).await;
-        assert!(written > 0, "{what}");
+        // Up to 16 MiB of each (about 1.5 million frames); the proxy takes a burst of 1,000.
+        let (heard, written) = flood(proxy.outbound_addr, &first, &repeat, 16 << 20).await;
+        assert!(
+            heard.closed,
+            "{what}: the connection is closed ({written} bytes sent)"
+        );
+        assert!(
+            written < 16 << 20,
+            "{what}: cut before the end ({written} bytes)"
+        );
         others_are_served(&proxy, app.addr).await;
     }
+    // A client that moves a lot of data returns window credit in large steps: never cut.
+    let mut h2 = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let body = Bytes::from(vec![b'x'; 8 << 20]);
+    let req = Request::post(format!("http://{}/echo", app.addr))
+        .body(Full::new(body))
+        .unwrap();
+    let rsp = tokio::time::timeout(BOUND, h2.send_request(req))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let (status, echoed) = client::text(rsp).await;
+    assert_eq!((status, echoed.len()), (200, 8 << 20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
