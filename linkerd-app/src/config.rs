@@ -511,7 +511,9 @@ impl Config {
                 h2_max_send_buf_size: optional_count("MAX_SEND_BUF_SIZE")?,
                 h2_control_frames: match vars.parse(
                     "LINKERD2_PROXY_HTTP2_MAX_CONTROL_FRAMES_PER_SECOND",
-                    "1000",
+                    // Off until server writes credit PINGs and WINDOW_UPDATEs (grpc-go's BDP
+                    // pings, one per round trip, would spend a fixed budget).
+                    "0",
                     |v| {
                         v.parse::<u32>()
                             .map_err(|_| "a count of frames (0: unlimited)")

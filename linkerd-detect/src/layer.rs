@@ -297,6 +297,10 @@ where
     if let Ok(n) = silent.await {
         return First::Client(n, None);
     }
+    if tokio::time::Instant::now() >= deadline {
+        // The detect timeout is shorter than the delay: nothing is dialed.
+        return First::TimedOut(None);
+    }
     let unread = |s| PrefixedIo::new(Bytes::new(), s);
     match dial() {
         Some(dialing) => match race(io, buf, capacity, dialing, deadline).await {
@@ -366,8 +370,12 @@ where
                     Ok(s) => server = Some(s),
                     Err(error) => {
                         tracing::debug!(%error, "the speculative connection failed");
-                        let n = read_more(io, buf, capacity).await;
-                        return Race::ClientFirst(n, None);
+                        // Still bounded by the deadline (the TLS step has no outer timeout).
+                        let more = tokio::time::timeout_at(deadline, read_more(io, buf, capacity));
+                        return match more.await {
+                            Ok(n) => Race::ClientFirst(n, None),
+                            Err(_) => Race::TimedOut(None),
+                        };
                     }
                 }
             }
@@ -378,8 +386,12 @@ where
                 }
                 _ => {
                     tracing::debug!("the speculatively dialed server closed without speaking");
-                    let n = read_more(io, buf, capacity).await;
-                    return Race::ClientFirst(n, None);
+                    // Still bounded by the deadline (the TLS step has no outer timeout).
+                    let more = tokio::time::timeout_at(deadline, read_more(io, buf, capacity));
+                    return match more.await {
+                        Ok(n) => Race::ClientFirst(n, None),
+                        Err(_) => Race::TimedOut(None),
+                    };
                 }
             },
             () = tokio::time::sleep_until(deadline) => return Race::TimedOut(server),
@@ -919,5 +931,31 @@ mod tests {
         dialed.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"late");
         assert_eq!(dial.dials.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_dial_still_ends_at_the_deadline() {
+        // A dial that fails (as one the policy refuses does), and a client that never speaks:
+        // `first_bytes` itself (the TLS step has no outer timeout) ends at the deadline.
+        let (_client, mut io) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        let failing = || -> Option<Dialing<tokio::net::TcpStream>> {
+            Some(Box::pin(async { Err("refused".into()) }))
+        };
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            first_bytes(
+                &mut io,
+                &mut buf,
+                1024,
+                Duration::from_millis(50),
+                failing,
+                deadline,
+            ),
+        )
+        .await
+        .expect("ends at the deadline, not never");
+        assert!(matches!(waited, First::TimedOut(None)));
     }
 }

@@ -93,7 +93,8 @@ fn spend(tokens: &mut u64, refilled: &mut tokio::time::Instant, limit: ControlFr
     if *tokens == 0 {
         let now = tokio::time::Instant::now();
         let elapsed = now.saturating_duration_since(*refilled);
-        let earned = elapsed.as_millis() as u64 * u64::from(limit.per_second) / 1000;
+        let earned =
+            (elapsed.as_millis() as u64).saturating_mul(u64::from(limit.per_second)) / 1000;
         if earned == 0 {
             return false;
         }

@@ -55,7 +55,7 @@ impl Default for ServerConfig {
             h2_adaptive_window: false,
             h2_max_pending_accept_reset_streams: None,
             h2_max_send_buf_size: None,
-            h2_control_frames: Some(crate::ControlFrameLimit { per_second: 1000 }),
+            h2_control_frames: None,
         }
     }
 }
