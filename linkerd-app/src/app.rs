@@ -105,7 +105,7 @@ impl App {
     /// Binds the listeners and starts serving on the current Tokio runtime.
     pub fn spawn(self) -> Result<Proxy, Error> {
         let Self {
-            config,
+            mut config,
             orig_dst,
             log,
         } = self;
@@ -206,6 +206,28 @@ impl App {
             }
             None => None,
         };
+        let stall_resets = Arc::new(Family::<LabelPairs, Counter>::new(
+            "http2_send_stall_resets_total",
+            "HTTP/2 streams reset because their client did not take the response: past the send-stall timeout, or beyond the connection's share of stalled streams.",
+        ));
+        registry.register(stall_resets.clone());
+        for (direction, server) in [
+            ("outbound", &mut config.outbound.server),
+            ("inbound", &mut config.inbound.server),
+        ] {
+            let counter = |reason: &'static str| {
+                stall_resets.get(&LabelPairs::new(vec![
+                    ("direction", Arc::from(direction)),
+                    ("reason", Arc::from(reason)),
+                ]))
+            };
+            let mut stall = (*server.h2_send_stall).clone();
+            stall.resets = linkerd_http::StallResets {
+                timeout: counter("timeout"),
+                share: counter("share"),
+            };
+            server.h2_send_stall = Arc::new(stall);
+        }
         let authz = AuthzMetrics::register(&mut registry);
         pool_metrics.register_in(&mut registry);
         let outbound = Outbound::new(

@@ -428,6 +428,24 @@ impl Config {
                 parse_positive(v)
                     .and_then(|n| u32::try_from(n).map_err(|_| "a positive 32-bit integer"))
             })?;
+        // Streams whose client does not take the response (ours: linkerd2-proxy has none).
+        let h2_send_stall = std::sync::Arc::new(linkerd_http::SendStallConfig {
+            timeout: Some(duration("LINKERD2_PROXY_HTTP2_SEND_STALL_TIMEOUT", "60s")?)
+                .filter(|d| !d.is_zero()),
+            grace: duration("LINKERD2_PROXY_HTTP2_SEND_STALL_GRACE", "1s")?,
+            max_stalled_per_connection: match vars.parse(
+                "LINKERD2_PROXY_HTTP2_MAX_STALLED_STREAMS_PER_CONNECTION",
+                "4",
+                |v| {
+                    v.parse::<usize>()
+                        .map_err(|_| "a count of streams (0: unbounded)")
+                },
+            )? {
+                0 => None,
+                n => Some(n),
+            },
+            resets: Default::default(),
+        });
         let server = |dir: &str| -> Result<linkerd_http::ServerConfig, ConfigError> {
             let name = |s: &str| format!("{PREFIX}{dir}_SERVER_HTTP2_{s}");
             // PINGs only when both are set, as linkerd2-proxy.
@@ -522,6 +540,7 @@ impl Config {
                     0 => None,
                     per_second => Some(linkerd_http::ControlFrameLimit { per_second }),
                 },
+                h2_send_stall: h2_send_stall.clone(),
             })
         };
         let socket = |dir: &str, side: &str| -> Result<SocketOptions, ConfigError> {

@@ -2,6 +2,7 @@
 
 use crate::{
     metrics::{Eos, RecordBody},
+    stall::StreamStall,
     PoolBody,
 };
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -19,6 +21,8 @@ pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
         body: RecordBody<Inner>,
+        // Marks for the HTTP/2 stream it is sent on, whose client may stall it (`stall`).
+        stall: Option<Arc<StreamStall>>,
     }
 }
 
@@ -52,7 +56,13 @@ impl ProxyBody {
     fn new(inner: Inner) -> Self {
         Self {
             body: RecordBody::unrecorded(inner),
+            stall: None,
         }
+    }
+
+    /// Marks `stall` as the body is polled and yields data.
+    pub(crate) fn watch(&mut self, stall: Arc<StreamStall>) {
+        self.stall = Some(stall);
     }
 
     /// Classifies the response with `eos` when the body ends.
@@ -77,7 +87,18 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let Some(stall) = this.stall.as_deref() else {
+            return this.body.poll_frame(cx);
+        };
+        stall.polling();
+        let frame = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &frame {
+            if f.is_data() {
+                stall.yielded();
+            }
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

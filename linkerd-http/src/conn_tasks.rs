@@ -8,10 +8,12 @@
 //! connection. Throughput across cores comes from several connections per endpoint, which the
 //! client pool opens when load warrants.
 
+use crate::stall::ConnStalls;
 use futures_util::{stream::FuturesUnordered, FutureExt, StreamExt};
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 use tokio::sync::mpsc;
@@ -24,6 +26,8 @@ pub(crate) struct ConnExecutor {
     // Unbounded, but never longer than the futures hyper starts in one poll of the connection,
     // which the connection's concurrent-stream limit bounds.
     tx: mpsc::UnboundedSender<Task>,
+    // A server connection's send-stall bounds: each stream's future is watched.
+    stalls: Option<Arc<ConnStalls>>,
 }
 
 /// A connection future that also polls the futures hyper handed to its [`ConnExecutor`].
@@ -36,7 +40,15 @@ pub(crate) struct WithConnTasks<F> {
 /// An executor for one connection, and the receiving end to wrap that connection's future in.
 pub(crate) fn conn_executor() -> (ConnExecutor, ConnTasks) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (ConnExecutor { tx }, ConnTasks { rx })
+    (ConnExecutor { tx, stalls: None }, ConnTasks { rx })
+}
+
+impl ConnExecutor {
+    /// Watches each stream's future for send stalls (a server connection's executor).
+    pub(crate) fn with_stalls(mut self, stalls: Arc<ConnStalls>) -> Self {
+        self.stalls = Some(stalls);
+        self
+    }
 }
 
 /// The futures a [`ConnExecutor`] received, until they are attached to their connection.
@@ -62,11 +74,18 @@ where
     fn execute(&self, fut: F) {
         // A panicking future (a stream, the client's connection driver) ends alone, as a
         // spawned task would, not with the connection's other work.
-        let task: Task = Box::pin(std::panic::AssertUnwindSafe(fut).catch_unwind().map(|r| {
+        let fut = std::panic::AssertUnwindSafe(fut).catch_unwind().map(|r| {
             if r.is_err() {
                 tracing::error!("an HTTP/2 connection's helper task panicked");
             }
-        }));
+        });
+        let task: Task = match &self.stalls {
+            Some(stalls) => match stalls.watch(fut) {
+                Ok(watched) => Box::pin(watched),
+                Err(fut) => Box::pin(fut),
+            },
+            None => Box::pin(fut),
+        };
         // After the connection's future completed, its stragglers run as tasks of their own.
         if let Err(mpsc::error::SendError(task)) = self.tx.send(task) {
             tokio::spawn(task);

@@ -28,6 +28,7 @@ pub mod orig_proto;
 mod pool;
 mod respond;
 mod server;
+mod stall;
 mod tunnel;
 mod upgrade;
 
@@ -50,4 +51,5 @@ pub use self::pool::{
 };
 pub use self::respond::{ErrorResponse, ErrorResponseLayer};
 pub use self::server::{serve, HttpServer, RequestFuture, RequestStack, ServerConfig};
+pub use self::stall::{SendStallConfig, StallResets};
 pub use self::tunnel::{Tunnel, TunnelLayer};

@@ -1,7 +1,10 @@
 //! Serving one accepted connection with hyper, HTTP/1 or HTTP/2 as detected, each request
 //! through a `tower` request stack.
 
-use crate::{ProxyBody, Version};
+use crate::{
+    stall::{ConnStalls, StreamStall},
+    ProxyBody, Version,
+};
 use hyper::{body::Incoming, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{
@@ -41,6 +44,8 @@ pub struct ServerConfig {
     /// Control frames (PING, SETTINGS, PRIORITY, tiny WINDOW_UPDATE, empty DATA) a client may
     /// send per second before its connection is closed; `None`: unlimited.
     pub h2_control_frames: Option<crate::ControlFrameLimit>,
+    /// Bounds on HTTP/2 streams whose client does not take the response.
+    pub h2_send_stall: Arc<crate::SendStallConfig>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +61,7 @@ impl Default for ServerConfig {
             h2_max_pending_accept_reset_streams: None,
             h2_max_send_buf_size: None,
             h2_control_frames: None,
+            h2_send_stall: Default::default(),
         }
     }
 }
@@ -156,12 +162,20 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: RequestStack,
 {
-    let svc = PerRequest(svc);
     let conn = match version {
         Version::Http2 => {
             let io = TokioIo::new(crate::FrameGuard::new(io, config.h2_control_frames));
-            // Streams run in this connection's task (see `conn_tasks`).
-            let (exec, tasks) = crate::conn_tasks::conn_executor();
+            // Streams run in this connection's task (see `conn_tasks`), each watched for
+            // send stalls when bounds are on.
+            let (mut exec, tasks) = crate::conn_tasks::conn_executor();
+            let stalls = config
+                .h2_send_stall
+                .enabled()
+                .then(|| ConnStalls::new(config.h2_send_stall.clone()));
+            if let Some(stalls) = &stalls {
+                exec = exec.with_stalls(stalls.clone());
+            }
+            let svc = PerRequest { svc, stalls };
             let mut b = hyper::server::conn::http2::Builder::new(exec);
             b.timer(TokioTimer::new())
                 .max_concurrent_streams(config.h2_max_concurrent_streams)
@@ -187,7 +201,7 @@ where
                 .timer(TokioTimer::new())
                 .header_read_timeout(config.h1_header_read_timeout)
                 .max_buf_size(config.h1_max_buf_size)
-                .serve_connection(TokioIo::new(io), svc)
+                .serve_connection(TokioIo::new(io), PerRequest { svc, stalls: None })
                 .with_upgrades(),
         },
     };
@@ -253,10 +267,40 @@ where
 /// it is ready, by `&mut`. Each request gets its own clone of the connection's stack, driven
 /// to readiness and called, in a span of its own.
 #[derive(Clone, Debug)]
-struct PerRequest<S>(S);
+struct PerRequest<S> {
+    svc: S,
+    // An HTTP/2 connection's send-stall bounds.
+    stalls: Option<Arc<ConnStalls>>,
+}
 
 /// The future hyper holds for each request.
-pub type RequestFuture<S> = Instrumented<Oneshot<S, Request<Incoming>>>;
+pub type RequestFuture<S> = Watched<Instrumented<Oneshot<S, Request<Incoming>>>>;
+
+pin_project_lite::pin_project! {
+    /// A request's future whose response body marks the HTTP/2 stream it is sent on, for the
+    /// stream's send-stall watch (see `stall`).
+    pub struct Watched<F> {
+        #[pin]
+        inner: F,
+        stall: Option<Arc<StreamStall>>,
+    }
+}
+
+impl<F> Future for Watched<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut rsp = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(rsp), Some(stall)) = (&mut rsp, this.stall.take()) {
+            rsp.body_mut().watch(stall);
+        }
+        Poll::Ready(rsp)
+    }
+}
 
 impl<S> hyper::service::Service<Request<Incoming>> for PerRequest<S>
 where
@@ -269,7 +313,10 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
-        self.0.clone().oneshot(req).instrument(span)
+        Watched {
+            stall: self.stalls.as_ref().map(|s| s.stream()),
+            inner: self.svc.clone().oneshot(req).instrument(span),
+        }
     }
 }
 

@@ -51,6 +51,7 @@ impl Http {
 /// - `/slow/<ms>`: waits, then 200 `slow`;
 /// - `/status/<code>`: an empty response with that status;
 /// - `/chunks`: three chunks of a streamed body;
+/// - `/bytes/<n>`: a body of `n` bytes, streamed in 16 KiB chunks;
 /// - `/ws`: a WebSocket-style upgrade that echoes bytes;
 /// - anything else: 200 `hello`.
 pub async fn http() -> Http {
@@ -168,6 +169,16 @@ async fn route(mut req: Request<Incoming>) -> Response<Body> {
             let ms: u64 = p[6..].parse().unwrap_or(100);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             full(StatusCode::OK, "slow")
+        }
+        p if p.starts_with("/bytes/") => {
+            const CHUNK: usize = 16 * 1024;
+            let n: usize = p[7..].parse().unwrap_or(0);
+            let chunk = Bytes::from(vec![b'x'; CHUNK]);
+            let frames = (0..n.div_ceil(CHUNK)).map(move |i| {
+                let len = CHUNK.min(n - i * CHUNK);
+                Ok::<_, hyper::Error>(Frame::data(chunk.slice(..len)))
+            });
+            Response::new(StreamBody::new(stream::iter(frames)).boxed())
         }
         p if p.starts_with("/status/") => {
             let code: u16 = p[8..].parse().unwrap_or(500);

@@ -728,6 +728,145 @@ async fn an_http2_stream_outlives_the_request_body_timeout() {
     assert_eq!(client::text(rsp).await, (200, "ab".into()));
 }
 
+// --- One slow HTTP/2 client must not stall others (finding 3) ---
+
+/// Opens `n` streams asking for `path` on one HTTP/2 connection whose client grants no stream
+/// window (SETTINGS_INITIAL_WINDOW_SIZE 0) and never will; returns the connection and the
+/// response bodies once every response head has arrived.
+async fn zero_window_streams(
+    proxy: SocketAddr,
+    authority: SocketAddr,
+    path: &str,
+    n: usize,
+) -> (h2::client::SendRequest<Bytes>, Vec<h2::RecvStream>) {
+    let io = TcpStream::connect(proxy).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut pending = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = Request::get(format!("http://{authority}{path}"))
+            .body(())
+            .unwrap();
+        let (rsp, _) = client.send_request(req, true).unwrap();
+        pending.push(rsp);
+        client = client.ready().await.unwrap();
+    }
+    let mut bodies = Vec::with_capacity(n);
+    for rsp in pending {
+        let rsp = tokio::time::timeout(BOUND, rsp)
+            .await
+            .expect("a response head, which flow control does not hold")
+            .unwrap();
+        assert_eq!(rsp.status(), 200);
+        bodies.push(rsp.into_body());
+    }
+    (client, bodies)
+}
+
+/// How many of `bodies` the proxy has reset (RST_STREAM CANCEL) by now.
+fn cancelled(bodies: &mut [h2::RecvStream]) -> usize {
+    use futures_util::FutureExt;
+    bodies
+        .iter_mut()
+        .map(|b| match b.data().now_or_never() {
+            Some(Some(Err(e))) => e.reason() == Some(h2::Reason::CANCEL),
+            _ => false,
+        })
+        .filter(|&c| c)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_window_client_does_not_delay_another_clients_requests() {
+    let app = backend::http().await;
+    // The send-stall timeout is left at its default (60 s): only the per-connection share of
+    // stalled streams can free the upstream connections within the bound.
+    let proxy = proxy(&[], Some(app.addr));
+    // 64 streams x the proxy's 64 KiB upstream stream window: four times the 1 MiB connection
+    // window of every upstream connection the pool may open to the app.
+    let (_attacker, mut bodies) =
+        zero_window_streams(proxy.outbound_addr, app.addr, "/bytes/1048576", 64).await;
+    // Another client's large responses from the same app, through the same upstream pool.
+    let mut h2 = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    for _ in 0..5 {
+        let req = Request::get(format!("http://{}/bytes/262144", app.addr))
+            .body(Full::default())
+            .unwrap();
+        let got = tokio::time::timeout(BOUND, async {
+            let rsp = h2.send_request(req).await.unwrap();
+            client::text(rsp).await
+        })
+        .await
+        .expect("another client's response is not held by the stalled streams");
+        assert_eq!((got.0, got.1.len()), (200, 262144));
+    }
+    // All but the connection's share (4 by default) were reset, and counted.
+    let reset = linkerd_tests::eventually(BOUND, || {
+        let n = cancelled(&mut bodies);
+        async move { linkerd_tests::holds(n == 60, n).map(|()| n) }
+    })
+    .await;
+    assert_eq!(reset, 60);
+    let m = scrape(proxy.admin_addr).await;
+    let share = metric_sum(
+        &m,
+        "http2_send_stall_resets_total",
+        &[r#"direction="outbound""#, r#"reason="share""#],
+    );
+    assert_eq!(share, 60.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_reset_at_the_send_stall_timeout_and_a_slow_reader_is_not() {
+    let app = backend::http().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP2_SEND_STALL_TIMEOUT", "2s")],
+        Some(app.addr),
+    );
+    // One stream (within the connection's share) whose client takes nothing: reset at the
+    // timeout, which releases its upstream stream.
+    let (_attacker, mut bodies) =
+        zero_window_streams(proxy.outbound_addr, app.addr, "/bytes/1048576", 1).await;
+    linkerd_tests::eventually(BOUND, || {
+        let n = cancelled(&mut bodies);
+        async move { linkerd_tests::holds(n == 1, n) }
+    })
+    .await;
+    let m = scrape(proxy.admin_addr).await;
+    let timeouts = metric_sum(
+        &m,
+        "http2_send_stall_resets_total",
+        &[r#"direction="outbound""#, r#"reason="timeout""#],
+    );
+    assert_eq!(timeouts, 1.0, "{m}");
+    // A client that reads slowly but steadily (a 16 KiB frame every 100 ms, 4 s in all) keeps
+    // its stream past the timeout: it takes data within every 2 s.
+    let mut h2 = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let req = Request::get(format!("http://{}/bytes/655360", app.addr))
+        .body(Full::default())
+        .unwrap();
+    let rsp = h2.send_request(req).await.unwrap();
+    let mut body = rsp.into_body();
+    let mut read = 0;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.expect("the slow reader's stream is not reset");
+        if let Ok(data) = frame.into_data() {
+            read += data.len();
+            // Pacing the client's reads, not waiting for the proxy.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(read, 655360);
+    let m = scrape(proxy.admin_addr).await;
+    let total = metric_sum(&m, "http2_send_stall_resets_total", &[]);
+    assert_eq!(total, 1.0, "only the stalled stream was reset: {m}");
+}
+
 // --- Regression tests for what held (HTTP/2 floods, HPACK, smuggling) ---
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
