@@ -428,6 +428,12 @@ impl Config {
                 parse_positive(v)
                     .and_then(|n| u32::try_from(n).map_err(|_| "a positive 32-bit integer"))
             })?;
+        // HTTP/2 connections with no open stream (ours: linkerd2-proxy has none).
+        let h2_idle_timeout = Some(duration(
+            "LINKERD2_PROXY_HTTP2_SERVER_IDLE_TIMEOUT",
+            "600s",
+        )?)
+        .filter(|d| !d.is_zero());
         // Streams whose client does not take the response (ours: linkerd2-proxy has none).
         let h2_send_stall = std::sync::Arc::new(linkerd_http::SendStallConfig {
             timeout: Some(duration("LINKERD2_PROXY_HTTP2_SEND_STALL_TIMEOUT", "60s")?)
@@ -529,9 +535,9 @@ impl Config {
                 h2_max_send_buf_size: optional_count("MAX_SEND_BUF_SIZE")?,
                 h2_control_frames: match vars.parse(
                     "LINKERD2_PROXY_HTTP2_MAX_CONTROL_FRAMES_PER_SECOND",
-                    // Off until server writes credit PINGs and WINDOW_UPDATEs (grpc-go's BDP
-                    // pings, one per round trip, would spend a fixed budget).
-                    "0",
+                    // The server's DATA and HEADERS credit the frames clients answer them with
+                    // (grpc-go's BDP PINGs), so only unanswered ones spend this.
+                    "1000",
                     |v| {
                         v.parse::<u32>()
                             .map_err(|_| "a count of frames (0: unlimited)")
@@ -541,6 +547,7 @@ impl Config {
                     per_second => Some(linkerd_http::ControlFrameLimit { per_second }),
                 },
                 h2_send_stall: h2_send_stall.clone(),
+                h2_idle_timeout,
             })
         };
         let socket = |dir: &str, side: &str| -> Result<SocketOptions, ConfigError> {

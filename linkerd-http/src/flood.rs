@@ -11,7 +11,14 @@
 //! What counts: PING and SETTINGS (not their ACKs, which answer the server), PRIORITY,
 //! WINDOW_UPDATE with an increment under 1 KiB (a client returns credit for data it received,
 //! in steps of kilobytes; an increment can't exceed what the server sent, or the window
-//! overflows, so large ones can't be flooded), and DATA without payload or END_STREAM.
+//! overflows, so large ones can't be flooded), and DATA without payload or END_STREAM (padding
+//! is no payload: h2 returns padding's window at once).
+//!
+//! What the server sends earns the client credit: each DATA frame with a payload and each
+//! HEADERS frame the server writes lets the client send two control frames uncounted (up to
+//! [`MAX_CREDITS`] banked), since well-behaved clients answer received data with them: grpc-go
+//! sends a bandwidth-estimation PING per burst of data it receives and small WINDOW_UPDATEs for
+//! what it reads. Only a client that sends control frames for no answer spends the bucket.
 
 use std::{
     io,
@@ -27,13 +34,19 @@ const FRAME_HEADER_LEN: usize = 9;
 const SMALL_WINDOW_UPDATE: u32 = 1024;
 /// The bucket holds this many seconds of the rate.
 const BURST_SECONDS: u64 = 10;
+/// Control frames a server DATA (with a payload) or HEADERS frame lets the client send.
+const CREDITS_PER_FRAME: u32 = 2;
+/// The most credits a client may bank.
+pub const MAX_CREDITS: u32 = 1024;
 
 const DATA: u8 = 0x0;
 const PRIORITY: u8 = 0x2;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const WINDOW_UPDATE: u8 = 0x8;
+const HEADERS: u8 = 0x1;
 const END_STREAM: u8 = 0x1;
+const PADDED: u8 = 0x8;
 const ACK: u8 = 0x1;
 
 /// How many control frames per second a client may send (see the module docs).
@@ -49,12 +62,26 @@ pin_project_lite::pin_project! {
     pub struct FrameGuard<I> {
         #[pin]
         inner: I,
+        // The client's frames, as read.
         state: Parse,
+        // The server's frames, as written.
+        written: Parse,
         // `None`: not watched.
         limit: Option<ControlFrameLimit>,
         tokens: u64,
         refilled: tokio::time::Instant,
+        // Control frames the server's writes have earned the client.
+        credits: u32,
     }
+}
+
+/// Whose frames a [`Parse`] reads, which decides what it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// Control frames.
+    Client,
+    /// DATA frames with a payload, and HEADERS.
+    Server,
 }
 
 /// Where the parser is in the client's byte stream.
@@ -66,6 +93,9 @@ enum Parse {
     Header([u8; FRAME_HEADER_LEN], usize),
     /// Reading a WINDOW_UPDATE's increment (the bytes so far), then skipping `rest`.
     Increment([u8; 4], usize, usize),
+    /// Reading a padded DATA frame's pad length, then skipping the rest of its payload (this
+    /// many bytes).
+    PadLength(usize),
 }
 
 impl<I> FrameGuard<I> {
@@ -76,9 +106,12 @@ impl<I> FrameGuard<I> {
         Self {
             inner,
             state: Parse::Skip(PREFACE_LEN),
+            // The server's preface is a SETTINGS frame.
+            written: Parse::Header([0; FRAME_HEADER_LEN], 0),
             limit,
             tokens: burst,
             refilled: tokio::time::Instant::now(),
+            credits: 0,
         }
     }
 }
@@ -106,8 +139,9 @@ fn spend(tokens: &mut u64, refilled: &mut tokio::time::Instant, limit: ControlFr
 }
 
 impl Parse {
-    /// Advances over `bytes`; calls `control` for each control frame seen.
-    fn feed(&mut self, mut bytes: &[u8], mut control: impl FnMut() -> bool) -> bool {
+    /// Advances over `bytes`, which `side` sent; calls `seen` for each frame it reports (a
+    /// client's control frame, a server's DATA or HEADERS) and stops when that says `false`.
+    fn feed(&mut self, side: Side, mut bytes: &[u8], mut seen: impl FnMut() -> bool) -> bool {
         while !bytes.is_empty() {
             match self {
                 Parse::Skip(n) => {
@@ -128,17 +162,23 @@ impl Parse {
                     }
                     let len = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
                     let (kind, flags) = (h[3], h[4]);
-                    let counted = match kind {
-                        PING | SETTINGS => flags & ACK == 0,
-                        PRIORITY => true,
-                        DATA => len == 0 && flags & END_STREAM == 0,
+                    let client = side == Side::Client;
+                    let reported = match kind {
+                        PING | SETTINGS => client && flags & ACK == 0,
+                        PRIORITY => client,
+                        DATA if client => len == 0 && flags & END_STREAM == 0,
+                        DATA => len > 0,
+                        HEADERS => !client,
                         _ => false,
                     };
-                    if counted && !control() {
+                    if reported && !seen() {
                         return false;
                     }
                     *self = match kind {
-                        WINDOW_UPDATE if len >= 4 => Parse::Increment([0; 4], 0, len - 4),
+                        WINDOW_UPDATE if client && len >= 4 => Parse::Increment([0; 4], 0, len - 4),
+                        DATA if client && flags & (PADDED | END_STREAM) == PADDED && len > 0 => {
+                            Parse::PadLength(len - 1)
+                        }
                         _ => Parse::Skip(len),
                     };
                     if len == 0 {
@@ -154,7 +194,19 @@ impl Parse {
                         continue;
                     }
                     let increment = u32::from_be_bytes(*b) & 0x7fff_ffff;
-                    if increment < SMALL_WINDOW_UPDATE && !control() {
+                    if increment < SMALL_WINDOW_UPDATE && !seen() {
+                        return false;
+                    }
+                    *self = match *rest {
+                        0 => Parse::Header([0; FRAME_HEADER_LEN], 0),
+                        n => Parse::Skip(n),
+                    };
+                }
+                Parse::PadLength(rest) => {
+                    let pad = usize::from(bytes[0]);
+                    bytes = &bytes[1..];
+                    // No data but padding (a pad length beyond the frame is h2's error).
+                    if pad >= *rest && !seen() {
                         return false;
                     }
                     *self = match *rest {
@@ -180,10 +232,14 @@ impl<I: AsyncRead> AsyncRead for FrameGuard<I> {
         let Some(limit) = *this.limit else {
             return Poll::Ready(Ok(()));
         };
-        let (tokens, refilled) = (this.tokens, this.refilled);
-        let ok = this
-            .state
-            .feed(&buf.filled()[before..], || spend(tokens, refilled, limit));
+        let (tokens, refilled, credits) = (this.tokens, this.refilled, this.credits);
+        let ok = this.state.feed(Side::Client, &buf.filled()[before..], || {
+            if *credits > 0 {
+                *credits -= 1;
+                return true;
+            }
+            spend(tokens, refilled, limit)
+        });
         if !ok {
             linkerd_stack::rate_limited!(
                 WARN,
@@ -199,13 +255,38 @@ impl<I: AsyncRead> AsyncRead for FrameGuard<I> {
     }
 }
 
+/// Credits the client for the server's frames in the first `n` bytes of `bufs` (just written).
+fn credit<'a>(
+    written: &mut Parse,
+    credits: &mut u32,
+    bufs: impl IntoIterator<Item = &'a [u8]>,
+    mut n: usize,
+) {
+    for buf in bufs {
+        if n == 0 {
+            return;
+        }
+        let k = n.min(buf.len());
+        n -= k;
+        written.feed(Side::Server, &buf[..k], || {
+            *credits = (*credits + CREDITS_PER_FRAME).min(MAX_CREDITS);
+            true
+        });
+    }
+}
+
 impl<I: AsyncWrite> AsyncWrite for FrameGuard<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let n = std::task::ready!(this.inner.poll_write(cx, buf))?;
+        if this.limit.is_some() {
+            credit(this.written, this.credits, [buf], n);
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -213,7 +294,12 @@ impl<I: AsyncWrite> AsyncWrite for FrameGuard<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let n = std::task::ready!(this.inner.poll_write_vectored(cx, bufs))?;
+        if this.limit.is_some() {
+            credit(this.written, this.credits, bufs.iter().map(|b| &**b), n);
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -250,17 +336,25 @@ mod tests {
         f
     }
 
-    /// How many control frames `bytes` holds, fed `step` bytes at a time.
-    fn count(bytes: &[u8], step: usize) -> usize {
-        let mut parse = Parse::Skip(PREFACE_LEN);
+    /// How many frames of `side`'s kind `bytes` holds, fed `step` bytes at a time.
+    fn count_side(side: Side, bytes: &[u8], step: usize) -> usize {
+        let mut parse = match side {
+            Side::Client => Parse::Skip(PREFACE_LEN),
+            Side::Server => Parse::Header([0; FRAME_HEADER_LEN], 0),
+        };
         let mut n = 0;
         for chunk in bytes.chunks(step) {
-            assert!(parse.feed(chunk, || {
+            assert!(parse.feed(side, chunk, || {
                 n += 1;
                 true
             }));
         }
         n
+    }
+
+    /// How many control frames `bytes` holds, fed `step` bytes at a time.
+    fn count(bytes: &[u8], step: usize) -> usize {
+        count_side(Side::Client, bytes, step)
     }
 
     #[test]
@@ -277,8 +371,27 @@ mod tests {
         bytes.extend(frame(PING, 0, &[1; 8])); // 4
         bytes.extend(frame(PING, ACK, &[1; 8])); // an answer: no
         bytes.extend(frame(PRIORITY, 0, &[0; 5])); // 5
+        bytes.extend(frame(DATA, PADDED, &[0])); // 6: padded, pad length 0, no data
+        bytes.extend(frame(DATA, PADDED, &[3, 0, 0, 0])); // 7: nothing but padding
+        bytes.extend(frame(DATA, PADDED, &[2, b'x', 0, 0])); // one byte of data: no
+        bytes.extend(frame(DATA, PADDED | END_STREAM, &[0])); // ends the stream: no
+        bytes.extend(frame(PING, 0, &[2; 8])); // 8: still in step after the padded frames
         for step in [1, 2, 3, 7, 9, 13, 64, bytes.len()] {
-            assert_eq!(count(&bytes, step), 5, "fed {step} bytes at a time");
+            assert_eq!(count(&bytes, step), 8, "fed {step} bytes at a time");
+        }
+    }
+
+    #[test]
+    fn the_servers_data_and_headers_are_seen_in_any_split() {
+        let mut bytes = frame(SETTINGS, 0, &[0; 6]); // the server's preface: no
+        bytes.extend(frame(HEADERS, 0x4, &[0x88])); // 1
+        bytes.extend(frame(DATA, 0, &[b'x'; 300])); // 2
+        bytes.extend(frame(DATA, END_STREAM, &[])); // no payload: no
+        bytes.extend(frame(PING, ACK, &[1; 8])); // no
+        bytes.extend(frame(WINDOW_UPDATE, 0, &1u32.to_be_bytes())); // no
+        bytes.extend(frame(DATA, END_STREAM, &[b'y'; 5])); // 3
+        for step in [1, 2, 5, 9, 10, 64, bytes.len()] {
+            assert_eq!(count_side(Side::Server, &bytes, step), 3, "fed {step}");
         }
     }
 
@@ -311,6 +424,43 @@ mod tests {
             bytes.extend(frame(WINDOW_UPDATE, 0, &1u32.to_be_bytes()));
         }
         client.write_all(&bytes).await.unwrap();
+        drop(client);
+        let mut out = Vec::new();
+        let err = guard.read_to_end(&mut out).await.unwrap_err();
+        assert!(err.to_string().contains("control frames"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn control_frames_that_answer_the_servers_data_are_not_a_flood() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut guard = FrameGuard::new(server, Some(ControlFrameLimit { per_second: 10 }));
+        client.write_all(&[b'P'; PREFACE_LEN]).await.unwrap();
+        let mut buf = [0; 4096];
+        assert_eq!(guard.read(&mut buf).await.unwrap(), PREFACE_LEN);
+        // 1,000 rounds of a DATA frame from the server answered by a PING and a small
+        // WINDOW_UPDATE (grpc-go's pattern): ten times the bucket, never cut.
+        for _ in 0..1000 {
+            guard
+                .write_all(&frame(DATA, 0, &[b'x'; 100]))
+                .await
+                .unwrap();
+            let mut answer = frame(PING, 0, &[7; 8]);
+            answer.extend(frame(WINDOW_UPDATE, 0, &100u32.to_be_bytes()));
+            client.write_all(&answer).await.unwrap();
+            let mut read = 0;
+            while read < answer.len() {
+                read += guard.read(&mut buf).await.expect("not cut off");
+            }
+            let mut sent = [0; 109];
+            client.read_exact(&mut sent).await.unwrap();
+        }
+        // Unanswered frames still spend the bucket.
+        let mut flood = Vec::new();
+        for _ in 0..200 {
+            flood.extend(frame(PING, 0, &[9; 8]));
+        }
+        client.write_all(&flood).await.unwrap();
         drop(client);
         let mut out = Vec::new();
         let err = guard.read_to_end(&mut out).await.unwrap_err();

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub h2_control_frames: Option<crate::ControlFrameLimit>,
     /// Bounds on HTTP/2 streams whose client does not take the response.
     pub h2_send_stall: Arc<crate::SendStallConfig>,
+    /// An HTTP/2 connection with no open stream for this long is closed (GOAWAY); `None`:
+    /// never.
+    pub h2_idle_timeout: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             h2_max_send_buf_size: None,
             h2_control_frames: None,
             h2_send_stall: Default::default(),
+            h2_idle_timeout: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -162,16 +166,24 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: RequestStack,
 {
+    let mut idle = None;
     let conn = match version {
         Version::Http2 => {
             let io = TokioIo::new(crate::FrameGuard::new(io, config.h2_control_frames));
             // Streams run in this connection's task (see `conn_tasks`), each watched for
             // send stalls when bounds are on.
             let (mut exec, tasks) = crate::conn_tasks::conn_executor();
-            let stalls = config
-                .h2_send_stall
-                .enabled()
+            let stalls = (config.h2_send_stall.enabled() || config.h2_idle_timeout.is_some())
                 .then(|| ConnStalls::new(config.h2_send_stall.clone()));
+            idle = config
+                .h2_idle_timeout
+                .zip(stalls.clone())
+                .map(|(timeout, streams)| Idle {
+                    streams,
+                    timeout,
+                    timer: Box::pin(tokio::time::sleep(timeout)),
+                    armed: false,
+                });
             if let Some(stalls) = &stalls {
                 exec = exec.with_stalls(stalls.clone());
             }
@@ -209,6 +221,31 @@ where
         conn,
         drained: drain.cancelled_owned(),
         draining: false,
+        idle,
+    }
+}
+
+/// An HTTP/2 connection's idle timeout: armed whenever it has no open stream.
+struct Idle {
+    streams: Arc<ConnStalls>,
+    timeout: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+impl Idle {
+    /// Whether the connection has had no open stream for the timeout.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.streams.idle() {
+            self.armed = false;
+            return false;
+        }
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            self.timer.as_mut().reset(deadline);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -229,6 +266,7 @@ pin_project_lite::pin_project! {
         #[pin]
         drained: WaitForCancellationFutureOwned,
         draining: bool,
+        idle: Option<Idle>,
     }
 }
 
@@ -258,7 +296,21 @@ where
         }
         match this.conn.project() {
             ConnProj::Http1 { conn } => conn.poll(cx),
-            ConnProj::Http2 { conn } => conn.poll(cx),
+            ConnProj::Http2 { mut conn } => {
+                let out = conn.as_mut().poll(cx);
+                if out.is_pending() && !*this.draining {
+                    if let Some(idle) = this.idle.as_mut() {
+                        if idle.poll_expired(cx) {
+                            tracing::debug!(timeout = ?idle.timeout, "closing an idle HTTP/2 connection");
+                            *this.draining = true;
+                            conn.get_mut().conn().graceful_shutdown();
+                            // The GOAWAY is written on the next poll.
+                            cx.waker().wake_by_ref();
+                        }
+                    }
+                }
+                out
+            }
         }
     }
 }

@@ -105,6 +105,8 @@ pub(crate) struct ConnStalls {
     epoch: Instant,
     /// Streams stalled for at least the grace period.
     stalled: AtomicUsize,
+    /// Streams whose futures run (for the connection's idle timeout).
+    streams: AtomicUsize,
     /// When the client last took data on any stream (ms since `epoch`).
     progress_ms: AtomicU64,
     /// The marks of the stream hyper just called the service for, until hyper hands that
@@ -118,6 +120,7 @@ impl ConnStalls {
             config,
             epoch: Instant::now(),
             stalled: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
             progress_ms: AtomicU64::new(0),
             next: Mutex::new(None),
         })
@@ -133,17 +136,25 @@ impl ConnStalls {
     /// Wraps the future of the stream last marked, if any.
     pub(crate) fn watch<F>(self: &Arc<Self>, fut: F) -> Result<StallWatch<F>, F> {
         match self.next.lock().take() {
-            Some(stream) => Ok(StallWatch {
-                inner: Some(fut),
-                stream,
-                conn: self.clone(),
-                seen: 0,
-                since: None,
-                counted: None,
-                timer: None,
+            Some(stream) => Ok({
+                self.streams.fetch_add(1, Ordering::Relaxed);
+                StallWatch {
+                    inner: Some(fut),
+                    stream,
+                    conn: self.clone(),
+                    seen: 0,
+                    since: None,
+                    counted: None,
+                    timer: None,
+                }
             }),
             None => Err(fut),
         }
+    }
+
+    /// Whether no stream of the connection is open.
+    pub(crate) fn idle(&self) -> bool {
+        self.streams.load(Ordering::Relaxed) == 0
     }
 
     fn ms(&self, t: Instant) -> u64 {
@@ -187,6 +198,12 @@ pin_project_lite::pin_project! {
         // Made on the first wait for a client, then reset.
         timer: Option<Pin<Box<Sleep>>>,
     }
+
+    impl<F> PinnedDrop for StallWatch<F> {
+        fn drop(this: Pin<&mut Self>) {
+            this.conn.streams.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One stream in a connection's count of stalled streams, until dropped.
@@ -214,6 +231,10 @@ impl<F: Future<Output = ()>> Future for StallWatch<F> {
         }
         let conn = &**this.conn;
         let cfg = &*conn.config;
+        if !cfg.enabled() {
+            // Counted for the idle timeout only.
+            return Poll::Pending;
+        }
         let reset = |why: Reset| {
             match why {
                 Reset::Timeout => cfg.resets.timeout.incr(),

@@ -867,6 +867,72 @@ async fn a_stalled_stream_is_reset_at_the_send_stall_timeout_and_a_slow_reader_i
     assert_eq!(total, 1.0, "only the stalled stream was reset: {m}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
+    let app = backend::http().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP2_SERVER_IDLE_TIMEOUT", "1s")],
+        Some(app.addr),
+    );
+    let mut idle = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let mut busy = client::http2::<Full<Bytes>>(proxy.outbound_addr).await;
+    let get = |path: &str| {
+        Request::get(format!("http://{}{path}", app.addr))
+            .body(Full::default())
+            .unwrap()
+    };
+    let rsp = idle.send_request(get("/")).await.unwrap();
+    assert_eq!(client::text(rsp).await.0, 200);
+    // A request that outlasts the idle timeout keeps its connection open.
+    let slow = tokio::spawn(busy.send_request(get("/slow/3000")));
+    linkerd_tests::eventually(BOUND, || {
+        let closed = idle.is_closed();
+        async move { linkerd_tests::holds(closed, "the idle connection is open") }
+    })
+    .await;
+    let rsp = tokio::time::timeout(BOUND, slow)
+        .await
+        .expect("the slow response in time")
+        .unwrap()
+        .expect("the busy connection was not closed under its stream");
+    assert_eq!(client::text(rsp).await, (200, "slow".into()));
+    // Then it is idle too.
+    linkerd_tests::eventually(BOUND, || {
+        let closed = busy.is_closed();
+        async move { linkerd_tests::holds(closed, "the once-busy connection is open") }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http1_connection_is_closed_at_the_header_read_timeout() {
+    let app = backend::http().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT", "1s")],
+        Some(app.addr),
+    );
+    let mut s = TcpStream::connect(proxy.outbound_addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    // The response (keep-alive), then nothing from the client: closed once the next request
+    // head is overdue.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(BOUND, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle keep-alive connection is closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
 // --- Regression tests for what held (HTTP/2 floods, HPACK, smuggling) ---
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -989,6 +1055,86 @@ async fn flood(addr: SocketAddr, first: &[u8], repeat: &[u8], max_bytes: usize) 
         Err(_) => Heard::default(),
     };
     (heard, written)
+}
+
+/// Downloads `path` on a raw HTTP/2 connection as grpc-go's bandwidth estimator does: a PING
+/// for every DATA frame received (window credit returned in 32 KiB steps). Returns the bytes
+/// received, or `None` if the proxy ended the connection first.
+async fn download_pinging_per_frame(addr: SocketAddr, path: &str) -> Option<usize> {
+    let (mut r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x41, 3]);
+    block.extend_from_slice(b"web");
+    let mut start = h2_start();
+    start.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+    w.write_all(&start).await.ok()?;
+    let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+    let (mut received, mut unacked) = (0, 0u32);
+    loop {
+        while buf.len() >= 9 {
+            let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let mut answer = Vec::new();
+            match kind {
+                GOAWAY => return None,
+                SETTINGS if flags & 0x1 == 0 => answer.extend(frame(SETTINGS, 0x1, 0, &[])),
+                DATA if len > 0 => {
+                    received += len;
+                    answer.extend(frame(PING, 0, 0, &[3; 8]));
+                    unacked += len as u32;
+                    if unacked >= 32 * 1024 {
+                        for stream in [0, 1] {
+                            answer.extend(frame(WINDOW_UPDATE, 0, stream, &unacked.to_be_bytes()));
+                        }
+                        unacked = 0;
+                    }
+                }
+                _ => {}
+            }
+            if kind == DATA && flags & END_STREAM != 0 {
+                return Some(received);
+            }
+            buf.drain(..9 + len);
+            if !answer.is_empty() {
+                w.write_all(&answer).await.ok()?;
+            }
+        }
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_that_answer_the_proxys_data_are_not_a_flood() {
+    let app = backend::http().await;
+    // A bucket of 100 frames, 10 a second.
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP2_MAX_CONTROL_FRAMES_PER_SECOND", "10")],
+        Some(app.addr),
+    );
+    // 32 MiB: about 2,000 DATA frames, each answered by a PING.
+    let got = tokio::time::timeout(
+        BOUND,
+        download_pinging_per_frame(proxy.outbound_addr, "/bytes/33554432"),
+    )
+    .await
+    .expect("downloaded in time");
+    assert_eq!(got, Some(32 << 20), "not cut off");
+    // The same PINGs with no data to answer are a flood.
+    let (heard, _) = flood(
+        proxy.outbound_addr,
+        &h2_start(),
+        &frame(PING, 0, 0, &[3; 8]),
+        1 << 20,
+    )
+    .await;
+    assert!(heard.closed, "unanswered PINGs are cut off");
 }
 
 /// Another client, HTTP/1 and HTTP/2, is served at once.

@@ -58,6 +58,11 @@ fn defaults() {
         assert_eq!(stall.timeout, Some(Duration::from_secs(60)));
         assert_eq!(stall.grace, Duration::from_secs(1));
         assert_eq!(stall.max_stalled_per_connection, Some(4));
+        assert_eq!(server.h2_idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(
+            server.h2_control_frames,
+            Some(linkerd_http::ControlFrameLimit { per_second: 1000 })
+        );
     }
     assert_eq!(c.outbound.client.h2.initial_stream_window_size, 65535);
     assert_eq!(c.outbound.client.h2.initial_connection_window_size, 1048576);
@@ -194,6 +199,7 @@ fn every_variable_is_read() {
         ),
         ("LINKERD2_PROXY_HTTP2_SEND_STALL_TIMEOUT", "0"),
         ("LINKERD2_PROXY_HTTP2_SEND_STALL_GRACE", "250ms"),
+        ("LINKERD2_PROXY_HTTP2_SERVER_IDLE_TIMEOUT", "0"),
         (
             "LINKERD2_PROXY_HTTP2_MAX_STALLED_STREAMS_PER_CONNECTION",
             "0",
@@ -209,6 +215,7 @@ fn every_variable_is_read() {
         );
         assert_eq!(stall.grace, Duration::from_millis(250));
         assert!(!stall.enabled(), "both bounds off");
+        assert_eq!(server.h2_idle_timeout, None);
     }
     assert_eq!(c.inbound.listen_addr, "[::]:5143".parse().unwrap());
     assert_eq!(c.outbound.listen_addr, "127.0.0.1:5140".parse().unwrap());
@@ -244,7 +251,7 @@ fn every_variable_is_read() {
     assert_eq!(c.outbound.server.h1_max_buf_size, 16384);
     assert_eq!(c.inbound.server.h2_max_concurrent_streams, 10);
     assert_eq!(c.inbound.server.h2_keep_alive_interval, None);
-    assert_eq!(c.env.len(), 25, "the whole environment, for /env.json");
+    assert_eq!(c.env.len(), 26, "the whole environment, for /env.json");
     assert_eq!(c.env["OTHER_VAR"], "x");
     assert!(
         !c.warnings.iter().any(|w| w.contains("unknown")),
