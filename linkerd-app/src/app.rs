@@ -226,6 +226,8 @@ impl App {
                 timeout: counter("timeout"),
                 share: counter("share"),
             };
+            // Each direction counts its own clients.
+            stall.clients = Default::default();
             server.h2_send_stall = Arc::new(stall);
         }
         let authz = AuthzMetrics::register(&mut registry);

@@ -435,22 +435,27 @@ impl Config {
         )?)
         .filter(|d| !d.is_zero());
         // Streams whose client does not take the response (ours: linkerd2-proxy has none).
+        let stalled_streams = |name: &str, default: &str| {
+            vars.parse(name, default, |v| {
+                v.parse::<usize>()
+                    .map_err(|_| "a count of streams (0: unbounded)")
+            })
+            .map(|n| (n > 0).then_some(n))
+        };
         let h2_send_stall = std::sync::Arc::new(linkerd_http::SendStallConfig {
             timeout: Some(duration("LINKERD2_PROXY_HTTP2_SEND_STALL_TIMEOUT", "60s")?)
                 .filter(|d| !d.is_zero()),
             grace: duration("LINKERD2_PROXY_HTTP2_SEND_STALL_GRACE", "1s")?,
-            max_stalled_per_connection: match vars.parse(
+            max_stalled_per_connection: stalled_streams(
                 "LINKERD2_PROXY_HTTP2_MAX_STALLED_STREAMS_PER_CONNECTION",
                 "4",
-                |v| {
-                    v.parse::<usize>()
-                        .map_err(|_| "a count of streams (0: unbounded)")
-                },
-            )? {
-                0 => None,
-                n => Some(n),
-            },
+            )?,
+            max_stalled_per_client: stalled_streams(
+                "LINKERD2_PROXY_HTTP2_MAX_STALLED_STREAMS_PER_CLIENT",
+                "8",
+            )?,
             resets: Default::default(),
+            clients: Default::default(),
         });
         let server = |dir: &str| -> Result<linkerd_http::ServerConfig, ConfigError> {
             let name = |s: &str| format!("{PREFIX}{dir}_SERVER_HTTP2_{s}");

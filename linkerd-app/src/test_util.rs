@@ -57,6 +57,7 @@ pub(crate) async fn roundtrip(
         &config,
         stack,
         never,
+        None,
     ));
     let (mut tx, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))

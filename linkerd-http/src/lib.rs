@@ -50,6 +50,6 @@ pub use self::pool::{
     RequestBody, Version,
 };
 pub use self::respond::{ErrorResponse, ErrorResponseLayer};
-pub use self::server::{serve, HttpServer, RequestFuture, RequestStack, ServerConfig};
-pub use self::stall::{SendStallConfig, StallResets};
+pub use self::server::{serve, ClientIp, HttpServer, RequestFuture, RequestStack, ServerConfig};
+pub use self::stall::{ClientStalls, SendStallConfig, StallResets};
 pub use self::tunnel::{Tunnel, TunnelLayer};

@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{
     convert::Infallible,
     future::Future,
+    net::IpAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -121,8 +122,21 @@ impl<N> HttpServer<N> {
     }
 }
 
+/// What a connection's target says of its client, for the bounds that apply per client.
+pub trait ClientIp {
+    /// The client's address, where known.
+    fn client_ip(&self) -> Option<IpAddr>;
+}
+
+impl ClientIp for () {
+    fn client_ip(&self) -> Option<IpAddr> {
+        None
+    }
+}
+
 impl<T, I, N, S> tower::Service<(T, Version, I)> for HttpServer<N>
 where
+    T: ClientIp,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     N: Fn(T) -> S,
     S: RequestStack,
@@ -140,8 +154,9 @@ where
     }
 
     fn call(&mut self, (target, version, io): (T, Version, I)) -> Self::Future {
+        let client = target.client_ip();
         let stack = (self.new_stack)(target);
-        let serving = serve(io, version, &self.config, stack, self.drain.clone());
+        let serving = serve(io, version, &self.config, stack, self.drain.clone(), client);
         let logged: fn(Result<(), hyper::Error>) -> Result<(), Infallible> = |res| {
             if let Err(error) = res {
                 tracing::debug!(%error, "HTTP connection closed with an error");
@@ -154,13 +169,14 @@ where
 
 /// Serves HTTP on `io` with the request stack `svc` until the client is done; once `drain`
 /// is cancelled, in-flight requests finish and the connection then closes (HTTP/1: after the
-/// current response; HTTP/2: GOAWAY).
+/// current response; HTTP/2: GOAWAY). `client` is the client's address, where known.
 pub fn serve<I, S>(
     io: I,
     version: Version,
     config: &ServerConfig,
     svc: S,
     drain: CancellationToken,
+    client: Option<IpAddr>,
 ) -> Serving<I, S>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -174,7 +190,7 @@ where
             // send stalls when bounds are on.
             let (mut exec, tasks) = crate::conn_tasks::conn_executor();
             let stalls = (config.h2_send_stall.enabled() || config.h2_idle_timeout.is_some())
-                .then(|| ConnStalls::new(config.h2_send_stall.clone()));
+                .then(|| ConnStalls::new(config.h2_send_stall.clone(), client));
             idle = config
                 .h2_idle_timeout
                 .zip(stalls.clone())

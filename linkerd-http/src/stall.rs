@@ -9,11 +9,12 @@
 //! stream is then cancelled too):
 //!
 //! - **the send-stall timeout**: a stream whose client has taken nothing for this long;
-//! - **a share per connection**: a stream counts as stalled once its client has taken nothing
-//!   for the grace period; a connection may hold at most so many stalled streams, and beyond
-//!   that each further one is reset, at once if the connection has not taken data on any
-//!   stream for the grace period (so a client opening stream after stream with a zero window
-//!   holds nothing past the first grace period).
+//! - **a share per connection and per client**: a stream counts as stalled once its client has
+//!   taken nothing for the grace period; a connection may hold at most so many stalled
+//!   streams, and a client address (over all its connections, where the server knows it) at
+//!   most so many; beyond that each further one is reset, at once if the connection has not
+//!   taken data on any stream for the grace period (so a client opening stream after stream
+//!   with a zero window holds nothing past the first grace period).
 //!
 //! A stream is watched from two ends: its response body ([`crate::ProxyBody`]) marks when it
 //! yielded data and when it is polled again, and [`StallWatch`] wraps the stream's future (which
@@ -23,7 +24,9 @@
 use linkerd_metrics::Counter;
 use parking_lot::Mutex;
 use std::{
+    collections::HashMap,
     future::Future,
+    net::IpAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
@@ -43,8 +46,41 @@ pub struct SendStallConfig {
     pub grace: Duration,
     /// The most stalled streams one connection may hold (`None`: no bound but the timeout).
     pub max_stalled_per_connection: Option<usize>,
+    /// The most stalled streams one client address may hold over all its connections
+    /// (`None`: no such bound).
+    pub max_stalled_per_client: Option<usize>,
     /// Streams reset, by reason.
     pub resets: StallResets,
+    /// The stalled streams of each client address (shared by a server's connections).
+    pub clients: Arc<ClientStalls>,
+}
+
+/// Stalled streams per client address; an address is present only while it holds one.
+#[derive(Debug, Default)]
+pub struct ClientStalls(Mutex<HashMap<IpAddr, usize>>);
+
+impl ClientStalls {
+    fn get(&self, ip: IpAddr) -> usize {
+        self.0.lock().get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Counts one more stalled stream of `ip`; returns its count.
+    fn add(&self, ip: IpAddr) -> usize {
+        let mut map = self.0.lock();
+        let n = map.entry(ip).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn remove(&self, ip: IpAddr) {
+        let mut map = self.0.lock();
+        if let Some(n) = map.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
 }
 
 impl Default for SendStallConfig {
@@ -53,7 +89,9 @@ impl Default for SendStallConfig {
             timeout: Some(Duration::from_secs(60)),
             grace: Duration::from_secs(1),
             max_stalled_per_connection: Some(4),
+            max_stalled_per_client: Some(8),
             resets: StallResets::default(),
+            clients: Default::default(),
         }
     }
 }
@@ -61,7 +99,9 @@ impl Default for SendStallConfig {
 impl SendStallConfig {
     /// Whether either bound is on.
     pub fn enabled(&self) -> bool {
-        self.timeout.is_some() || self.max_stalled_per_connection.is_some()
+        self.timeout.is_some()
+            || self.max_stalled_per_connection.is_some()
+            || self.max_stalled_per_client.is_some()
     }
 }
 
@@ -102,6 +142,8 @@ impl StreamStall {
 #[derive(Debug)]
 pub(crate) struct ConnStalls {
     config: Arc<SendStallConfig>,
+    /// The client's address, where the server knows it.
+    client: Option<IpAddr>,
     epoch: Instant,
     /// Streams stalled for at least the grace period.
     stalled: AtomicUsize,
@@ -115,8 +157,9 @@ pub(crate) struct ConnStalls {
 }
 
 impl ConnStalls {
-    pub(crate) fn new(config: Arc<SendStallConfig>) -> Arc<Self> {
+    pub(crate) fn new(config: Arc<SendStallConfig>, client: Option<IpAddr>) -> Arc<Self> {
         Arc::new(Self {
+            client: client.filter(|_| config.max_stalled_per_client.is_some()),
             config,
             epoch: Instant::now(),
             stalled: AtomicUsize::new(0),
@@ -161,16 +204,35 @@ impl ConnStalls {
         u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Whether the connection already holds its share and its client took nothing lately.
+    /// Whether the connection's client took nothing lately and the connection or the client
+    /// already holds its share.
     fn over_share_and_idle(&self, now: Instant) -> bool {
-        let Some(max) = self.config.max_stalled_per_connection else {
-            return false;
-        };
         let idle_ms = self
             .ms(now)
             .saturating_sub(self.progress_ms.load(Ordering::Relaxed));
-        self.stalled.load(Ordering::Relaxed) >= max
-            && idle_ms >= u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX)
+        if idle_ms < u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX) {
+            return false;
+        }
+        let cfg = &self.config;
+        cfg.max_stalled_per_connection
+            .is_some_and(|max| self.stalled.load(Ordering::Relaxed) >= max)
+            // Locked only for an idle connection's stream starting to wait: rare.
+            || self.client.zip(cfg.max_stalled_per_client).is_some_and(|(ip, max)| cfg.clients.get(ip) >= max)
+    }
+
+    /// Counts a stream as stalled; `false` when that is beyond the connection's or the
+    /// client's share.
+    fn stall(self: &Arc<Self>) -> (Stalled, bool) {
+        let on_conn = self.stalled.fetch_add(1, Ordering::Relaxed) + 1;
+        let cfg = &self.config;
+        let on_client = self.client.map(|ip| cfg.clients.add(ip));
+        let within = cfg
+            .max_stalled_per_connection
+            .is_none_or(|max| on_conn <= max)
+            && on_client
+                .zip(cfg.max_stalled_per_client)
+                .is_none_or(|(n, max)| n <= max);
+        (Stalled(self.clone()), within)
     }
 }
 
@@ -212,7 +274,11 @@ pub(crate) struct Stalled(Arc<ConnStalls>);
 
 impl Drop for Stalled {
     fn drop(&mut self) {
-        self.0.stalled.fetch_sub(1, Ordering::Relaxed);
+        let conn = &self.0;
+        conn.stalled.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = conn.client {
+            conn.config.clients.remove(ip);
+        }
     }
 }
 
@@ -284,12 +350,9 @@ impl<F: Future<Output = ()>> Future for StallWatch<F> {
             return Poll::Ready(());
         }
         if this.counted.is_none() && waited >= cfg.grace {
-            let stalled = conn.stalled.fetch_add(1, Ordering::Relaxed) + 1;
-            *this.counted = Some(Stalled(this.conn.clone()));
-            if cfg
-                .max_stalled_per_connection
-                .is_some_and(|max| stalled > max)
-            {
+            let (stalled, within) = this.conn.stall();
+            *this.counted = Some(stalled);
+            if !within {
                 reset(Reset::Share);
                 this.inner.set(None);
                 *this.counted = None;
@@ -348,7 +411,8 @@ mod tests {
             timeout: Some(Duration::from_secs(timeout)),
             grace: Duration::from_secs(1),
             max_stalled_per_connection: Some(max),
-            resets: StallResets::default(),
+            max_stalled_per_client: Some(3),
+            ..Default::default()
         })
     }
 
@@ -372,7 +436,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_takes_nothing_is_reset_at_the_timeout() {
         let cfg = config(30, 4);
-        let conn = ConnStalls::new(cfg.clone());
+        let conn = ConnStalls::new(cfg.clone(), None);
         let (mut w, marks, _done) = stream(&conn);
         marks.polling();
         marks.yielded();
@@ -390,7 +454,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_keeps_taking_data_is_never_reset() {
         let cfg = config(30, 4);
-        let conn = ConnStalls::new(cfg.clone());
+        let conn = ConnStalls::new(cfg.clone(), None);
         let (mut w, marks, done) = stream(&conn);
         for _ in 0..100 {
             marks.polling();
@@ -410,7 +474,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_holds_at_most_its_share_of_stalled_streams() {
         let cfg = config(60, 2);
-        let conn = ConnStalls::new(cfg.clone());
+        let conn = ConnStalls::new(cfg.clone(), None);
         let mut streams: Vec<_> = (0..5).map(|_| stream(&conn)).collect();
         for (w, marks, _) in &mut streams {
             marks.polling();
@@ -448,9 +512,47 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_client_holds_at_most_its_share_over_all_its_connections() {
+        let cfg = config(60, 2);
+        let ip = IpAddr::from([10, 0, 0, 7]);
+        let conns: Vec<_> = (0..3)
+            .map(|_| ConnStalls::new(cfg.clone(), Some(ip)))
+            .collect();
+        // Two stalled streams on each of three connections: within each connection's share of
+        // 2, but the client may hold 3.
+        let mut streams: Vec<_> = conns.iter().flat_map(|c| [stream(c), stream(c)]).collect();
+        for (w, marks, _) in &mut streams {
+            marks.polling();
+            marks.yielded();
+            assert!(poll(w).is_pending());
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let reset = streams
+            .iter_mut()
+            .map(|(w, _, _)| poll(w).is_ready())
+            .filter(|&r| r)
+            .count();
+        assert_eq!(reset, 3);
+        assert_eq!(cfg.clients.get(ip), 3);
+        // Another client is not held to this one's share.
+        let other = ConnStalls::new(cfg.clone(), Some(IpAddr::from([10, 0, 0, 8])));
+        let (mut w, marks, _) = stream(&other);
+        marks.polling();
+        marks.yielded();
+        assert!(poll(&mut w).is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(poll(&mut w).is_pending());
+        drop((w, streams));
+        assert!(
+            cfg.clients.0.lock().is_empty(),
+            "no client holds a stalled stream"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_finished_stream_leaves_the_count() {
         let cfg = config(60, 1);
-        let conn = ConnStalls::new(cfg.clone());
+        let conn = ConnStalls::new(cfg.clone(), None);
         let (mut w, marks, done) = stream(&conn);
         marks.polling();
         marks.yielded();

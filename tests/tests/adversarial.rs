@@ -822,6 +822,35 @@ async fn a_zero_window_client_does_not_delay_another_clients_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holds_a_bounded_share_of_stalled_streams_over_all_its_connections() {
+    let app = backend::http().await;
+    let proxy = proxy(&[], Some(app.addr));
+    // Inbound, three connections from one address, each with 4 stalled streams: within each
+    // connection's share (4), beyond the client's (8).
+    let mut conns = Vec::new();
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let (conn, b) =
+            zero_window_streams(proxy.inbound_addr, app.addr, "/bytes/1048576", 4).await;
+        conns.push(conn);
+        bodies.extend(b);
+    }
+    let reset = linkerd_tests::eventually(BOUND, || {
+        let n = cancelled(&mut bodies);
+        async move { linkerd_tests::holds(n == 4, n).map(|()| n) }
+    })
+    .await;
+    assert_eq!(reset, 4);
+    let m = scrape(proxy.admin_addr).await;
+    let share = metric_sum(
+        &m,
+        "http2_send_stall_resets_total",
+        &[r#"direction="inbound""#, r#"reason="share""#],
+    );
+    assert_eq!(share, 4.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_is_reset_at_the_send_stall_timeout_and_a_slow_reader_is_not() {
     let app = backend::http().await;
     let proxy = proxy(

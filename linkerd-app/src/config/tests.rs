@@ -58,6 +58,7 @@ fn defaults() {
         assert_eq!(stall.timeout, Some(Duration::from_secs(60)));
         assert_eq!(stall.grace, Duration::from_secs(1));
         assert_eq!(stall.max_stalled_per_connection, Some(4));
+        assert_eq!(stall.max_stalled_per_client, Some(8));
         assert_eq!(server.h2_idle_timeout, Some(Duration::from_secs(600)));
         assert_eq!(
             server.h2_control_frames,
@@ -204,6 +205,7 @@ fn every_variable_is_read() {
             "LINKERD2_PROXY_HTTP2_MAX_STALLED_STREAMS_PER_CONNECTION",
             "0",
         ),
+        ("LINKERD2_PROXY_HTTP2_MAX_STALLED_STREAMS_PER_CLIENT", "0"),
         ("OTHER_VAR", "x"),
     ]))
     .unwrap();
@@ -251,7 +253,7 @@ fn every_variable_is_read() {
     assert_eq!(c.outbound.server.h1_max_buf_size, 16384);
     assert_eq!(c.inbound.server.h2_max_concurrent_streams, 10);
     assert_eq!(c.inbound.server.h2_keep_alive_interval, None);
-    assert_eq!(c.env.len(), 26, "the whole environment, for /env.json");
+    assert_eq!(c.env.len(), 27, "the whole environment, for /env.json");
     assert_eq!(c.env["OTHER_VAR"], "x");
     assert!(
         !c.warnings.iter().any(|w| w.contains("unknown")),

@@ -502,6 +502,12 @@ pub(crate) struct Authorized {
     pub revocation: Option<Revocation>,
 }
 
+impl linkerd_http::ClientIp for Authorized {
+    fn client_ip(&self) -> Option<std::net::IpAddr> {
+        Some(self.target.client.ip())
+    }
+}
+
 /// A TCP connection a server policy let in, watched for an update that no longer does:
 /// it is then closed and counted in `inbound_tcp_authz_terminate_total`.
 #[derive(Clone)]

@@ -32,6 +32,14 @@ pub(crate) struct OutboundTarget {
     pub opaque: bool,
 }
 
+/// The outbound client is the pod's own app: one address for all its connections, so only the
+/// per-connection bounds apply to it.
+impl linkerd_http::ClientIp for OutboundTarget {
+    fn client_ip(&self) -> Option<std::net::IpAddr> {
+        None
+    }
+}
+
 impl OutboundTarget {
     /// The protocol known without detection.
     pub(crate) fn known_protocol(&self) -> Option<Protocol> {
