@@ -155,6 +155,8 @@ async fn serve_conn(
     let params = DetectParams {
         timeout: std::time::Duration::from_secs(1),
         capacity: ADMIN_MAX_HEAD,
+        // The admin server's own head limit (and its connection limit) bound it.
+        budget: None,
     };
     let (detected, io) = linkerd_detect::detect(io, params)
         .await

@@ -428,6 +428,15 @@ impl Config {
                 parse_positive(v)
                     .and_then(|n| u32::try_from(n).map_err(|_| "a positive 32-bit integer"))
             })?;
+        // Request heads beyond their first 16 KiB, over all of a direction's connections (ours).
+        let head_budget = vars.parse(
+            "LINKERD2_PROXY_HTTP1_MAX_BUFFERED_HEAD_BYTES",
+            "67108864",
+            |v| {
+                v.parse::<usize>()
+                    .map_err(|_| "a number of bytes (0: unbounded)")
+            },
+        )?;
         // HTTP/2 connections with no open stream (ours: linkerd2-proxy has none).
         let h2_idle_timeout = Some(duration(
             "LINKERD2_PROXY_HTTP2_SERVER_IDLE_TIMEOUT",
@@ -516,6 +525,9 @@ impl Config {
             Ok(linkerd_http::ServerConfig {
                 h1_header_read_timeout,
                 h1_max_buf_size,
+                // Each direction its own.
+                h1_head_budget: (head_budget > 0)
+                    .then(|| linkerd_http::HeadBudget::new(head_budget)),
                 h2_keep_alive_interval,
                 h2_keep_alive_timeout,
                 h2_max_concurrent_streams: match vars.get(&name("MAX_CONCURRENT_STREAMS")) {

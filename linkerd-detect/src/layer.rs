@@ -1,12 +1,13 @@
 //! Reading a connection's first bytes with a bound and a timeout.
 
-use crate::{classify, Classification, PrefixedIo, Protocol};
+use crate::{classify, Classification, HeadBudget, PrefixedIo, Protocol};
 use bytes::{Bytes, BytesMut};
 use linkerd_stack::ThenCall;
 use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -14,12 +15,47 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tower::BoxError;
 
 /// How detection reads: at most `capacity` bytes, for at most `timeout`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DetectParams {
     /// How long the client may take to send enough bytes to decide.
     pub timeout: Duration,
     /// The most bytes buffered to decide.
     pub capacity: usize,
+    /// Where the bytes buffered beyond the first [`crate::SMALL_HEAD`] are charged (a long
+    /// HTTP/1 request line); a read the budget can't take ends the connection.
+    pub budget: Option<Arc<HeadBudget>>,
+}
+
+/// Bytes of one connection's detection buffer charged to a [`HeadBudget`], returned when
+/// detection ends.
+struct Charged<'a> {
+    budget: Option<&'a HeadBudget>,
+    n: usize,
+}
+
+impl Charged<'_> {
+    /// Charges what a buffer of `len` bytes holds beyond the free part.
+    fn to(&mut self, len: usize) -> io::Result<()> {
+        let Some(budget) = self.budget else {
+            return Ok(());
+        };
+        let over = len.saturating_sub(crate::SMALL_HEAD);
+        if over > self.n {
+            if !budget.charge(over - self.n) {
+                return Err(io::Error::other(crate::HeadBudgetExhausted(budget.max())));
+            }
+            self.n = over;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Charged<'_> {
+    fn drop(&mut self) {
+        if let Some(budget) = self.budget {
+            budget.release(self.n);
+        }
+    }
 }
 
 /// What detection found.
@@ -50,7 +86,7 @@ pub enum Error {
 /// speculation made, if any (see [`DetectLayer::with_speculation`]). `known` says, for a target,
 /// that its protocol is already known (an opaque port, a peer's transport header): detection is
 /// then skipped and nothing is read.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DetectLayer<F, G = NoTimeouts, P = NoSpeculation> {
     params: DetectParams,
     known: F,
@@ -110,6 +146,7 @@ impl Default for DetectParams {
             timeout: Duration::from_secs(10),
             // hyper's default HTTP/1 head limit (`max_buf_size`).
             capacity: 400 * 1024,
+            budget: None,
         }
     }
 }
@@ -215,6 +252,10 @@ where
     let capacity = params.capacity;
     let deadline = tokio::time::Instant::now() + params.timeout;
     let mut buf = BytesMut::with_capacity(capacity.min(INITIAL_BUFFER));
+    let mut charged = Charged {
+        budget: params.budget.as_deref(),
+        n: 0,
+    };
     let mut upstream = None;
     let read = async {
         let mut first = None;
@@ -239,6 +280,7 @@ where
                 Some(n) => n,
                 None => read_more(&mut io, &mut buf, capacity).await?,
             };
+            charged.to(buf.len())?;
             if let Some(p) = decided(&buf, n, capacity) {
                 return Ok(Some((p, false)));
             }
@@ -448,7 +490,7 @@ impl<S, F: Clone, G: Clone, P: Clone> tower::Layer<S> for DetectLayer<F, G, P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Detect {
-            params: self.params,
+            params: self.params.clone(),
             known: self.known.clone(),
             timeouts: self.timeouts.clone(),
             speculate: self.speculate.clone(),
@@ -479,7 +521,7 @@ where
     }
 
     fn call(&mut self, (target, io): (T, I)) -> Self::Future {
-        let mut params = self.params;
+        let mut params = self.params.clone();
         if let Some(timeout) = self.timeouts.timeout(&target) {
             params.timeout = timeout;
         }
@@ -518,7 +560,53 @@ mod tests {
     const PARAMS: DetectParams = DetectParams {
         timeout: Duration::from_secs(10),
         capacity: 1024,
+        budget: None,
     };
+
+    #[tokio::test]
+    async fn a_long_request_line_is_charged_to_the_budget_while_detected() {
+        let budget = HeadBudget::new(32 * 1024);
+        let params = DetectParams {
+            capacity: 400 * 1024,
+            budget: Some(budget.clone()),
+            ..PARAMS
+        };
+        // 40 KiB of a request line: 24 KiB beyond the free part, within the budget.
+        let line = [b"GET /".as_slice(), &[b'a'; 40 * 1024]].concat();
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        client.write_all(&line).await.unwrap();
+        client.write_all(b" HTTP/1.1\r\n").await.unwrap();
+        let (d, _io) = detect(server, params.clone()).await.unwrap();
+        assert_eq!(d.protocol, Protocol::Http1);
+        assert_eq!(budget.used(), 0, "returned once detection is done");
+        // Two such lines at once do not fit: the second connection's read fails.
+        let (mut c1, s1) = tokio::io::duplex(1 << 20);
+        let (mut c2, s2) = tokio::io::duplex(1 << 20);
+        c1.write_all(&line).await.unwrap();
+        let first = tokio::spawn(detect(s1, params.clone()));
+        // The first holds its 24 KiB before the second sends (the budget reads it).
+        for _ in 0..1000 {
+            if budget.used() > 20 * 1024 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(budget.used() > 20 * 1024, "the first line is charged");
+        c2.write_all(&line).await.unwrap();
+        let Err(err) = detect(s2, params).await else {
+            panic!("over the budget")
+        };
+        assert!(err.to_string().contains("budget"), "{err}");
+        drop(c1);
+        let (d, _) = first.await.unwrap().unwrap();
+        assert_eq!(
+            d.protocol,
+            Protocol::Opaque,
+            "the first ends at EOF, undecided"
+        );
+        assert_eq!(budget.used(), 0);
+        drop(c2);
+    }
 
     async fn read_all<I: AsyncRead + Unpin>(mut io: I) -> Vec<u8> {
         let mut v = Vec::new();

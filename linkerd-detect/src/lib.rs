@@ -11,9 +11,11 @@
 //! protocol: the application stacks do.
 #![forbid(unsafe_code)]
 
+mod budget;
 mod classify;
 mod layer;
 
+pub use self::budget::{HeadBudget, HeadBudgetExhausted, SMALL_HEAD};
 pub use self::classify::{classify, Classification, Protocol};
 pub use self::layer::{
     detect, detect_speculating, first_bytes, Detect, DetectLayer, DetectParams, Detected,

@@ -1,6 +1,7 @@
 //! The body of every response the proxy serves.
 
 use crate::{
+    head_budget::HeadDone,
     metrics::{Eos, RecordBody},
     stall::StreamStall,
     PoolBody,
@@ -23,6 +24,8 @@ pin_project_lite::pin_project! {
         body: RecordBody<Inner>,
         // Marks for the HTTP/2 stream it is sent on, whose client may stall it (`stall`).
         stall: Option<Arc<StreamStall>>,
+        // Until dropped, its HTTP/1 connection reads no request head (`head_budget`).
+        head: Option<HeadDone>,
     }
 }
 
@@ -57,7 +60,13 @@ impl ProxyBody {
         Self {
             body: RecordBody::unrecorded(inner),
             stall: None,
+            head: None,
         }
+    }
+
+    /// Holds `done` until the body is dropped.
+    pub(crate) fn hold(&mut self, done: HeadDone) {
+        self.head = Some(done);
     }
 
     /// Marks `stall` as the body is polled and yields data.

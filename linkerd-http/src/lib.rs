@@ -20,6 +20,7 @@ mod body;
 mod conn_tasks;
 mod error;
 mod flood;
+mod head_budget;
 mod headers;
 mod hop;
 mod mesh_headers;
@@ -35,6 +36,7 @@ mod upgrade;
 pub use self::body::{ForwardBody, ProxyBody, RequestBodyTimeout};
 pub use self::error::Error;
 pub use self::flood::{ControlFrameFlood, ControlFrameLimit, FrameGuard};
+pub use self::head_budget::{HeadBudget, HeadBudgetExhausted, SMALL_HEAD};
 pub use self::headers::{
     authority_of, is_grpc, strip_hop_by_hop, wants_upgrade, L5D_DST_CANONICAL,
     L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, L5D_REQUIRE_ID,

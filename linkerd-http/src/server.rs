@@ -2,6 +2,7 @@
 //! through a `tower` request stack.
 
 use crate::{
+    head_budget::{Budgeted, ConnHead, HeadDone},
     stall::{ConnStalls, StreamStall},
     ProxyBody, Version,
 };
@@ -28,6 +29,9 @@ pub struct ServerConfig {
     pub h1_header_read_timeout: Duration,
     /// The largest HTTP/1 request head accepted (bytes); larger ones get 431.
     pub h1_max_buf_size: usize,
+    /// The bytes of HTTP/1 request heads beyond their first 16 KiB that all connections may
+    /// buffer at once (`None`: unbounded).
+    pub h1_head_budget: Option<Arc<crate::HeadBudget>>,
     /// HTTP/2 PING interval; `None` disables keep-alive pings.
     pub h2_keep_alive_interval: Option<Duration>,
     /// How long a PING may go unanswered.
@@ -57,6 +61,7 @@ impl Default for ServerConfig {
         Self {
             h1_header_read_timeout: Duration::from_secs(30),
             h1_max_buf_size: 400 * 1024,
+            h1_head_budget: Some(crate::HeadBudget::new(64 << 20)),
             h2_keep_alive_interval: Some(Duration::from_secs(10)),
             h2_keep_alive_timeout: Duration::from_secs(20),
             h2_max_concurrent_streams: 1000,
@@ -203,7 +208,11 @@ where
             if let Some(stalls) = &stalls {
                 exec = exec.with_stalls(stalls.clone());
             }
-            let svc = PerRequest { svc, stalls };
+            let svc = PerRequest {
+                svc,
+                stalls,
+                head: None,
+            };
             let mut b = hyper::server::conn::http2::Builder::new(exec);
             b.timer(TokioTimer::new())
                 .max_concurrent_streams(config.h2_max_concurrent_streams)
@@ -224,14 +233,22 @@ where
                 conn: tasks.drive(b.serve_connection(io, svc)),
             }
         }
-        Version::Http1 => Conn::Http1 {
-            conn: hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(config.h1_header_read_timeout)
-                .max_buf_size(config.h1_max_buf_size)
-                .serve_connection(TokioIo::new(io), PerRequest { svc, stalls: None })
-                .with_upgrades(),
-        },
+        Version::Http1 => {
+            let head = config.h1_head_budget.clone().map(ConnHead::new);
+            let svc = PerRequest {
+                svc,
+                stalls: None,
+                head: head.clone(),
+            };
+            Conn::Http1 {
+                conn: hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(config.h1_header_read_timeout)
+                    .max_buf_size(config.h1_max_buf_size)
+                    .serve_connection(TokioIo::new(Budgeted::new(io, head)), svc)
+                    .with_upgrades(),
+            }
+        }
     };
     Serving {
         conn,
@@ -265,7 +282,8 @@ impl Idle {
     }
 }
 
-type H1Conn<I, S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<I>, PerRequest<S>>;
+type H1Conn<I, S> =
+    hyper::server::conn::http1::UpgradeableConnection<TokioIo<Budgeted<I>>, PerRequest<S>>;
 type H2Conn<I, S> = crate::conn_tasks::WithConnTasks<
     hyper::server::conn::http2::Connection<
         TokioIo<crate::FrameGuard<I>>,
@@ -339,6 +357,8 @@ struct PerRequest<S> {
     svc: S,
     // An HTTP/2 connection's send-stall bounds.
     stalls: Option<Arc<ConnStalls>>,
+    // An HTTP/1 connection's share of the head budget.
+    head: Option<Arc<ConnHead>>,
 }
 
 /// The future hyper holds for each request.
@@ -351,6 +371,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         stall: Option<Arc<StreamStall>>,
+        // HTTP/1: the connection reads no head until the response ends.
+        head: Option<HeadDone>,
+        connect: bool,
     }
 }
 
@@ -363,8 +386,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut rsp = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(rsp), Some(stall)) = (&mut rsp, this.stall.take()) {
-            rsp.body_mut().watch(stall);
+        if let Ok(rsp) = &mut rsp {
+            if let Some(stall) = this.stall.take() {
+                rsp.body_mut().watch(stall);
+            }
+            if let Some(done) = this.head.take() {
+                let status = rsp.status();
+                if status == http::StatusCode::SWITCHING_PROTOCOLS
+                    || (*this.connect && status.is_success())
+                {
+                    // What follows on the connection is not HTTP/1.
+                    done.upgraded();
+                } else {
+                    rsp.body_mut().hold(done);
+                }
+            }
         }
         Poll::Ready(rsp)
     }
@@ -383,6 +419,8 @@ where
         let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
         Watched {
             stall: self.stalls.as_ref().map(|s| s.stream()),
+            head: self.head.as_ref().map(|h| h.parsed()),
+            connect: req.method() == http::Method::CONNECT,
             inner: self.svc.clone().oneshot(req).instrument(span),
         }
     }

@@ -9,6 +9,49 @@
 //! It does not know about protocols: detection, TLS and HTTP sit above it.
 #![forbid(unsafe_code)]
 
+/// `AsyncWrite` for an I/O wrapper `$ty<I>` (a `pin_project` struct whose pinned field
+/// `inner` is the wrapped I/O) that writes straight through to `inner`.
+#[macro_export]
+macro_rules! write_through_inner {
+    ($ty:ident) => {
+        impl<I: ::tokio::io::AsyncWrite> ::tokio::io::AsyncWrite for $ty<I> {
+            fn poll_write(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &[u8],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                self.project().inner.poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                bufs: &[::std::io::IoSlice<'_>],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                self.project().inner.poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.inner.is_write_vectored()
+            }
+
+            fn poll_flush(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                self.project().inner.poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                self.project().inner.poll_shutdown(cx)
+            }
+        }
+    };
+}
+
 mod connect;
 mod error;
 mod listen;

@@ -597,6 +597,63 @@ async fn trickle(socks: &mut [TcpStream], every: Duration, bound: Duration) -> u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_large_heads_share_a_budget_and_small_ones_are_still_served() {
+    let app = backend::http().await;
+    let proxy = proxy(
+        &[("LINKERD2_PROXY_HTTP1_MAX_BUFFERED_HEAD_BYTES", "1048576")],
+        Some(app.addr),
+    );
+    let big_head = |len: usize| {
+        let mut head = b"GET / HTTP/1.1\r\nHost: web\r\nX-Big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', len));
+        head
+    };
+    // Ten clients each send 200 KiB of a head and never finish it: each charges 184 KiB (the
+    // first 16 KiB are free), so the 1 MiB budget holds five.
+    let mut socks = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(proxy.inbound_addr).await.unwrap();
+        // The proxy may close it while it writes.
+        let _ = s.write_all(&big_head(200 * 1024)).await;
+        socks.push(s);
+    }
+    let open = |socks: &[TcpStream]| {
+        let mut buf = [0u8; 1];
+        socks
+            .iter()
+            .filter(|s| {
+                matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count()
+    };
+    let held = linkerd_tests::eventually(BOUND, || {
+        let n = open(&socks);
+        async move { linkerd_tests::holds(n <= 5, n).map(|()| n) }
+    })
+    .await;
+    assert!(held >= 4, "the budget holds what fits: {held} open");
+    // A client with a small head is served meanwhile.
+    let rsp = exchange(
+        proxy.inbound_addr,
+        b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rsp), 200, "{rsp}");
+    // Once the unfinished heads go, a large head fits again.
+    drop(socks);
+    linkerd_tests::eventually(BOUND, || async {
+        let mut req = big_head(200 * 1024);
+        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        let rsp = exchange(proxy.inbound_addr, &req).await;
+        linkerd_tests::holds(
+            status_of(&rsp) == 200,
+            rsp.chars().take(200).collect::<String>(),
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickling_admin_clients_are_cut_at_the_header_timeout() {
     let proxy = proxy(&[], None);
     let mut socks = Vec::new();

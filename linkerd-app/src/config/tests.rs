@@ -61,6 +61,10 @@ fn defaults() {
         assert_eq!(stall.max_stalled_per_client, Some(8));
         assert_eq!(server.h2_idle_timeout, Some(Duration::from_secs(600)));
         assert_eq!(
+            server.h1_head_budget.as_ref().map(|b| b.max()),
+            Some(64 << 20)
+        );
+        assert_eq!(
             server.h2_control_frames,
             Some(linkerd_http::ControlFrameLimit { per_second: 1000 })
         );
@@ -201,6 +205,7 @@ fn every_variable_is_read() {
         ("LINKERD2_PROXY_HTTP2_SEND_STALL_TIMEOUT", "0"),
         ("LINKERD2_PROXY_HTTP2_SEND_STALL_GRACE", "250ms"),
         ("LINKERD2_PROXY_HTTP2_SERVER_IDLE_TIMEOUT", "0"),
+        ("LINKERD2_PROXY_HTTP1_MAX_BUFFERED_HEAD_BYTES", "0"),
         (
             "LINKERD2_PROXY_HTTP2_MAX_STALLED_STREAMS_PER_CONNECTION",
             "0",
@@ -218,6 +223,7 @@ fn every_variable_is_read() {
         assert_eq!(stall.grace, Duration::from_millis(250));
         assert!(!stall.enabled(), "both bounds off");
         assert_eq!(server.h2_idle_timeout, None);
+        assert!(server.h1_head_budget.is_none());
     }
     assert_eq!(c.inbound.listen_addr, "[::]:5143".parse().unwrap());
     assert_eq!(c.outbound.listen_addr, "127.0.0.1:5140".parse().unwrap());
@@ -253,7 +259,7 @@ fn every_variable_is_read() {
     assert_eq!(c.outbound.server.h1_max_buf_size, 16384);
     assert_eq!(c.inbound.server.h2_max_concurrent_streams, 10);
     assert_eq!(c.inbound.server.h2_keep_alive_interval, None);
-    assert_eq!(c.env.len(), 27, "the whole environment, for /env.json");
+    assert_eq!(c.env.len(), 28, "the whole environment, for /env.json");
     assert_eq!(c.env["OTHER_VAR"], "x");
     assert!(
         !c.warnings.iter().any(|w| w.contains("unknown")),

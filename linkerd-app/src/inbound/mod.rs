@@ -170,6 +170,8 @@ impl Inbound {
             timeout: config.inbound.detect_timeout,
             // As long as a request line the HTTP/1 server would take.
             capacity: config.inbound.server.h1_max_buf_size,
+            // The budget its HTTP/1 server charges heads to.
+            budget: config.inbound.server.h1_head_budget.clone(),
         };
         let server_name = config.identity.as_ref().map(|i| i.server_name.clone());
         let terminate = TerminateParams {
@@ -257,7 +259,7 @@ impl Inbound {
             // 5. Detect the protocol, unless it is known; a client silent for a moment that
             //    the policy lets use TCP gets its app dialed, in case the app speaks first.
             .layer(
-                DetectLayer::new(self.detect, InboundTarget::known_protocol)
+                DetectLayer::new(self.detect.clone(), InboundTarget::known_protocol)
                     .with_timeouts(InboundTarget::detect_timeout)
                     .with_speculation(self.server_first_delay, dial_app),
             )

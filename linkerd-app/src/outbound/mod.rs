@@ -101,6 +101,8 @@ impl Outbound {
                 timeout: config.outbound.detect_timeout,
                 // As long as a request line the HTTP/1 server would take.
                 capacity: config.outbound.server.h1_max_buf_size,
+                // The budget its HTTP/1 server charges heads to.
+                budget: config.outbound.server.h1_head_budget.clone(),
             },
             server_first_delay: config.outbound.server_first_delay,
             opaque_ports: config.opaque_ports.clone(),
@@ -135,7 +137,7 @@ impl Outbound {
             // 3. Detect the protocol, unless the port or the profile says it is opaque; a
             //    client silent for a moment gets its server dialed, in case it speaks first.
             .layer(
-                DetectLayer::new(self.detect, OutboundTarget::known_protocol)
+                DetectLayer::new(self.detect.clone(), OutboundTarget::known_protocol)
                     .with_speculation(self.server_first_delay, tcp.clone()),
             )
             // 4. and 5. HTTP, or opaque TCP.
