@@ -75,7 +75,10 @@ impl ConnHead {
     /// A head was parsed: the request is served until its response ends ([`HeadDone`]).
     pub(crate) fn parsed(self: &Arc<Self>) -> HeadDone {
         let mut s = self.state.lock();
-        self.budget.release(s.charged);
+        // Most heads are small: the shared budget is not touched for them.
+        if s.charged > 0 {
+            self.budget.release(s.charged);
+        }
         *s = HeadState {
             reading: false,
             read: 0,
@@ -89,7 +92,10 @@ impl ConnHead {
 
 impl Drop for ConnHead {
     fn drop(&mut self) {
-        self.budget.release(self.state.get_mut().charged);
+        let charged = self.state.get_mut().charged;
+        if charged > 0 {
+            self.budget.release(charged);
+        }
     }
 }
 
