@@ -13,77 +13,67 @@
 //! response until hyper has parsed the next request's head. Request bodies (read while the
 //! request is served) are not counted, nor are upgraded connections once upgraded.
 
-use parking_lot::Mutex;
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 use tokio::io::{AsyncRead, ReadBuf};
 
 pub use linkerd_detect::{HeadBudget, HeadBudgetExhausted, SMALL_HEAD};
 
-/// Where one connection is: reading a head (and how much of it), or serving a request.
+/// Where one connection is: reading a head (and how much of it), or serving a request. Only
+/// the connection's own task touches it (its I/O, its requests, its response bodies), so each
+/// field is updated on its own, without a lock.
 #[derive(Debug)]
 pub(crate) struct ConnHead {
     budget: Arc<HeadBudget>,
-    state: Mutex<HeadState>,
+    /// Reading a head (not serving a request, nor upgraded).
+    reading: AtomicBool,
+    /// Bytes of the head read so far; what is beyond [`SMALL_HEAD`] is charged to the budget.
+    read: AtomicUsize,
 }
 
-#[derive(Debug)]
-struct HeadState {
-    /// Reading a head (not serving a request, nor upgraded).
-    reading: bool,
-    /// Bytes of the head read so far.
-    read: usize,
-    /// Of those, the bytes charged to the budget.
-    charged: usize,
+fn charged(read: usize) -> usize {
+    read.saturating_sub(SMALL_HEAD)
 }
 
 impl ConnHead {
     pub(crate) fn new(budget: Arc<HeadBudget>) -> Arc<Self> {
         Arc::new(Self {
             budget,
-            state: Mutex::new(HeadState {
-                reading: true,
-                read: 0,
-                charged: 0,
-            }),
+            reading: AtomicBool::new(true),
+            read: AtomicUsize::new(0),
         })
     }
 
-    /// `n` more bytes read; `false` when the budget can't take them.
+    /// `n` more bytes read; `false` (nothing counted) when the budget can't take them.
     fn read(&self, n: usize) -> bool {
-        let mut s = self.state.lock();
-        if !s.reading {
+        if !self.reading.load(Ordering::Relaxed) {
             return true;
         }
-        s.read = s.read.saturating_add(n);
-        let over = s.read.saturating_sub(SMALL_HEAD);
-        let charge = over - s.charged;
-        if charge == 0 {
-            return true;
-        }
-        if !self.budget.charge(charge) {
+        let before = self.read.load(Ordering::Relaxed);
+        let after = before.saturating_add(n);
+        let charge = charged(after) - charged(before);
+        if charge > 0 && !self.budget.charge(charge) {
             return false;
         }
-        s.charged = over;
+        self.read.store(after, Ordering::Relaxed);
         true
     }
 
     /// A head was parsed: the request is served until its response ends ([`HeadDone`]).
     pub(crate) fn parsed(self: &Arc<Self>) -> HeadDone {
-        let mut s = self.state.lock();
+        self.reading.store(false, Ordering::Relaxed);
         // Most heads are small: the shared budget is not touched for them.
-        if s.charged > 0 {
-            self.budget.release(s.charged);
+        let held = charged(self.read.swap(0, Ordering::Relaxed));
+        if held > 0 {
+            self.budget.release(held);
         }
-        *s = HeadState {
-            reading: false,
-            read: 0,
-            charged: 0,
-        };
         HeadDone {
             conn: Some(self.clone()),
         }
@@ -92,9 +82,9 @@ impl ConnHead {
 
 impl Drop for ConnHead {
     fn drop(&mut self) {
-        let charged = self.state.get_mut().charged;
-        if charged > 0 {
-            self.budget.release(charged);
+        let held = charged(*self.read.get_mut());
+        if held > 0 {
+            self.budget.release(held);
         }
     }
 }
@@ -116,7 +106,7 @@ impl HeadDone {
 impl Drop for HeadDone {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            conn.state.lock().reading = true;
+            conn.reading.store(true, Ordering::Relaxed);
         }
     }
 }
