@@ -370,6 +370,15 @@ impl Config {
                 "10000",
             ),
         };
+        // An HTTP/2 request body kept for re-sending a request the peer refused (ours).
+        let h2_resend_max_request_bytes = vars.parse(
+            "LINKERD2_PROXY_HTTP2_RESEND_MAX_REQUEST_BYTES",
+            "65536",
+            |v| {
+                v.parse::<u64>()
+                    .map_err(|_| "a number of bytes (0: only empty bodies are re-sent)")
+            },
+        )?;
         let client = |dir: &str, connect_timeout: &str| -> Result<_, ConfigError> {
             Ok(linkerd_http::ClientConfig {
                 connect_timeout: duration(
@@ -409,6 +418,7 @@ impl Config {
                     "300s",
                 )?)
                 .filter(|d| !d.is_zero()),
+                h2_resend_max_request_bytes,
             })
         };
         let h1_header_read_timeout = duration("LINKERD2_PROXY_HTTP1_HEADER_READ_TIMEOUT", "30s")?;

@@ -8,6 +8,7 @@ use crate::{
 };
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use parking_lot::Mutex;
 use std::{
     future::Future,
     pin::Pin,
@@ -155,27 +156,233 @@ impl Body for Inner {
 /// trickling a body a byte at a time can't hold the upstream connection forever. Past the
 /// deadline the body fails with [`RequestBodyTimeout`]; the endpoint's connection or stream is
 /// then reset (never handed a truncated body as if complete) and the client answered 408.
+///
+/// A body made [`ForwardBody::replayable`] keeps what it has read, up to a bound, until it is
+/// sealed, so that a request an HTTP/2 peer refused unprocessed can be sent again
+/// ([`ForwardBody::replay`]); a larger body is sent once, never truncated.
 #[derive(Debug)]
 pub struct ForwardBody {
-    body: Incoming,
+    src: Source,
     /// Armed on the first poll of a body that is not already complete.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Option<std::time::Duration>,
 }
+
+#[derive(Debug)]
+enum Source {
+    /// Read straight from the client: sent once.
+    Direct(Incoming),
+    /// Nothing to send (the body had ended before it was forwarded): replays as itself.
+    Empty,
+    /// Read through the state every attempt shares.
+    Shared(Attempt),
+}
+
+/// One attempt's place in a replayable body.
+#[derive(Debug)]
+struct Attempt {
+    shared: Arc<Mutex<Shared>>,
+    /// Data chunks of the body this attempt has sent.
+    chunks: usize,
+    /// Their bytes.
+    bytes: u64,
+    /// Whether it has sent the trailers.
+    trailers: bool,
+}
+
+/// The client's body and what was read of it.
+#[derive(Debug)]
+struct Shared {
+    body: Incoming,
+    /// The data read so far, while it may be replayed.
+    kept: Vec<Bytes>,
+    /// Chunks and bytes read from the body in all.
+    read_chunks: usize,
+    read_bytes: u64,
+    trailers: Option<http::HeaderMap>,
+    ended: bool,
+    /// No replay is possible any more: more than `max` bytes were read, the body failed, or
+    /// the request was answered. What was kept is dropped.
+    sealed: bool,
+    max: u64,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The request body did not arrive within the request body timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0:?}")]
 pub struct RequestBodyTimeout(pub std::time::Duration);
 
+/// A replay of the request body reached data that was no longer kept.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body can no longer be replayed")]
+pub struct ReplayGone;
+
 impl ForwardBody {
-    /// `body`, due in full within `timeout` (none: no deadline).
+    /// `body`, due in full within `timeout` (none: no deadline), sent once.
     pub fn new(body: Incoming, timeout: Option<std::time::Duration>) -> Self {
-        Self {
+        Self::with(Source::Direct(body), timeout)
+    }
+
+    /// `body`, due in full within `timeout`, kept for replays while it is at most `max` bytes
+    /// and not sealed. An empty body costs nothing.
+    pub fn replayable(body: Incoming, timeout: Option<std::time::Duration>, max: u64) -> Self {
+        if body.is_end_stream() {
+            return Self::with(Source::Empty, timeout);
+        }
+        let shared = Shared {
             body,
+            kept: Vec::new(),
+            read_chunks: 0,
+            read_bytes: 0,
+            trailers: None,
+            ended: false,
+            sealed: false,
+            max,
+        };
+        Self::with(
+            Source::Shared(Attempt::new(Arc::new(Mutex::new(shared)))),
+            timeout,
+        )
+    }
+
+    fn with(src: Source, timeout: Option<std::time::Duration>) -> Self {
+        Self {
+            src,
             deadline: None,
             timeout,
         }
+    }
+
+    /// The body again from its start, for another attempt, unless it can't be replayed (read
+    /// straight, sealed, or more was read than is kept).
+    pub fn replay(&self) -> Option<Self> {
+        let src = match &self.src {
+            Source::Direct(_) => return None,
+            Source::Empty => Source::Empty,
+            Source::Shared(a) => {
+                if a.shared.lock().sealed {
+                    return None;
+                }
+                Source::Shared(Attempt::new(a.shared.clone()))
+            }
+        };
+        Some(Self::with(src, self.timeout))
+    }
+
+    /// No replay will be asked for: what was kept for one is dropped, and the rest of the body
+    /// is no longer kept.
+    pub fn seal(&self) {
+        if let Source::Shared(a) = &self.src {
+            a.shared.lock().seal();
+        }
+    }
+}
+
+impl Attempt {
+    fn new(shared: Arc<Mutex<Shared>>) -> Self {
+        Self {
+            shared,
+            chunks: 0,
+            bytes: 0,
+            trailers: false,
+        }
+    }
+
+    /// The next frame of this attempt: a kept chunk it has not sent yet, else the body's next.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut s = self.shared.lock();
+        if self.chunks < s.read_chunks {
+            // Behind the body: replay what was kept, if it still is.
+            let Some(chunk) = s.kept.get(self.chunks).filter(|_| !s.sealed).cloned() else {
+                return Poll::Ready(Some(Err(ReplayGone.into())));
+            };
+            self.chunks += 1;
+            self.bytes += chunk.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if s.ended {
+            if self.trailers {
+                return Poll::Ready(None);
+            }
+            self.trailers = true;
+            return Poll::Ready(match (&s.trailers, s.sealed) {
+                (Some(t), false) => Some(Ok(Frame::trailers(t.clone()))),
+                (Some(_), true) => Some(Err(ReplayGone.into())),
+                (None, _) => None,
+            });
+        }
+        let frame = match Pin::new(&mut s.body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                s.ended = true;
+                self.trailers = true;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                s.seal();
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            s.read_chunks += 1;
+            s.read_bytes += len;
+            self.chunks += 1;
+            self.bytes += len;
+            if !s.sealed {
+                if s.read_bytes > s.max {
+                    tracing::trace!(bytes = s.read_bytes, "request body too large to replay");
+                    s.seal();
+                } else {
+                    s.kept.push(data.clone());
+                }
+            }
+        } else if let Some(trailers) = frame.trailers_ref() {
+            s.ended = true;
+            self.trailers = true;
+            if !s.sealed {
+                s.trailers = Some(trailers.clone());
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let s = self.shared.lock();
+        if self.chunks < s.read_chunks {
+            return false;
+        }
+        if s.ended {
+            return self.trailers || s.trailers.is_none();
+        }
+        s.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let s = self.shared.lock();
+        if s.ended {
+            return SizeHint::with_exact(s.read_bytes.saturating_sub(self.bytes));
+        }
+        // What is kept past this attempt, and what the body has yet to give.
+        let behind = s.read_bytes.saturating_sub(self.bytes);
+        let rest = s.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(behind));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(behind));
+        }
+        hint
+    }
+}
+
+impl Shared {
+    fn seal(&mut self) {
+        self.sealed = true;
+        self.kept = Vec::new();
+        self.trailers = None;
     }
 }
 
@@ -188,8 +395,15 @@ impl Body for ForwardBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        let polled = match &mut this.src {
+            Source::Direct(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
+            Source::Empty => return Poll::Ready(None),
+            Source::Shared(attempt) => attempt.poll_frame(cx),
+        };
+        if let Poll::Ready(frame) = polled {
+            return Poll::Ready(frame);
         }
         let Some(timeout) = this.timeout else {
             return Poll::Pending;
@@ -205,10 +419,18 @@ impl Body for ForwardBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.src {
+            Source::Direct(body) => body.is_end_stream(),
+            Source::Empty => true,
+            Source::Shared(attempt) => attempt.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.src {
+            Source::Direct(body) => body.size_hint(),
+            Source::Empty => SizeHint::with_exact(0),
+            Source::Shared(attempt) => attempt.size_hint(),
+        }
     }
 }

@@ -276,3 +276,54 @@ where
     });
     addr
 }
+
+/// An HTTP/2 server (prior knowledge) that recycles its connections as many servers do
+/// (hypercorn's `max_requests`, Go's `MaxStreams`-style rotation): after `per_conn` streams on a
+/// connection it shuts the connection down gracefully with `GOAWAY`, so streams a client opens
+/// meanwhile are refused unprocessed. Each request is answered 200 with body `<method> <n>`,
+/// `n` being the length of the request body it read. The app's count of connections is kept.
+pub async fn recycling_h2(per_conn: usize) -> Http {
+    let listener = TcpListener::bind(local())
+        .await
+        .expect("bind a test server");
+    let addr = listener.local_addr().unwrap();
+    let app = Http {
+        addr,
+        connections: Arc::new(AtomicUsize::new(0)),
+        requests: Arc::new(AtomicUsize::new(0)),
+    };
+    let counts = app.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counts.connections.fetch_add(1, Ordering::SeqCst);
+            let requests = counts.requests.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                let mut accepted = 0;
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    accepted += 1;
+                    if accepted == per_conn {
+                        conn.graceful_shutdown();
+                    }
+                    tokio::spawn(async move {
+                        let method = req.method().clone();
+                        let mut body = req.into_body();
+                        let mut n = 0;
+                        while let Some(Ok(chunk)) = body.data().await {
+                            n += chunk.len();
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        let rsp = Response::builder().status(200).body(()).unwrap();
+                        if let Ok(mut send) = respond.send_response(rsp, false) {
+                            let _ = send.send_data(Bytes::from(format!("{method} {n}")), true);
+                        }
+                    });
+                }
+            });
+        }
+    });
+    app
+}

@@ -131,6 +131,27 @@ impl CaControl {
         write_mesh(&self.dir, &self.identities, services)
     }
 
+    /// Starts a server proxy with identity `server` in front of `app`, and makes `name:port`
+    /// discoverable with that one endpoint, meshed through the proxy's opaque-transport port
+    /// and hinted `h2`; returns once the proxy is ready and the control plane serves the name.
+    pub async fn h2_service_behind(
+        &self,
+        name: &str,
+        port: u16,
+        app: SocketAddr,
+        server: &str,
+    ) -> linkerd_app::Proxy {
+        let proxy = start_proxy(&self.proxy_env(server), None);
+        self.write_mesh(&format!(
+            "services:\n  - name: {name}\n    port: {port}\n    endpoints:\n      - addr: {app}\n        identity: {}\n        opaque_transport_port: {}\n        protocol_hint: h2\n",
+            id(server),
+            proxy.inbound_addr.port()
+        ));
+        ready(proxy.admin_addr).await;
+        self.serves(&format!("{name}:{port}")).await;
+        proxy
+    }
+
     /// The identity variables of a proxy that is `name`.
     pub fn proxy_env(&self, name: &str) -> Vec<(String, String)> {
         vec![

@@ -7,7 +7,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use linkerd_tests::{
     backend,
-    ca::{id, ready, start_proxy as start, CaControl},
+    ca::{ready, start_proxy as start, CaControl},
     client, eventually, holds, metric, metric_sum, scrape,
 };
 use std::{net::SocketAddr, time::Duration};
@@ -26,15 +26,7 @@ impl Mesh {
     async fn start() -> Self {
         let ctl = CaControl::start("24h", &["client", "server"]).await;
         let app = backend::http().await;
-        let server = start(&ctl.proxy_env("server"), None);
-        ctl.write_mesh(&format!(
-            "services:\n  - name: {WEB}\n    port: 8080\n    endpoints:\n      - addr: {}\n        identity: {}\n        opaque_transport_port: {}\n        protocol_hint: h2\n",
-            app.addr,
-            id("server"),
-            server.inbound_addr.port()
-        ));
-        ready(server.admin_addr).await;
-        ctl.serves(&format!("{WEB}:8080")).await;
+        let server = ctl.h2_service_behind(WEB, 8080, app.addr, "server").await;
         Self { ctl, app, server }
     }
 

@@ -211,6 +211,7 @@ fn every_variable_is_read() {
             "0",
         ),
         ("LINKERD2_PROXY_HTTP2_MAX_STALLED_STREAMS_PER_CLIENT", "0"),
+        ("LINKERD2_PROXY_HTTP2_RESEND_MAX_REQUEST_BYTES", "0"),
         ("OTHER_VAR", "x"),
     ]))
     .unwrap();
@@ -224,6 +225,9 @@ fn every_variable_is_read() {
         assert!(!stall.enabled(), "both bounds off");
         assert_eq!(server.h2_idle_timeout, None);
         assert!(server.h1_head_budget.is_none());
+    }
+    for client in [&c.inbound.client, &c.outbound.client] {
+        assert_eq!(client.h2_resend_max_request_bytes, 0);
     }
     assert_eq!(c.inbound.listen_addr, "[::]:5143".parse().unwrap());
     assert_eq!(c.outbound.listen_addr, "127.0.0.1:5140".parse().unwrap());
@@ -259,7 +263,7 @@ fn every_variable_is_read() {
     assert_eq!(c.outbound.server.h1_max_buf_size, 16384);
     assert_eq!(c.inbound.server.h2_max_concurrent_streams, 10);
     assert_eq!(c.inbound.server.h2_keep_alive_interval, None);
-    assert_eq!(c.env.len(), 28, "the whole environment, for /env.json");
+    assert_eq!(c.env.len(), 29, "the whole environment, for /env.json");
     assert_eq!(c.env["OTHER_VAR"], "x");
     assert!(
         !c.warnings.iter().any(|w| w.contains("unknown")),

@@ -36,41 +36,78 @@ impl<B> H2Conn<B> {
 }
 
 impl<B: RequestBody, D: Dial> Pool<B, D> {
+    /// Sends `req` on one of the endpoint's connections.
+    ///
+    /// A request the peer refused unprocessed (`REFUSED_STREAM`, or a stream above the last
+    /// stream id of its `GOAWAY`: RFC 9113 sections 8.7 and 6.8) is sent once more, on another
+    /// connection, when its body can be replayed (what was read of it is kept up to a bound
+    /// until the response arrives; a larger body is not re-sent).
     pub(super) async fn send_h2(self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
         let addr = self.addr();
-        let mut retried = false;
+        let mut redialed = false;
+        // The request's head and its body from the start, for sending it again.
+        let mut again = req.body().replay().map(|body| (head_of(&req), body));
+        let mut avoid: Option<Arc<H2Conn<B>>> = None;
         loop {
-            let conn = self.h2_conn().await?;
+            let conn = self.h2_conn(avoid.take()).await?;
             conn.streams.fetch_add(1, Ordering::Relaxed);
             let stream = Stream(conn.streams.clone());
             conn.last_used_ms
                 .store(self.shared.now_ms(), Ordering::Relaxed);
             let mut tx = conn.tx.clone();
-            match tx.try_send_request(req).await {
-                Ok(rsp) => return Ok(rsp.map(|inner| (inner, None, Some(stream)))),
-                Err(mut e) => match e.take_message() {
-                    Some(r) if !retried && tx.is_closed() => {
-                        tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection closed; redialing");
-                        self.state.h2.write().retain(|c| !c.tx.is_closed());
-                        retried = true;
-                        req = r;
+            let mut e = match tx.try_send_request(req).await {
+                Ok(rsp) => {
+                    if let Some((_, body)) = again {
+                        body.seal();
                     }
-                    _ => return Err(Error::upstream(addr, e.into_error())),
-                },
+                    return Ok(rsp.map(|inner| (inner, None, Some(stream))));
+                }
+                Err(e) => e,
+            };
+            drop(stream);
+            if let Some(r) = e.take_message() {
+                // Never sent: the connection had closed.
+                if !redialed && tx.is_closed() {
+                    tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection closed; redialing");
+                    self.state.h2.write().retain(|c| !c.tx.is_closed());
+                    redialed = true;
+                    req = r;
+                    continue;
+                }
             }
+            let refused = refused(e.error());
+            let replay = refused
+                .and_then(|_| again.take())
+                .and_then(|(head, body)| Some((head, body.replay()?)));
+            let (Some(how), Some((head, body))) = (refused, replay) else {
+                return Err(Error::upstream(addr, e.into_error()));
+            };
+            tracing::debug!(%addr, refused = how.as_str(), "the peer refused the request unprocessed; sending it again");
+            self.state.metrics.resent.incr();
+            if how == Refused::GoAway {
+                // The connection takes no more streams.
+                self.state.h2.write().retain(|c| !Arc::ptr_eq(c, &conn));
+            } else {
+                avoid = Some(conn);
+            }
+            req = head.map(|()| body);
         }
     }
 
-    /// The least loaded live HTTP/2 connection, and whether all are busy enough (and fewer
-    /// than the maximum) that another should be dialed.
-    fn h2_pick(&self) -> (Option<Arc<H2Conn<B>>>, bool) {
+    /// The least loaded live HTTP/2 connection (other than `avoid`, if another is up), and
+    /// whether all are busy enough (and fewer than the maximum) that another should be dialed.
+    fn h2_pick(&self, avoid: Option<&Arc<H2Conn<B>>>) -> (Option<Arc<H2Conn<B>>>, bool) {
         let cfg = &self.shared.config;
         let conns = self.state.h2.read();
-        let best = conns
-            .iter()
-            .filter(|c| !c.tx.is_closed())
+        let live = || conns.iter().filter(|c| !c.tx.is_closed());
+        let best = live()
+            .filter(|c| avoid.is_none_or(|a| !Arc::ptr_eq(a, c)))
             .min_by_key(|c| c.streams.load(Ordering::Relaxed))
             .cloned();
+        if best.is_none() && conns.len() >= cfg.h2_max_connections {
+            // Only the connection to avoid, and no room for another: it is used anyway.
+            return (live().next().cloned(), false);
+        }
         let spread = best.as_ref().is_some_and(|c| {
             c.streams.load(Ordering::Relaxed) >= cfg.h2_streams_per_connection
                 && conns.len() < cfg.h2_max_connections
@@ -78,11 +115,11 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
         (best, spread)
     }
 
-    /// A connection for one stream. With none up, one task dials while the others wait for
-    /// it; when all are busy, another is dialed in the background while this request uses the
-    /// least loaded one.
-    async fn h2_conn(&self) -> Result<Arc<H2Conn<B>>, Error> {
-        match self.h2_pick() {
+    /// A connection for one stream (other than `avoid`, when it can be). With none up, one
+    /// task dials while the others wait for it; when all are busy, another is dialed in the
+    /// background while this request uses the least loaded one.
+    async fn h2_conn(&self, avoid: Option<Arc<H2Conn<B>>>) -> Result<Arc<H2Conn<B>>, Error> {
+        match self.h2_pick(avoid.as_ref()) {
             (Some(conn), false) => Ok(conn),
             (Some(conn), true) => {
                 if let Ok(dialing) = self.state.h2_dial.clone().try_lock_owned() {
@@ -98,7 +135,7 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
             }
             (None, _) => {
                 let _dialing = self.state.h2_dial.lock().await;
-                if let (Some(conn), _) = self.h2_pick() {
+                if let (Some(conn), _) = self.h2_pick(avoid.as_ref()) {
                     return Ok(conn);
                 }
                 // Boxed: dialing (TCP, TLS, handshake) is rare, and its large state would
@@ -151,4 +188,56 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
         tracing::debug!(%addr, connections = conns.len(), "HTTP/2 connection added");
         Ok(conn)
     }
+}
+
+/// How a peer refused a stream it did not process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// `RST_STREAM` with `REFUSED_STREAM`.
+    Reset,
+    /// Above the last stream id of the peer's `GOAWAY` (or opened after it).
+    GoAway,
+}
+
+impl Refused {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refused::Reset => "REFUSED_STREAM",
+            Refused::GoAway => "GOAWAY",
+        }
+    }
+}
+
+/// Whether `error` says the peer never processed the request: its `REFUSED_STREAM` reset, or
+/// its `GOAWAY` (h2 fails with the peer's `GOAWAY` only the streams above its last stream id,
+/// and those opened after it; streams the peer took that then die fail with I/O errors).
+fn refused(error: &hyper::Error) -> Option<Refused> {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<::h2::Error>() {
+            if !h2.is_remote() {
+                return None;
+            }
+            if h2.is_go_away() {
+                return Some(Refused::GoAway);
+            }
+            if h2.is_reset() && h2.reason() == Some(::h2::Reason::REFUSED_STREAM) {
+                return Some(Refused::Reset);
+            }
+            return None;
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// A copy of `req`'s head (method, URI, version, headers, extensions), for sending it again.
+fn head_of<B>(req: &Request<B>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    *head.extensions_mut() = req.extensions().clone();
+    head
 }

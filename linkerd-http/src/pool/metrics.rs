@@ -8,12 +8,14 @@ use std::{net::SocketAddr, sync::Arc};
 
 /// Pool metrics, per (direction, endpoint, version, server identity):
 /// `http_pool_connections_open`, `http_pool_connections_opened_total` and
-/// `http_pool_requests_in_flight` (HTTP/2 streams, or HTTP/1 exchanges).
+/// `http_pool_requests_in_flight` (HTTP/2 streams, or HTTP/1 exchanges) and
+/// `http_pool_requests_resent_total` (requests an HTTP/2 peer refused unprocessed, sent again).
 #[derive(Clone)]
 pub struct PoolMetrics {
     open: Arc<Family<PoolLabels, Gauge>>,
     opened: Arc<Family<PoolLabels, Counter>>,
     in_flight: Arc<Family<PoolLabels, Gauge>>,
+    resent: Arc<Family<PoolLabels, Counter>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +31,7 @@ pub(super) struct PoolHandles {
     pub(super) open: Gauge,
     pub(super) opened: Counter,
     pub(super) in_flight: Gauge,
+    pub(super) resent: Counter,
 }
 
 impl Default for PoolMetrics {
@@ -60,6 +63,10 @@ impl PoolMetrics {
                 "http_pool_requests_in_flight",
                 "Requests (HTTP/2 streams, or HTTP/1 exchanges) in flight on the pool's connections.",
             )),
+            resent: Arc::new(Family::new(
+                "http_pool_requests_resent_total",
+                "Requests an HTTP/2 peer refused unprocessed (REFUSED_STREAM, or above its GOAWAY's last stream id) that the pool sent again.",
+            )),
         }
     }
 
@@ -68,6 +75,7 @@ impl PoolMetrics {
         reg.register(self.open.clone());
         reg.register(self.opened.clone());
         reg.register(self.in_flight.clone());
+        reg.register(self.resent.clone());
     }
 
     pub(super) fn handles(&self, labels: &PoolLabels) -> PoolHandles {
@@ -75,6 +83,7 @@ impl PoolMetrics {
             open: self.open.get(labels),
             opened: self.opened.get(labels),
             in_flight: self.in_flight.get(labels),
+            resent: self.resent.get(labels),
         }
     }
 }

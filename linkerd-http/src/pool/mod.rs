@@ -73,6 +73,10 @@ pub struct ClientConfig {
     /// An endpoint must send response headers within this of the request
     /// (`LINKERD2_PROXY_HTTP_RESPONSE_HEADERS_TIMEOUT`; `None`: no limit); not for gRPC.
     pub response_headers_timeout: Option<Duration>,
+    /// An HTTP/2 request body is kept for sending the request again, should the peer refuse
+    /// it unprocessed, while it is at most this many bytes
+    /// (`LINKERD2_PROXY_HTTP2_RESEND_MAX_REQUEST_BYTES`): a larger one is sent once.
+    pub h2_resend_max_request_bytes: u64,
 }
 
 /// HTTP/2 settings shared by the proxy's clients and servers.
@@ -109,18 +113,40 @@ pub enum Version {
     Http2,
 }
 
-/// A request body the pool can send (what hyper's clients take).
+/// A request body the pool can send (what hyper's clients take), and, for a request an HTTP/2
+/// peer refused unprocessed, send again.
 pub trait RequestBody:
     Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
 {
+    /// The body again from its start, for another attempt; `None` when it can't be.
+    fn replay(&self) -> Option<Self>
+    where
+        Self: Sized;
+
+    /// No more attempts will be made: what was kept for one can go.
+    fn seal(&self) {}
 }
 
-impl<B> RequestBody for B where
-    B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
-        + Send
-        + Unpin
-        + 'static
-{
+impl RequestBody for crate::ForwardBody {
+    fn replay(&self) -> Option<Self> {
+        crate::ForwardBody::replay(self)
+    }
+
+    fn seal(&self) {
+        crate::ForwardBody::seal(self)
+    }
+}
+
+impl RequestBody for http_body_util::Empty<Bytes> {
+    fn replay(&self) -> Option<Self> {
+        Some(Self::new())
+    }
+}
+
+impl RequestBody for http_body_util::Full<Bytes> {
+    fn replay(&self) -> Option<Self> {
+        Some(self.clone())
+    }
 }
 
 /// What the pool dials endpoints with: a connector service (the proxy's

@@ -88,7 +88,13 @@ impl<D: Dial> tower::Service<Request<Incoming>> for EndpointClient<D> {
         let headers_timeout = config
             .response_headers_timeout
             .filter(|_| !crate::is_grpc(&req));
-        let req = req.map(|body| ForwardBody::new(body, body_timeout));
+        let req = match version {
+            // An HTTP/2 peer may refuse the request unprocessed: it can then be sent again.
+            Version::Http2 => req.map(|body| {
+                ForwardBody::replayable(body, body_timeout, config.h2_resend_max_request_bytes)
+            }),
+            Version::Http1 => req.map(|body| ForwardBody::new(body, body_timeout)),
+        };
         let sent = self.inner.pool(version).send(req);
         let Some(timeout) = headers_timeout else {
             return Box::pin(futures_util::FutureExt::map(sent, |rsp| {
