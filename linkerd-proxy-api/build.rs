@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "identity.proto",
             "inbound.proto",
             "opaque_transport.proto",
+            "outbound.proto",
         ],
         ["../proto"],
     )?;

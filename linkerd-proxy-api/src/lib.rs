@@ -1,5 +1,5 @@
-//! The Linkerd proxy API, generated from the `.proto` files in `proto/`: the `Destination`
-//! and `Identity` services (client and server), the opaque-transport header, and the `net`,
+//! The Linkerd proxy API, generated from the `.proto` files in `proto/`: the `Destination`,
+//! `Identity`, `InboundServerPolicies` and `OutboundPolicies` services (client and server), the opaque-transport header, and the `net`,
 //! `http_types` and `meta` messages they use, with Linkerd's packages and field numbers, so an
 //! existing Linkerd control plane can serve this proxy. Conversions between `net::TcpAddress` and `SocketAddr` live in [`net`].
 //!
@@ -26,6 +26,22 @@ pub mod identity {
 /// `io.linkerd.proxy.inbound`: per-port inbound server policy.
 pub mod inbound {
     tonic::include_proto!("io.linkerd.proxy.inbound");
+}
+
+/// `io.linkerd.proxy.outbound`: outbound traffic policy (routes, splits, timeouts, retries,
+/// failure accrual) per target.
+pub mod outbound {
+    tonic::include_proto!("io.linkerd.proxy.outbound");
+}
+
+/// `io.linkerd.proxy.opaque_route`: filters of opaque and TLS routes.
+pub mod opaque_route {
+    tonic::include_proto!("io.linkerd.proxy.opaque_route");
+}
+
+/// `io.linkerd.proxy.tls_route`: SNI matches of TLS routes.
+pub mod tls_route {
+    tonic::include_proto!("io.linkerd.proxy.tls_route");
 }
 
 /// `io.linkerd.proxy.http_route`: HTTP route matches and filters.

@@ -1,6 +1,8 @@
 //! Wire compatibility with the published `linkerd2-proxy-api` crate: messages encoded by one
 //! decode to the same values in the other, and our generated client talks to a server built
 //! from theirs.
+// The deprecated `requestTimeout` fields are set on purpose: their numbers are wire facts too.
+#![allow(deprecated)]
 
 use linkerd2_proxy_api as theirs;
 use linkerd_proxy_api as ours;
@@ -503,4 +505,355 @@ fn inbound_policy_round_trips_every_field() {
         (theirs_spec.workload.as_str(), theirs_spec.port),
         (spec.workload.as_str(), 8080)
     );
+}
+
+/// An outbound policy with every kind of message the proxy reads set: HTTP routes with each
+/// match, filter, timeouts and retries, a weighted split over a balanced backend and a
+/// forwarded one, failure accrual.
+fn our_outbound_policy() -> ours::outbound::OutboundPolicy {
+    use ours::{http_route as h, outbound::*};
+    let d = |ms: i32| {
+        Some(prost_types::Duration {
+            seconds: 0,
+            nanos: ms * 1_000_000,
+        })
+    };
+    let meta = |kind: &str, name: &str| {
+        Some(ours::meta::Metadata {
+            kind: Some(ours::meta::metadata::Kind::Resource(ours::meta::Resource {
+                group: "gateway.networking.k8s.io".into(),
+                kind: kind.into(),
+                name: name.into(),
+                namespace: "default".into(),
+                section: "http".into(),
+                port: 8080,
+            })),
+        })
+    };
+    let backoff = Some(ExponentialBackoff {
+        min_backoff: d(25),
+        max_backoff: d(250),
+        jitter_ratio: 0.5,
+        respect_retry_after_hint: true,
+    });
+    let balancer = |path: &str| Backend {
+        metadata: meta("Service", path),
+        kind: Some(backend::Kind::Balancer(backend::BalanceP2c {
+            discovery: Some(backend::EndpointDiscovery {
+                kind: Some(backend::endpoint_discovery::Kind::Dst(
+                    backend::endpoint_discovery::DestinationGet { path: path.into() },
+                )),
+            }),
+            load: Some(backend::balance_p2c::Load::PeakEwma(
+                backend::balance_p2c::PeakEwma {
+                    default_rtt: d(30),
+                    decay: d(900),
+                },
+            )),
+        })),
+        queue: Some(Queue {
+            capacity: 100,
+            failfast_timeout: d(300),
+        }),
+    };
+    let forward = Backend {
+        metadata: meta("Service", "fixed"),
+        kind: Some(backend::Kind::Forward(ours::destination::WeightedAddr {
+            addr: Some(ours::net::TcpAddress::from(
+                "10.1.1.1:8080".parse::<SocketAddr>().unwrap(),
+            )),
+            weight: 1,
+            ..Default::default()
+        })),
+        queue: None,
+    };
+    let header_value = |v: &str| ours::http_types::headers::Header {
+        name: "x-added".into(),
+        value: v.as_bytes().to_vec(),
+    };
+    let rule = http_route::Rule {
+        matches: vec![h::HttpRouteMatch {
+            path: Some(h::PathMatch {
+                kind: Some(h::path_match::Kind::Prefix("/api".into())),
+            }),
+            headers: vec![h::HeaderMatch {
+                name: "x-canary".into(),
+                value: Some(h::header_match::Value::Exact(b"yes".to_vec())),
+            }],
+            query_params: vec![h::QueryParamMatch {
+                name: "v".into(),
+                value: Some(h::query_param_match::Value::Regex("[0-9]+".into())),
+            }],
+            method: Some(ours::http_types::HttpMethod {
+                r#type: Some(ours::http_types::http_method::Type::Registered(
+                    ours::http_types::http_method::Registered::Post.into(),
+                )),
+            }),
+        }],
+        filters: vec![
+            http_route::Filter {
+                kind: Some(http_route::filter::Kind::FailureInjector(
+                    h::HttpFailureInjector {
+                        status: 503,
+                        message: "injected".into(),
+                        ratio: Some(h::Ratio {
+                            numerator: 1,
+                            denominator: 10,
+                        }),
+                    },
+                )),
+            },
+            http_route::Filter {
+                kind: Some(http_route::filter::Kind::RequestHeaderModifier(
+                    h::RequestHeaderModifier {
+                        add: Some(ours::http_types::Headers {
+                            headers: vec![header_value("1")],
+                        }),
+                        set: None,
+                        remove: vec!["x-removed".into()],
+                    },
+                )),
+            },
+            http_route::Filter {
+                kind: Some(http_route::filter::Kind::Redirect(h::RequestRedirect {
+                    scheme: None,
+                    host: "other.example".into(),
+                    path: Some(h::PathModifier {
+                        replace: Some(h::path_modifier::Replace::Prefix("/v2".into())),
+                    }),
+                    port: 8443,
+                    status: 302,
+                })),
+            },
+            http_route::Filter {
+                kind: Some(http_route::filter::Kind::ResponseHeaderModifier(
+                    h::ResponseHeaderModifier {
+                        add: None,
+                        set: Some(ours::http_types::Headers {
+                            headers: vec![header_value("2")],
+                        }),
+                        remove: vec![],
+                    },
+                )),
+            },
+        ],
+        backends: Some(http_route::Distribution {
+            kind: Some(http_route::distribution::Kind::RandomAvailable(
+                http_route::distribution::RandomAvailable {
+                    backends: vec![
+                        http_route::WeightedRouteBackend {
+                            backend: Some(http_route::RouteBackend {
+                                backend: Some(balancer("web.default.svc.cluster.local:8080")),
+                                filters: vec![],
+                                request_timeout: None,
+                            }),
+                            weight: 90,
+                        },
+                        http_route::WeightedRouteBackend {
+                            backend: Some(http_route::RouteBackend {
+                                backend: Some(forward),
+                                filters: vec![],
+                                request_timeout: d(5),
+                            }),
+                            weight: 10,
+                        },
+                    ],
+                },
+            )),
+        }),
+        request_timeout: d(7),
+        timeouts: Some(h::Timeouts {
+            response: d(100),
+            request: d(200),
+            idle: d(300),
+        }),
+        retry: Some(http_route::Retry {
+            max_retries: 3,
+            max_request_bytes: 65536,
+            conditions: Some(http_route::retry::Conditions {
+                status_ranges: vec![http_route::retry::conditions::StatusRange {
+                    start: 500,
+                    end: 599,
+                }],
+            }),
+            timeout: d(150),
+            backoff,
+        }),
+        allow_l5d_request_headers: true,
+    };
+    let accrual = Some(FailureAccrual {
+        kind: Some(failure_accrual::Kind::ConsecutiveFailures(
+            failure_accrual::ConsecutiveFailures {
+                max_failures: 7,
+                backoff,
+            },
+        )),
+        ejection: Some(EjectionConfig {
+            min_ready_endpoints: 2,
+        }),
+    });
+    OutboundPolicy {
+        protocol: Some(ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Detect(proxy_protocol::Detect {
+                timeout: d(10),
+                opaque: Some(proxy_protocol::Opaque { routes: vec![] }),
+                http1: Some(proxy_protocol::Http1 {
+                    routes: vec![HttpRoute {
+                        metadata: meta("HTTPRoute", "canary"),
+                        hosts: vec![h::HostMatch {
+                            r#match: Some(h::host_match::Match::Exact("web.example".into())),
+                        }],
+                        rules: vec![rule.clone()],
+                    }],
+                    failure_accrual: accrual,
+                }),
+                http2: Some(proxy_protocol::Http2 {
+                    routes: vec![HttpRoute {
+                        metadata: meta("HTTPRoute", "canary"),
+                        hosts: vec![],
+                        rules: vec![rule],
+                    }],
+                    failure_accrual: None,
+                }),
+            })),
+        }),
+        metadata: meta("Service", "web"),
+    }
+}
+
+#[test]
+fn an_outbound_policy_round_trips_through_theirs_unchanged() {
+    let ours = our_outbound_policy();
+    let bytes = ours.encode_to_vec();
+    let theirs =
+        theirs::outbound::OutboundPolicy::decode(bytes.as_slice()).expect("theirs decodes ours");
+    // Every field we set is one they know, with the same number and type: nothing is dropped
+    // or reinterpreted on the way through theirs.
+    let again = theirs.encode_to_vec();
+    assert_eq!(again, bytes, "theirs re-encodes ours byte for byte");
+    let back = ours::outbound::OutboundPolicy::decode(again.as_slice()).unwrap();
+    assert_eq!(back, ours);
+    // Spot checks through their types.
+    let Some(theirs::outbound::proxy_protocol::Kind::Detect(detect)) =
+        theirs.protocol.and_then(|p| p.kind)
+    else {
+        panic!("detect");
+    };
+    let rule = &detect.http1.unwrap().routes[0].rules[0];
+    assert_eq!(rule.retry.as_ref().unwrap().max_retries, 3);
+    assert_eq!(rule.filters.len(), 4);
+    let Some(theirs::outbound::http_route::distribution::Kind::RandomAvailable(split)) =
+        rule.backends.as_ref().and_then(|b| b.kind.clone())
+    else {
+        panic!("a weighted split");
+    };
+    assert_eq!(
+        split.backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+        [90, 10]
+    );
+}
+
+#[test]
+fn grpc_tls_and_opaque_policies_round_trip_through_theirs_unchanged() {
+    use ours::outbound::*;
+    let grpc = ProxyProtocol {
+        kind: Some(proxy_protocol::Kind::Grpc(proxy_protocol::Grpc {
+            routes: vec![GrpcRoute {
+                metadata: None,
+                hosts: vec![],
+                rules: vec![grpc_route::Rule {
+                    matches: vec![ours::grpc_route::GrpcRouteMatch {
+                        rpc: Some(ours::grpc_route::GrpcRpcMatch {
+                            service: "pkg.Svc".into(),
+                            method: "Get".into(),
+                        }),
+                        headers: vec![],
+                    }],
+                    filters: vec![grpc_route::Filter {
+                        kind: Some(grpc_route::filter::Kind::FailureInjector(
+                            ours::grpc_route::GrpcFailureInjector {
+                                code: 14,
+                                message: "injected".into(),
+                                ratio: None,
+                            },
+                        )),
+                    }],
+                    backends: Some(grpc_route::Distribution {
+                        kind: Some(grpc_route::distribution::Kind::FirstAvailable(
+                            grpc_route::distribution::FirstAvailable { backends: vec![] },
+                        )),
+                    }),
+                    request_timeout: None,
+                    timeouts: None,
+                    retry: Some(grpc_route::Retry {
+                        max_retries: 2,
+                        max_request_bytes: 1024,
+                        conditions: Some(grpc_route::retry::Conditions {
+                            cancelled: true,
+                            deadine_exceeded: true,
+                            resource_exhausted: true,
+                            internal: true,
+                            unavailable: true,
+                        }),
+                        timeout: None,
+                        backoff: None,
+                    }),
+                    allow_l5d_request_headers: false,
+                }],
+            }],
+            failure_accrual: None,
+        })),
+    };
+    let tls = ProxyProtocol {
+        kind: Some(proxy_protocol::Kind::Tls(proxy_protocol::Tls {
+            routes: vec![TlsRoute {
+                metadata: None,
+                snis: vec![ours::tls_route::SniMatch {
+                    r#match: Some(ours::tls_route::sni_match::Match::Suffix(
+                        ours::tls_route::sni_match::Suffix {
+                            reverse_labels: vec!["com".into(), "example".into()],
+                        },
+                    )),
+                }],
+                rules: vec![tls_route::Rule {
+                    backends: None,
+                    filters: vec![tls_route::Filter {
+                        kind: Some(tls_route::filter::Kind::Forbidden(
+                            ours::opaque_route::Forbidden {},
+                        )),
+                    }],
+                }],
+            }],
+        })),
+    };
+    let opaque = ProxyProtocol {
+        kind: Some(proxy_protocol::Kind::Opaque(proxy_protocol::Opaque {
+            routes: vec![OpaqueRoute {
+                metadata: None,
+                rules: vec![opaque_route::Rule {
+                    backends: Some(opaque_route::Distribution {
+                        kind: Some(opaque_route::distribution::Kind::Empty(
+                            opaque_route::distribution::Empty {},
+                        )),
+                    }),
+                    filters: vec![opaque_route::Filter {
+                        kind: Some(opaque_route::filter::Kind::Invalid(
+                            ours::opaque_route::Invalid {
+                                message: "bad".into(),
+                            },
+                        )),
+                    }],
+                }],
+            }],
+        })),
+    };
+    for protocol in [grpc, tls, opaque] {
+        let ours = OutboundPolicy {
+            protocol: Some(protocol),
+            metadata: None,
+        };
+        let bytes = ours.encode_to_vec();
+        let theirs = theirs::outbound::OutboundPolicy::decode(bytes.as_slice()).unwrap();
+        assert_eq!(theirs.encode_to_vec(), bytes, "{ours:?}");
+    }
 }
