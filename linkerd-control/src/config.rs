@@ -1,6 +1,9 @@
 //! The mesh file: services, their ports and their endpoints, and the identities that may ask
 //! for certificates.
 
+mod outbound;
+
+pub use self::outbound::*;
 use serde::Deserialize;
 use std::{collections::BTreeMap, net::SocketAddr};
 
@@ -130,6 +133,10 @@ pub struct ServiceConfig {
     pub cluster_ip: Option<std::net::IpAddr>,
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// Its outbound policy (`OutboundPolicies`): routes, splits, timeouts, retries, failure
+    /// accrual; none: the policy controller's default (one route to the service).
+    #[serde(default)]
+    pub policy: OutboundConfig,
 }
 
 /// One endpoint of a service.
@@ -214,6 +221,7 @@ impl MeshConfig {
                     port: s.port,
                 });
             }
+            s.policy.validate(&s.name)?;
             if s.endpoints
                 .iter()
                 .any(|e| e.opaque_transport_port == Some(0))

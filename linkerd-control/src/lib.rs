@@ -1,11 +1,12 @@
-//! A local control plane: serves the Destination, Identity and inbound policy APIs from a YAML
-//! file it watches,
+//! A local control plane: serves the Destination, Identity, inbound policy and outbound policy
+//! APIs from a YAML file it watches,
 //! so a mesh runs on one machine without Kubernetes.
 //!
 //! [`MeshConfig`] is the file's format and its validation (services, endpoints, and the
 //! identities allowed certificates with their tokens); [`Mesh`] holds the current config and
 //! tells subscribers when it changes; [`DestinationService`] answers `Get` and `GetProfile`
-//! from it, streaming only what changed; [`watch_file`] reloads the file, keeping the last good
+//! from it, streaming only what changed; [`PolicyService`] and [`OutboundPolicyService`] answer
+//! the inbound and outbound policy watches; [`watch_file`] reloads the file, keeping the last good
 //! config when a new one is bad.
 //!
 //! [`Ca`] is a small CA: `ca init` writes a root (the proxies' trust anchors) and an issuer;
@@ -19,6 +20,7 @@ pub mod cli;
 mod config;
 mod destination;
 mod identity;
+mod outbound;
 mod policy;
 mod server;
 pub mod tls;
@@ -27,11 +29,12 @@ mod watch;
 pub use self::ca::{Ca, CaError, Signed};
 pub use self::config::{
     check_identity_name, Authentication, AuthorizationConfig, ConfigError, EndpointConfig,
-    IdentityConfig, MeshConfig, ProtocolHint, RouteConfig, ServerConfig, ServerProtocol,
-    ServiceConfig,
+    IdentityConfig, MeshConfig, OutboundConfig, ProtocolHint, RouteConfig, ServerConfig,
+    ServerProtocol, ServiceConfig,
 };
 pub use self::destination::DestinationService;
 pub use self::identity::{IdentityService, DEFAULT_CERT_LIFETIME, MAX_REQUEST_BYTES};
+pub use self::outbound::OutboundPolicyService;
 pub use self::policy::PolicyService;
 pub use self::server::{incoming, serve, Io};
 pub use self::watch::{watch_file, Mesh};

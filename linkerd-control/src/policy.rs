@@ -13,8 +13,7 @@ use linkerd_proxy_api::{
     meta, net,
 };
 use std::{collections::HashMap, pin::Pin};
-use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 type Servers = Pin<Box<dyn Stream<Item = Result<api::Server, Status>> + Send>>;
@@ -189,35 +188,14 @@ impl InboundServerPolicies for PolicyService {
 
     async fn watch_port(&self, req: Request<api::PortSpec>) -> Result<Response<Servers>, Status> {
         let port = port(req.get_ref())?;
-        let mut rx = self.mesh.subscribe();
-        if rx.borrow().server(port).is_none() {
-            return Err(Status::not_found(format!("no server for port {port}")));
+        let gone = move || Status::not_found(format!("no server for port {port}"));
+        match self
+            .mesh
+            .follow(move |mesh| mesh.server(port).map(server), gone)
+        {
+            Some(stream) => Ok(Response::new(Box::pin(stream))),
+            None => Err(gone()),
         }
-        let (tx, out) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut last = None;
-            loop {
-                let current = rx.borrow_and_update().server(port).map(server);
-                let Some(current) = current else {
-                    // The server was removed: the proxy asks again and gets NotFound.
-                    let _ = tx
-                        .send(Err(Status::not_found(format!("no server for port {port}"))))
-                        .await;
-                    return;
-                };
-                if last.as_ref() != Some(&current) {
-                    if tx.send(Ok(current.clone())).await.is_err() {
-                        return;
-                    }
-                    last = Some(current);
-                }
-                tokio::select! {
-                    res = rx.changed() => if res.is_err() { return },
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 }
 

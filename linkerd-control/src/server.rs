@@ -181,7 +181,8 @@ pub async fn serve(
         .add_service(DestinationServer::new(DestinationService::new(
             mesh.clone(),
         )))
-        .add_service(crate::PolicyService::new(mesh).into_server())
+        .add_service(crate::PolicyService::new(mesh.clone()).into_server())
+        .add_service(crate::OutboundPolicyService::new(mesh).into_server())
         .add_optional_service(identity.map(IdentityService::into_server))
         .serve_with_incoming_shutdown(incoming(listener, tls), shutdown)
         .await

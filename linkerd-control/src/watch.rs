@@ -3,6 +3,7 @@
 use crate::MeshConfig;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// The config being served; subscribers learn of every change.
 #[derive(Clone)]
@@ -31,6 +32,42 @@ impl Mesh {
     /// A receiver of the current config and its changes.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MeshConfig>> {
         self.tx.subscribe()
+    }
+
+    /// A stream of what `render` makes of the config: now, and each time that changes. When
+    /// it makes nothing (what it renders was removed), the stream sends `gone` and ends (the
+    /// client asks again). `None` when it makes nothing now.
+    pub(crate) fn follow<T>(
+        &self,
+        render: impl Fn(&MeshConfig) -> Option<T> + Send + 'static,
+        gone: impl Fn() -> tonic::Status + Send + 'static,
+    ) -> Option<ReceiverStream<Result<T, tonic::Status>>>
+    where
+        T: Clone + PartialEq + Send + 'static,
+    {
+        let mut rx = self.subscribe();
+        render(&rx.borrow())?;
+        let (tx, out) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let Some(current) = render(&rx.borrow_and_update()) else {
+                    let _ = tx.send(Err(gone())).await;
+                    return;
+                };
+                if last.as_ref() != Some(&current) {
+                    if tx.send(Ok(current.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(current);
+                }
+                tokio::select! {
+                    res = rx.changed() => if res.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Some(ReceiverStream::new(out))
     }
 }
 

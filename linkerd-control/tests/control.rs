@@ -1,23 +1,13 @@
 //! The `linkerd-control` binary: serves the file, streams changes within a second, keeps the
 //! last good config when the file turns bad.
 
+mod common;
+
+use common::Control;
 use linkerd_proxy_api::destination::{
     destination_client::DestinationClient, update, GetDestination, Update,
 };
-use std::{
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
-
-struct Control(Child);
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::{process::Command, time::Duration};
 
 const MESH: &str = "
 services:
@@ -71,32 +61,8 @@ async fn next(s: &mut tonic::Streaming<Update>) -> String {
 
 #[tokio::test]
 async fn serves_and_follows_the_file() {
-    let dir = std::env::temp_dir().join(format!("linkerd-control-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("mesh.yaml");
-    std::fs::write(&file, MESH).unwrap();
-    let addr: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let _control = Control(
-        Command::new(env!("CARGO_BIN_EXE_linkerd-control"))
-            .args([
-                "--config",
-                file.to_str().unwrap(),
-                "--listen",
-                &addr.to_string(),
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut client = loop {
-        match DestinationClient::connect(format!("http://{addr}")).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let control = Control::start("destination", MESH);
+    let mut client = DestinationClient::new(control.channel().await);
     let get = |path: &str| GetDestination {
         scheme: "k8s".into(),
         path: path.into(),
@@ -117,16 +83,12 @@ async fn serves_and_follows_the_file() {
     assert_eq!(next(&mut unknown).await, "none exists=false");
 
     // A bad file changes nothing; the next good one is streamed as a diff.
-    std::fs::write(&file, MESH.replace("127.0.0.1:9002", "not-an-address")).unwrap();
+    control.write(&MESH.replace("127.0.0.1:9002", "not-an-address"));
     tokio::time::sleep(Duration::from_millis(600)).await;
-    std::fs::write(
-        &file,
-        MESH.replace(
-            "      - addr: 127.0.0.1:9002\n        weight: 2\n",
-            "      - addr: 127.0.0.1:9003\n",
-        ),
-    )
-    .unwrap();
+    control.write(&MESH.replace(
+        "      - addr: 127.0.0.1:9002\n        weight: 2\n",
+        "      - addr: 127.0.0.1:9003\n",
+    ));
     let a = next(&mut web).await;
     let b = next(&mut web).await;
     assert_eq!(
@@ -135,9 +97,8 @@ async fn serves_and_follows_the_file() {
     );
 
     // The unknown service appears.
-    std::fs::write(&file, format!("{MESH}  - name: nope.default.svc.cluster.local\n    port: 80\n    endpoints:\n      - addr: 127.0.0.1:7000\n")).unwrap();
+    control.write(&format!("{MESH}  - name: nope.default.svc.cluster.local\n    port: 80\n    endpoints:\n      - addr: 127.0.0.1:7000\n"));
     assert_eq!(next(&mut unknown).await, "add 127.0.0.1:7000");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
