@@ -156,6 +156,7 @@ impl ServerCheck {
         };
         labels.route = Some(route.meta.clone());
         let authz = route
+            .params
             .authorize(self.client, &self.auth)
             .or_else(|| policy.authorize(self.client, &self.auth));
         let Some(authz) = authz else {
@@ -248,6 +249,8 @@ fn apply_filter<B>(filter: &Filter, req: &mut Request<B>) -> Result<(), Error> {
                 h.remove(k);
             }
         }
+        // Outbound routes' only: inbound policy has no response header modifier.
+        Filter::ResponseHeaders { .. } => {}
         Filter::Redirect {
             scheme,
             host,

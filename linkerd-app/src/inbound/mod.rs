@@ -122,7 +122,11 @@ impl AdminPolicy {
                 let Some((route, _)) = p.route(req) else {
                     return Err(Error::RouteNotFound);
                 };
-                match route.authorize(ip, auth).or_else(|| p.authorize(ip, auth)) {
+                match route
+                    .params
+                    .authorize(ip, auth)
+                    .or_else(|| p.authorize(ip, auth))
+                {
                     Some(_) => Ok(()),
                     None => Err(Error::Unauthorized(format!(
                         "unauthorized request on route {}",
