@@ -137,6 +137,9 @@ pub struct ServiceConfig {
     /// accrual; none: the policy controller's default (one route to the service).
     #[serde(default)]
     pub policy: OutboundConfig,
+    /// Its ServiceProfile (`GetProfile`): routes, retry budget, traffic-split overrides.
+    #[serde(default)]
+    pub profile: ProfileConfig,
 }
 
 /// One endpoint of a service.
@@ -222,6 +225,7 @@ impl MeshConfig {
                 });
             }
             s.policy.validate(&s.name)?;
+            s.profile.validate(&s.name)?;
             if s.endpoints
                 .iter()
                 .any(|e| e.opaque_transport_port == Some(0))

@@ -240,6 +240,22 @@ fn profile(config: &MeshConfig, target: &Target) -> api::DestinationProfile {
                 && s.endpoints
                     .iter()
                     .all(|e| e.protocol_hint == Some(ProtocolHint::Opaque)),
+            routes: s.profile.routes.iter().map(profile_route).collect(),
+            retry_budget: s.profile.retry_budget.as_ref().map(|b| api::RetryBudget {
+                retry_ratio: b.retry_ratio,
+                min_retries_per_second: b.min_retries_per_second,
+                ttl: b.ttl.and_then(|t| prost_types::Duration::try_from(t).ok()),
+            }),
+            dst_overrides: s
+                .profile
+                .dst_overrides
+                .iter()
+                .map(|d| api::WeightedDst {
+                    authority: d.authority.clone(),
+                    weight: d.weight,
+                    backend_ref: None,
+                })
+                .collect(),
             ..Default::default()
         },
         (Target::Name(..), None) => api::DestinationProfile::default(),
@@ -250,6 +266,57 @@ fn profile(config: &MeshConfig, target: &Target) -> api::DestinationProfile {
                 .is_some_and(|e| e.protocol_hint == Some(ProtocolHint::Opaque)),
             ..Default::default()
         },
+    }
+}
+
+/// A ServiceProfile route: path regex (and method), failure classes, metrics label.
+fn profile_route(r: &crate::config::ProfileRouteConfig) -> api::Route {
+    use api::{request_match::Match, response_match::Match as R};
+    let path = api::RequestMatch {
+        r#match: Some(Match::Path(api::PathMatch {
+            regex: r.path_regex.clone(),
+        })),
+    };
+    let condition = match r.method.as_deref() {
+        None => path,
+        Some(m) => api::RequestMatch {
+            r#match: Some(Match::All(api::request_match::Seq {
+                matches: vec![
+                    path,
+                    api::RequestMatch {
+                        r#match: Some(Match::Method(crate::outbound::method(m))),
+                    },
+                ],
+            })),
+        },
+    };
+    let failures: Vec<(u16, u16)> = if r.failure_statuses.is_empty() {
+        vec![(500, 599)]
+    } else {
+        r.failure_statuses
+            .iter()
+            .filter_map(|s| crate::config::status_range(s))
+            .collect()
+    };
+    api::Route {
+        condition: Some(condition),
+        response_classes: failures
+            .into_iter()
+            .map(|(min, max)| api::ResponseClass {
+                condition: Some(api::ResponseMatch {
+                    r#match: Some(R::Status(api::HttpStatusRange {
+                        min: u32::from(min),
+                        max: u32::from(max),
+                    })),
+                }),
+                is_failure: true,
+            })
+            .collect(),
+        metrics_labels: HashMap::from([("route".to_string(), r.name.clone())]),
+        is_retryable: r.retryable,
+        timeout: r
+            .timeout
+            .and_then(|t| prost_types::Duration::try_from(t).ok()),
     }
 }
 

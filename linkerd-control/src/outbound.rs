@@ -429,7 +429,8 @@ fn route_match(m: &HttpMatchConfig) -> h::HttpRouteMatch {
     }
 }
 
-fn method(m: &str) -> http_types::HttpMethod {
+/// An HTTP method as the API spells it.
+pub(crate) fn method(m: &str) -> http_types::HttpMethod {
     use http_types::http_method::{Registered as R, Type};
     let registered = match m {
         "GET" => Some(R::Get),

@@ -177,3 +177,77 @@ async fn serves_routes_splits_timeouts_and_retries_and_follows_the_file() {
     let p = next(&mut web).await;
     assert_eq!(split(&http1_routes(&p)[0])[0].1, 50);
 }
+
+#[tokio::test]
+async fn serves_service_profiles_with_routes_budgets_and_overrides() {
+    use linkerd2_proxy_api::destination::{
+        destination_client::DestinationClient, request_match, response_match, GetDestination,
+    };
+    let mesh = "
+services:
+  - name: books.ns.svc.cluster.local
+    port: 7000
+    profile:
+      retry_budget: { retry_ratio: 0.2, min_retries_per_second: 10, ttl: 10s }
+      routes:
+        - { name: get-book, path_regex: '/books/[^/]+', method: GET, timeout: 1s, retryable: true }
+        - { name: post, path_regex: '/books', failure_statuses: ['500-504'] }
+      dst_overrides:
+        - { authority: books-v2.ns.svc.cluster.local:7000, weight: 100 }
+        - { authority: books.ns.svc.cluster.local:7000, weight: 900 }
+";
+    let control = Control::start("profile", mesh);
+    let mut client = DestinationClient::new(control.channel().await);
+    let mut profiles = client
+        .get_profile(GetDestination {
+            scheme: "k8s".into(),
+            path: "books.ns.svc.cluster.local:7000".into(),
+            context_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let p = tokio::time::timeout(Duration::from_secs(5), profiles.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.fully_qualified_name, "books.ns.svc.cluster.local");
+    let budget = p.retry_budget.unwrap();
+    assert_eq!(
+        (budget.retry_ratio, budget.min_retries_per_second),
+        (0.2, 10)
+    );
+    assert_eq!(budget.ttl.unwrap().seconds, 10);
+    assert_eq!(
+        p.dst_overrides
+            .iter()
+            .map(|d| (d.authority.as_str(), d.weight))
+            .collect::<Vec<_>>(),
+        [
+            ("books-v2.ns.svc.cluster.local:7000", 100),
+            ("books.ns.svc.cluster.local:7000", 900)
+        ]
+    );
+    let get = &p.routes[0];
+    assert_eq!(get.metrics_labels["route"], "get-book");
+    assert!(get.is_retryable);
+    assert_eq!(get.timeout.unwrap().seconds, 1);
+    let Some(request_match::Match::All(all)) =
+        get.condition.as_ref().and_then(|c| c.r#match.clone())
+    else {
+        panic!("path and method: {get:?}");
+    };
+    assert_eq!(all.matches.len(), 2);
+    let post = &p.routes[1];
+    assert!(!post.is_retryable);
+    let Some(response_match::Match::Status(range)) = post.response_classes[0]
+        .condition
+        .as_ref()
+        .and_then(|c| c.r#match.clone())
+    else {
+        panic!("a status class");
+    };
+    assert_eq!((range.min, range.max), (500, 504));
+    assert!(post.response_classes[0].is_failure);
+}

@@ -421,6 +421,25 @@ mod tests {
     }
 
     #[test]
+    fn bad_profiles_are_refused() {
+        let with = |profile: &str| {
+            MeshConfig::parse(&format!(
+                "services:\n  - name: web.ns.svc.cluster.local\n    port: 80\n    profile:\n{profile}"
+            ))
+        };
+        assert!(with("      routes: [{ name: r, path_regex: '/a/.*', method: GET }]\n").is_ok());
+        for bad in [
+            "      routes: [{ name: r, path_regex: '([' }]\n",
+            "      routes: [{ name: r, path_regex: /a, method: 'G T' }]\n",
+            "      routes: [{ name: r, path_regex: /a, failure_statuses: [6xx] }]\n",
+            "      retry_budget: { retry_ratio: -1, min_retries_per_second: 1, ttl: 1s }\n",
+            "      dst_overrides: [{ authority: web, weight: 1 }]\n",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn status_ranges() {
         assert_eq!(status_range("5xx"), Some((500, 599)));
         assert_eq!(status_range("gateway-error"), Some((502, 504)));
@@ -429,5 +448,97 @@ mod tests {
         for bad in ["504-500", "99", "600", "5xy", ""] {
             assert_eq!(status_range(bad), None, "{bad}");
         }
+    }
+}
+
+/// A service's ServiceProfile (`Destination.GetProfile`): routes with their timeouts,
+/// retryability and failure classes, the retry budget, and traffic-split overrides.
+///
+/// ```yaml
+/// profile:
+///   retry_budget: { retry_ratio: 0.2, min_retries_per_second: 10, ttl: 10s }
+///   routes:
+///     - { name: get-book, path_regex: '/books/[^/]+', method: GET, timeout: 1s, retryable: true, failure_statuses: ['500-599'] }
+///   dst_overrides:
+///     - { authority: web-v2.ns.svc.cluster.local:8080, weight: 100 }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    #[serde(default)]
+    pub routes: Vec<ProfileRouteConfig>,
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudgetConfig>,
+    #[serde(default)]
+    pub dst_overrides: Vec<DstOverrideConfig>,
+}
+
+/// A profile route: requests whose path matches `path_regex` (whole) and, if given, `method`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRouteConfig {
+    /// The `rt_route` metric label.
+    pub name: String,
+    pub path_regex: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default, with = "duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub retryable: bool,
+    /// Responses with these statuses (`5xx`, `NNN`, `NNN-MMM`) are failures; default 5xx.
+    #[serde(default)]
+    pub failure_statuses: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    pub retry_ratio: f32,
+    pub min_retries_per_second: u32,
+    #[serde(with = "duration")]
+    pub ttl: Option<Duration>,
+}
+
+/// Traffic to the service goes to `authority` (`name:port`) by weight.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DstOverrideConfig {
+    pub authority: String,
+    pub weight: u32,
+}
+
+impl ProfileConfig {
+    /// Checks what the proxy would reject, naming the service `name`.
+    pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let bad = |reason| ConfigError::Invalid {
+            name: name.to_string(),
+            reason,
+        };
+        for r in &self.routes {
+            if super::regex_lite_check(&r.path_regex).is_err() {
+                return Err(bad("a profile route's path_regex does not compile"));
+            }
+            if r.method.as_deref().is_some_and(|m| !is_method(m)) {
+                return Err(bad("a profile route's method is not an HTTP method"));
+            }
+            if r.failure_statuses.iter().any(|s| status_range(s).is_none()) {
+                return Err(bad("a failure status must be 5xx, NNN or NNN-MMM"));
+            }
+        }
+        if let Some(b) = &self.retry_budget {
+            if !(0.0..=1000.0).contains(&b.retry_ratio) {
+                return Err(bad("a retry budget's ratio must be >= 0"));
+            }
+        }
+        if self.dst_overrides.iter().any(|d| {
+            d.authority
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+        }) {
+            return Err(bad("a dst_override's authority must be name:port"));
+        }
+        Ok(())
     }
 }
