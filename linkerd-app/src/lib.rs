@@ -17,6 +17,7 @@ pub mod inbound;
 mod log;
 pub mod outbound;
 mod own;
+mod policy_watch;
 mod ports;
 mod process;
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl<S> AuthorizeRequest<S> {
         if let Some(check) = &self.server {
             let current = check.rx.borrow().clone();
             match current {
-                PortPolicy::Server(policy) => return check.apply(&policy, req),
+                PortPolicy::Policy(policy) => return check.apply(&policy, req),
                 PortPolicy::Invalid(why) => {
                     let labels = check.labels.policy_labels();
                     return Err((Error::InvalidPolicy(why.to_string()), Some(labels)));

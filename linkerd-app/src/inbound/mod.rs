@@ -118,7 +118,7 @@ impl AdminPolicy {
         }
         let current = self.store.as_ref().map(|s| s.watch(port).borrow().clone());
         match current {
-            Some(watch::PortPolicy::Server(p)) => {
+            Some(watch::PortPolicy::Policy(p)) => {
                 let Some((route, _)) = p.route(req) else {
                     return Err(Error::RouteNotFound);
                 };
@@ -162,7 +162,7 @@ impl Inbound {
         admin_port: u16,
     ) -> Arc<Self> {
         let store = match (policy_channel, &config.policy_control) {
-            (Some(ch), Some(pc)) => Some(watch::PolicyStore::new(
+            (Some(ch), Some(pc)) => Some(watch::store(
                 ch,
                 pc.clone(),
                 config.control_streams,

@@ -464,7 +464,7 @@ impl InboundTarget {
     /// what must hold before its app is dialed for it speculatively. Counts nothing.
     pub(crate) fn allows_tcp(&self) -> bool {
         match &self.server {
-            Some((PortPolicy::Server(p), _)) => p.authorize(self.client.ip(), &self.auth).is_some(),
+            Some((PortPolicy::Policy(p), _)) => p.authorize(self.client.ip(), &self.auth).is_some(),
             Some((PortPolicy::Invalid(_), _)) => false,
             _ => !matches!(self.decision, Decision::Deny(_)),
         }
@@ -541,7 +541,7 @@ impl Revocation {
             }
             let current = self.rx.borrow_and_update().clone();
             let why = match current {
-                PortPolicy::Server(p) => match p.authorize(self.client, &self.auth) {
+                PortPolicy::Policy(p) => match p.authorize(self.client, &self.auth) {
                     Some(_) => continue,
                     None => {
                         self.labels.srv = p.meta.clone();
@@ -601,7 +601,7 @@ impl Decide {
         let auth = ClientAuth::Plaintext;
         if let Some(store) = &self.store {
             match store.get(port).await.0 {
-                PortPolicy::Server(p) => {
+                PortPolicy::Policy(p) => {
                     let tcp = matches!(
                         p.protocol,
                         ServerProtocol::Detect { .. }
@@ -654,14 +654,14 @@ impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)>
                 None => None,
             };
             let detect_timeout = match server.as_ref().map(|(p, _)| p) {
-                Some(PortPolicy::Server(p)) => match p.protocol {
+                Some(PortPolicy::Policy(p)) => match p.protocol {
                     ServerProtocol::Detect { timeout, .. } => timeout,
                     _ => None,
                 },
                 _ => None,
             };
             let from_server = match server.as_ref().map(|(p, _)| p) {
-                Some(PortPolicy::Server(p)) => match p.protocol {
+                Some(PortPolicy::Policy(p)) => match p.protocol {
                     ServerProtocol::Opaque | ServerProtocol::Tls => Some(Protocol::Opaque),
                     ServerProtocol::Http1 => Some(Protocol::Http1),
                     ServerProtocol::Http2 | ServerProtocol::Grpc => Some(Protocol::Http2),
@@ -677,7 +677,7 @@ impl<I: Send + 'static> AsyncPredicate<(InboundTls, Option<TransportHeader>, I)>
             let decision = this.policy.check(port, client.ip(), &tls.auth);
             // The connection counts in the TCP metrics under the port's server from here.
             let srv = match server.as_ref().map(|(p, _)| p) {
-                Some(PortPolicy::Server(p)) => p.meta.clone(),
+                Some(PortPolicy::Policy(p)) => p.meta.clone(),
                 _ => Meta::default_named(match &decision {
                     Decision::Deny(d) | Decision::Audit(d) => d.policy,
                     Decision::Allow => this.policy.default.as_str(),
@@ -727,7 +727,7 @@ impl<I> Predicate<(InboundTarget, Detected, I)> for Authorize {
         let http = matches!(protocol, Protocol::Http1 | Protocol::Http2);
         // A server policy, or only invalid answers (`Err`, with the reason).
         let (policy, rx) = match target.server.clone() {
-            Some((PortPolicy::Server(p), rx)) => (Ok(p), rx),
+            Some((PortPolicy::Policy(p), rx)) => (Ok(p), rx),
             Some((PortPolicy::Invalid(why), rx)) => (Err(why), rx),
             _ => return self.default_policy(target, protocol, http, io),
         };
