@@ -26,6 +26,7 @@
 pub(crate) mod discover;
 mod explicit;
 mod http;
+mod policy;
 mod profile;
 mod route;
 mod tcp;
