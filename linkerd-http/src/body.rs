@@ -434,3 +434,115 @@ impl Body for ForwardBody {
         }
     }
 }
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    /// A request body as the proxy's server receives it: `frames` sent by an HTTP/2 client
+    /// over an in-memory pipe, received as hyper's `Incoming`.
+    async fn incoming(frames: Vec<Frame<Bytes>>) -> Incoming {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = Mutex::new(Some(tx));
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                if let Some(tx) = tx.lock().take() {
+                    let _ = tx.send(req.into_body());
+                }
+                async { Ok::<_, std::convert::Infallible>(http::Response::new(ProxyBody::empty())) }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server), svc)
+                .await;
+        });
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let body = StreamBody::new(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ));
+        tokio::spawn(async move {
+            let _ = send
+                .send_request(http::Request::post("http://x/").body(body).unwrap())
+                .await;
+        });
+        rx.await.unwrap()
+    }
+
+    fn data(s: &'static str) -> Frame<Bytes> {
+        Frame::data(Bytes::from_static(s.as_bytes()))
+    }
+
+    fn trailers() -> Frame<Bytes> {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+        Frame::trailers(t)
+    }
+
+    /// The data and trailers of `body`.
+    async fn read(body: ForwardBody) -> Result<(Bytes, Option<http::HeaderMap>), BoxError> {
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        Ok((collected.to_bytes(), trailers))
+    }
+
+    #[tokio::test]
+    async fn a_replay_sends_what_the_first_attempt_read_then_the_rest() {
+        let body = incoming(vec![data("hello "), data("world"), trailers()]).await;
+        let mut first = ForwardBody::replayable(body, None, 1024);
+        // The first attempt reads one chunk, then is refused.
+        let chunk = first.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(chunk, "hello ");
+        let again = first.replay().expect("replayable");
+        drop(first);
+        let (data, trailers) = read(again).await.unwrap();
+        assert_eq!(data, "hello world", "the kept chunk, then the rest");
+        assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_replays_with_its_trailers_and_size() {
+        let body = incoming(vec![data("abc"), trailers()]).await;
+        let first = ForwardBody::replayable(body, None, 1024);
+        let again = first.replay().unwrap();
+        assert_eq!(read(first).await.unwrap().0, "abc");
+        assert_eq!(again.size_hint().exact(), Some(3), "what is kept, exactly");
+        let (data, trailers) = read(again).await.unwrap();
+        assert_eq!(data, "abc");
+        assert!(trailers.is_some(), "the trailers are replayed too");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_bound_is_not_replayed() {
+        let body = incoming(vec![data("0123456789"), data("0123456789")]).await;
+        let first = ForwardBody::replayable(body, None, 15);
+        let early = first.replay().unwrap();
+        assert_eq!(
+            read(first).await.unwrap().0,
+            "01234567890123456789",
+            "sent whole, once"
+        );
+        // A replay made before the bound was passed fails rather than sending a short body.
+        assert!(read(early).await.is_err());
+        let body = incoming(vec![data("0123456789"), data("0123456789")]).await;
+        let first = ForwardBody::replayable(body, None, 15);
+        let (data, _) = read(first.replay().unwrap()).await.unwrap();
+        assert_eq!(data.len(), 20);
+        assert!(first.replay().is_none(), "no replay once past the bound");
+    }
+
+    #[tokio::test]
+    async fn a_sealed_body_keeps_nothing() {
+        let body = incoming(vec![data("abc"), data("def")]).await;
+        let mut first = ForwardBody::replayable(body, None, 1024);
+        let _ = first.frame().await;
+        first.seal();
+        assert!(first.replay().is_none());
+        assert_eq!(read(first).await.unwrap().0, "def", "the rest still flows");
+    }
+}
