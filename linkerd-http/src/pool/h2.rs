@@ -44,9 +44,9 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
     /// until the response arrives; a larger body is not re-sent).
     pub(super) async fn send_h2(self, mut req: Request<B>) -> Result<Response<Sent<B>>, Error> {
         let addr = self.addr();
-        let (mut redialed, mut resent) = (false, false);
+        let mut redialed = false;
         // The request's head and its body from the start, for sending it again.
-        let again = req.body().replay().map(|body| (head_of(&req), body));
+        let mut again = req.body().replay().map(|body| (head_of(&req), body));
         let mut avoid: Option<Arc<H2Conn<B>>> = None;
         loop {
             let conn = self.h2_conn(avoid.take()).await?;
@@ -75,15 +75,13 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
                     continue;
                 }
             }
-            let refused = refused(e.error()).filter(|_| !resent);
+            let refused = refused(e.error());
             let replay = refused
-                .and(again.as_ref())
-                .and_then(|(head, body)| Some((head_of(head), body.replay()?)));
+                .and_then(|_| again.take())
+                .and_then(|(head, body)| Some((head, body.replay()?)));
             let (Some(how), Some((head, body))) = (refused, replay) else {
                 return Err(Error::upstream(addr, e.into_error()));
             };
-            // `again` stays, to seal the kept body once this attempt is answered.
-            resent = true;
             tracing::debug!(%addr, refused = how.as_str(), "the peer refused the request unprocessed; sending it again");
             self.state.metrics.resent.incr();
             if how == Refused::GoAway {
