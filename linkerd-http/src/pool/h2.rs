@@ -76,6 +76,9 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
                 }
             }
             let refused = refused(e.error());
+            // Taken: a re-sent attempt is not sealed when answered, as it may still be
+            // replaying what was kept (a server may answer before it has read the body); the
+            // kept data (at most the bound) goes when the body is done.
             let replay = refused
                 .and_then(|_| again.take())
                 .and_then(|(head, body)| Some((head, body.replay()?)));
