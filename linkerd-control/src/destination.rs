@@ -1,6 +1,6 @@
 //! The Destination service: endpoint sets as streams of changes, and profiles.
 
-use crate::{EndpointConfig, Mesh, MeshConfig, ProtocolHint};
+use crate::{EndpointConfig, Mesh, MeshConfig, ProtocolHint, ServiceConfig};
 use linkerd_proxy_api::destination::{
     self as api, destination_server::Destination, protocol_hint, tls_identity, update,
 };
@@ -20,9 +20,19 @@ type Profiles = Pin<Box<dyn Stream<Item = Result<api::DestinationProfile, Status
 
 /// What a lookup names.
 #[derive(Clone, Debug)]
-enum Target {
+pub(crate) enum Target {
     Name(String, u16),
     Addr(SocketAddr),
+}
+
+impl Target {
+    /// The service it names in `config`: by `name:port`, or by `cluster_ip:port`.
+    pub(crate) fn service<'a>(&self, config: &'a MeshConfig) -> Option<&'a ServiceConfig> {
+        match self {
+            Target::Name(name, port) => config.service(name, *port),
+            Target::Addr(addr) => config.service_by_ip(*addr),
+        }
+    }
 }
 
 /// The endpoints of a target in one config: `None` when the target is unknown.
@@ -34,7 +44,8 @@ impl DestinationService {
     }
 }
 
-fn parse_target(path: &str) -> Result<Target, Status> {
+/// `ip:port` or `name:port`.
+pub(crate) fn parse_target(path: &str) -> Result<Target, Status> {
     if let Ok(addr) = path.parse::<SocketAddr>() {
         return Ok(Target::Addr(addr));
     }
@@ -229,11 +240,7 @@ impl Destination for DestinationService {
 
 /// A service's profile: its name, and opaque when all its endpoints are.
 fn profile(config: &MeshConfig, target: &Target) -> api::DestinationProfile {
-    let service = match target {
-        Target::Name(name, port) => config.service(name, *port),
-        Target::Addr(addr) => config.service_by_ip(*addr),
-    };
-    match (target, service) {
+    match (target, target.service(config)) {
         (_, Some(s)) => api::DestinationProfile {
             fully_qualified_name: s.name.trim_end_matches('.').to_string(),
             opaque_protocol: !s.endpoints.is_empty()

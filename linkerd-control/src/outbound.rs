@@ -8,8 +8,9 @@
 use crate::{
     config::{
         status_range, BackendConfig, BackoffConfig, FilterConfig, HeaderModifierConfig,
-        HttpMatchConfig, HttpRouteConfig, MeshConfig, OutboundProtocol, ServiceConfig,
+        HttpMatchConfig, HttpRouteConfig, OutboundProtocol, ServiceConfig,
     },
+    destination::{parse_target, Target},
     Mesh,
 };
 use linkerd_proxy_api::{
@@ -50,43 +51,20 @@ impl OutboundPolicyService {
 }
 
 /// What a `TrafficSpec` asks for.
-#[derive(Clone, Debug)]
-enum Target {
-    Name(String, u16),
-    Addr(std::net::SocketAddr),
+fn target(spec: &api::TrafficSpec) -> Result<Target, Status> {
+    use api::traffic_spec::Target as T;
+    match &spec.target {
+        Some(T::Addr(a)) => a
+            .to_socket_addr()
+            .map(Target::Addr)
+            .ok_or_else(|| Status::invalid_argument("a target address without IP or port")),
+        Some(T::Authority(a)) => parse_target(a),
+        None => Err(Status::invalid_argument("no target")),
+    }
 }
 
-impl Target {
-    fn from_spec(spec: &api::TrafficSpec) -> Result<Self, Status> {
-        use api::traffic_spec::Target as T;
-        match &spec.target {
-            Some(T::Addr(a)) => a
-                .to_socket_addr()
-                .map(Target::Addr)
-                .ok_or_else(|| Status::invalid_argument("a target address without IP or port")),
-            Some(T::Authority(a)) => {
-                let (host, port) = a
-                    .rsplit_once(':')
-                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-                    .ok_or_else(|| {
-                        Status::invalid_argument(format!("authority {a:?}: host:port"))
-                    })?;
-                Ok(Target::Name(host.to_string(), port))
-            }
-            None => Err(Status::invalid_argument("no target")),
-        }
-    }
-
-    fn service<'a>(&self, mesh: &'a MeshConfig) -> Option<&'a ServiceConfig> {
-        match self {
-            Target::Name(name, port) => mesh.service(name, *port),
-            Target::Addr(addr) => mesh.service_by_ip(*addr),
-        }
-    }
-
-    fn not_found(&self) -> Status {
-        Status::not_found(format!("no service for {self:?}"))
-    }
+fn not_found(target: &Target) -> Status {
+    Status::not_found(format!("no service for {target:?}"))
 }
 
 fn duration(d: Duration) -> Option<prost_types::Duration> {
@@ -531,24 +509,24 @@ impl OutboundPolicies for OutboundPolicyService {
         &self,
         req: Request<api::TrafficSpec>,
     ) -> Result<Response<api::OutboundPolicy>, Status> {
-        let target = Target::from_spec(req.get_ref())?;
+        let target = target(req.get_ref())?;
         match target.service(&self.mesh.current()) {
             Some(s) => Ok(Response::new(policy(s))),
-            None => Err(target.not_found()),
+            None => Err(not_found(&target)),
         }
     }
 
     type WatchStream = Policies;
 
     async fn watch(&self, req: Request<api::TrafficSpec>) -> Result<Response<Policies>, Status> {
-        let target = Target::from_spec(req.get_ref())?;
+        let target = target(req.get_ref())?;
         let (t, gone) = (target.clone(), target.clone());
         match self.mesh.follow(
             move |mesh| t.service(mesh).map(policy),
-            move || gone.not_found(),
+            move || not_found(&gone),
         ) {
             Some(stream) => Ok(Response::new(Box::pin(stream))),
-            None => Err(target.not_found()),
+            None => Err(not_found(&target)),
         }
     }
 }

@@ -232,33 +232,16 @@ fn retry_body() -> u32 {
     64 * 1024
 }
 
-/// Durations written `250ms`, `3s`, `2m`, `1h`.
+/// Durations as the command line writes them (`250ms`, `3s`, `2m`, `1h`, `1d`; not zero).
 mod duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
-        parse(&s).map(Some).map_err(serde::de::Error::custom)
-    }
-
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: f64 = n
-            .parse()
-            .map_err(|_| format!("{s:?}: a duration like 250ms, 3s, 2m"))?;
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            _ => return Err(format!("{s:?}: the unit must be ms, s, m or h")),
-        };
-        Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+        crate::cli::parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -412,7 +395,7 @@ mod tests {
             "      routes:\n        - name: r\n          backends: [{ service: 'a:1', addr: 10.0.0.1:1 }]\n",
             "      routes:\n        - name: r\n          retry: { max_retries: 1, statuses: [6xx] }\n",
             "      routes:\n        - name: r\n          timeouts: { request: 2 }\n",
-            "      routes:\n        - name: r\n          timeouts: { request: 2d }\n",
+            "      routes:\n        - name: r\n          timeouts: { request: 2w }\n",
             "      failure_accrual: { consecutive_failures: 0 }\n",
             "      protocol: udp\n",
         ] {
