@@ -317,7 +317,7 @@ macro_rules! routes_from_api {
                     if rules.is_empty() {
                         return Err(invalid("a route without rules"));
                     }
-                    Route::from_api(r.metadata.as_ref(), &r.hosts, (), rules, unreachable_params)
+                    Route::from_api(r.metadata.as_ref(), &r.hosts, (), rules)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Self {
@@ -362,16 +362,6 @@ impl Http {
         grpc_matches,
         grpc_retry
     );
-}
-
-/// Never called: outbound routes without rules are refused before.
-fn unreachable_params() -> RuleParams {
-    RuleParams {
-        backends: Distribution::Empty,
-        timeouts: Timeouts::default(),
-        retry: None,
-        allow_l5d_request_headers: false,
-    }
 }
 
 impl Opaque {

@@ -263,22 +263,19 @@ fn ends_with_ignore_case(host: &str, suffix: &str) -> bool {
 type RuleScore = (u8, usize, usize, usize, bool);
 
 impl<R, P> Route<R, P> {
-    /// The parts HTTP and gRPC routes share; no rules is one match-all rule with `params`.
+    /// The parts HTTP and gRPC routes share (`rules`: at least one; the caller says what
+    /// a route without rules means).
     pub fn from_api(
         meta: Option<&meta::Metadata>,
         host_matches: &[http_api::HostMatch],
         params: R,
         rules: Vec<Rule<P>>,
-        match_all: impl FnOnce() -> P,
     ) -> Result<Self, InvalidPolicy> {
         Ok(Self {
             meta: Meta::from_api(meta, "default"),
             hosts: hosts(host_matches)?,
             params,
-            rules: match rules.is_empty() {
-                true => vec![Rule::match_all(match_all())],
-                false => rules,
-            },
+            rules,
         })
     }
 

@@ -178,7 +178,12 @@ fn route(
         .iter()
         .map(Authorization::from_api)
         .collect::<Result<_, _>>()?;
-    Route::from_api(meta, hosts, RouteAuthz(authzs), rules, || ())
+    // No rules is one match-all rule.
+    let rules = match rules.is_empty() {
+        true => vec![Rule::match_all(())],
+        false => rules,
+    };
+    Route::from_api(meta, hosts, RouteAuthz(authzs), rules)
 }
 
 impl Authorization {
