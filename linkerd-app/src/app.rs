@@ -232,6 +232,16 @@ impl App {
         }
         let authz = AuthzMetrics::register(&mut registry);
         pool_metrics.register_in(&mut registry);
+        let policy_channel = match &config.policy_control {
+            Some(p) => Some(control::channel(
+                "policy",
+                &p.control,
+                tls.as_ref(),
+                config.outbound.client.connect_timeout,
+                &control_metrics,
+            )?),
+            None => None,
+        };
         let outbound = Outbound::new(
             &config,
             connector,
@@ -240,6 +250,7 @@ impl App {
             http_metrics.clone(),
             own.clone(),
             discovery,
+            policy_channel.clone(),
             tls.is_some(),
             shutdown.clone(),
         );
@@ -259,16 +270,6 @@ impl App {
             connector.clone(),
             false,
         );
-        let policy_channel = match &config.policy_control {
-            Some(p) => Some(control::channel(
-                "policy",
-                &p.control,
-                tls.as_ref(),
-                config.outbound.client.connect_timeout,
-                &control_metrics,
-            )?),
-            None => None,
-        };
         let inbound = Inbound::new(
             &config,
             tls.clone(),

@@ -13,6 +13,7 @@ mod admin;
 mod app;
 pub mod config;
 mod control;
+mod filters;
 pub mod inbound;
 mod log;
 pub mod outbound;

@@ -87,7 +87,8 @@ pub(crate) struct Watches<A: PolicyApi> {
 type EntryMap<A> = HashMap<<A as PolicyApi>::Key, Arc<Entry<<A as PolicyApi>::Policy>>>;
 
 struct Entry<P> {
-    rx: watch::Receiver<Known<P>>,
+    /// Its receivers are the connections following the key: an entry is kept while any is.
+    tx: watch::Sender<Known<P>>,
     last_used: Mutex<Instant>,
     /// Dropped with the entry, which stops its task.
     _stop: oneshot::Sender<()>,
@@ -114,21 +115,21 @@ impl<A: PolicyApi> Watches<A> {
         let mut entries = self.entries.lock();
         if let Some(e) = entries.get(&key) {
             *e.last_used.lock() = Instant::now();
-            return e.rx.clone();
+            return e.tx.subscribe();
         }
         let (tx, rx) = watch::channel(Known::Pending);
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(follow(
             self.api.clone(),
             key.clone(),
-            tx,
+            tx.clone(),
             self.config,
             stopped,
         ));
         entries.insert(
             key,
             Arc::new(Entry {
-                rx: rx.clone(),
+                tx,
                 last_used: Mutex::new(Instant::now()),
                 _stop: stop,
             }),
@@ -149,7 +150,7 @@ impl<A: PolicyApi> Watches<A> {
     }
 }
 
-/// Drops idle watches (not the eager ones).
+/// Drops idle watches, every half idle timeout.
 async fn sweep<A: PolicyApi>(watches: Weak<Watches<A>>) {
     loop {
         let idle = match watches.upgrade() {
@@ -160,9 +161,32 @@ async fn sweep<A: PolicyApi>(watches: Weak<Watches<A>>) {
         let Some(w) = watches.upgrade() else {
             return;
         };
-        w.entries
-            .lock()
-            .retain(|key, e| w.eager.contains(key) || e.last_used.lock().elapsed() < idle);
+        w.sweep_idle();
+    }
+}
+
+impl<A: PolicyApi> Watches<A> {
+    /// Drops the watches unused for the idle timeout: not the eager ones, nor those a
+    /// connection still follows (its updates keep coming however long it lives).
+    fn sweep_idle(&self) {
+        let idle = self.config.idle_timeout;
+        self.entries.lock().retain(|key, e| {
+            self.eager.contains(key)
+                || e.tx.receiver_count() > 0
+                || e.last_used.lock().elapsed() < idle
+        });
+    }
+
+    /// Whether `key` is watched.
+    #[cfg(test)]
+    pub(crate) fn watching(&self, key: &A::Key) -> bool {
+        self.entries.lock().contains_key(key)
+    }
+
+    /// Runs the idle sweep now.
+    #[cfg(test)]
+    pub(crate) fn sweep_now(&self) {
+        self.sweep_idle();
     }
 }
 

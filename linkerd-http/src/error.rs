@@ -115,6 +115,20 @@ pub enum Error {
     #[error("no route found for the request")]
     RouteNotFound,
 
+    /// The route's rule sends its requests nowhere (its backends are all invalid).
+    #[error("the route has no backends")]
+    NoBackends,
+
+    /// The route's request or response timeout passed; the request to the endpoint was
+    /// cancelled.
+    #[error("{which} timeout of {timeout:?} passed")]
+    RouteTimeout {
+        /// `request` or `response`.
+        which: &'static str,
+        /// The route's timeout.
+        timeout: std::time::Duration,
+    },
+
     /// The port's local rate limit is exceeded.
     #[error("too many requests")]
     RateLimited,
@@ -224,6 +238,8 @@ impl Error {
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::IdentityMismatch { .. } => StatusCode::BAD_GATEWAY,
             Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::NoBackends => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::RouteTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::Injected { status, .. } | Error::Redirect { status, .. } => *status,
             Error::InjectedGrpc { .. } => StatusCode::OK,
@@ -262,9 +278,10 @@ impl Error {
             Error::Forbidden { .. } | Error::Unauthorized(_) => PERMISSION_DENIED,
             Error::BadRequest(_) | Error::ClientBody(_) | Error::InvalidPolicy(_) => INTERNAL,
             Error::NotImplemented(_) => 12,
-            Error::RequestBodyTimeout(_) | Error::ResponseHeadersTimeout { .. } => {
-                DEADLINE_EXCEEDED
-            }
+            Error::RequestBodyTimeout(_)
+            | Error::ResponseHeadersTimeout { .. }
+            | Error::RouteTimeout { .. } => DEADLINE_EXCEEDED,
+            Error::NoBackends => UNAVAILABLE,
             Error::RouteNotFound | Error::Redirect { .. } => NOT_FOUND,
             Error::RateLimited => 8,
             Error::Injected { .. } => 9,
@@ -281,6 +298,8 @@ impl Error {
             Error::Forbidden { .. }
                 | Error::Unauthorized(_)
                 | Error::RouteNotFound
+                | Error::NoBackends
+                | Error::RouteTimeout { .. }
                 | Error::RateLimited
                 | Error::Injected { .. }
                 | Error::InjectedGrpc { .. }
@@ -312,6 +331,11 @@ impl Error {
             Error::NoCertificate(_) => "no_certificate",
             Error::TransportHeader { .. } => "transport_header",
             Error::RouteNotFound => "route_not_found",
+            Error::NoBackends => "no_backends",
+            Error::RouteTimeout {
+                which: "request", ..
+            } => "request_timeout",
+            Error::RouteTimeout { .. } => "route_response_timeout",
             Error::RateLimited => "rate_limited",
             Error::Injected { .. } | Error::InjectedGrpc { .. } => "injected",
             Error::Redirect { .. } => "redirect",

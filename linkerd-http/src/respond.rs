@@ -128,6 +128,7 @@ where
         match &error {
             Error::Unauthorized(_)
             | Error::RouteNotFound
+            | Error::NoBackends
             | Error::RateLimited
             | Error::Injected { .. }
             | Error::InjectedGrpc { .. }

@@ -21,6 +21,9 @@ pub struct OutboundPolicy {
     pub parent: Arc<Meta>,
     /// How the target's connections are proxied.
     pub protocol: Protocol,
+    /// Every backend of every route, in the order of their [`Backend::index`]: what a
+    /// client resolves once per policy, so a request finds its backend's service by index.
+    pub backends: Vec<BackendTarget>,
 }
 
 /// How connections to the target are proxied, and the routes of each protocol.
@@ -100,6 +103,8 @@ pub struct Backend {
     pub queue: Queue,
     /// Applied after the rule's.
     pub filters: Vec<crate::route::Filter>,
+    /// Its place in [`OutboundPolicy::backends`].
+    pub index: usize,
 }
 
 /// Where a backend's endpoints come from.
@@ -246,10 +251,63 @@ impl OutboundPolicy {
             Kind::Opaque(o) => Protocol::Opaque(Opaque::from_api(o)?),
             Kind::Tls(_) => Protocol::Tls,
         };
-        Ok(Self {
+        let mut policy = Self {
             parent: Meta::from_api(p.metadata.as_ref(), "default"),
             protocol,
-        })
+            backends: Vec::new(),
+        };
+        policy.index_backends();
+        Ok(policy)
+    }
+
+    /// The HTTP routes for a request of this HTTP version (`None`: the policy does not route
+    /// HTTP, its connections are opaque or TLS).
+    pub fn http(&self, h2: bool) -> Option<&Http> {
+        match &self.protocol {
+            Protocol::Detect { http1, http2, .. } => Some(if h2 { http2 } else { http1 }),
+            Protocol::Http1(h) | Protocol::Http2(h) | Protocol::Grpc(h) => Some(h),
+            Protocol::Opaque(_) | Protocol::Tls => None,
+        }
+    }
+
+    /// Numbers every backend and lists them in [`OutboundPolicy::backends`].
+    fn index_backends(&mut self) {
+        let mut targets = Vec::new();
+        let mut number = |d: &mut Distribution| {
+            let backends: Vec<&mut Backend> = match d {
+                Distribution::Empty => Vec::new(),
+                Distribution::FirstAvailable(bs) => bs.iter_mut().collect(),
+                Distribution::RandomAvailable(bs) => bs.iter_mut().map(|(b, _)| b).collect(),
+            };
+            for b in backends {
+                b.index = targets.len();
+                targets.push(b.target.clone());
+            }
+        };
+        let http = |h: &mut Http, number: &mut dyn FnMut(&mut Distribution)| {
+            // Just built: nothing else holds the routes yet.
+            if let Some(routes) = Arc::get_mut(&mut h.routes) {
+                for rule in routes.iter_mut().flat_map(|r| r.rules.iter_mut()) {
+                    number(&mut rule.params.backends);
+                }
+            }
+        };
+        match &mut self.protocol {
+            Protocol::Detect {
+                http1,
+                http2,
+                opaque,
+                ..
+            } => {
+                http(http1, &mut number);
+                http(http2, &mut number);
+                number(&mut opaque.backends);
+            }
+            Protocol::Http1(h) | Protocol::Http2(h) | Protocol::Grpc(h) => http(h, &mut number),
+            Protocol::Opaque(o) => number(&mut o.backends),
+            Protocol::Tls => {}
+        }
+        self.backends = targets;
     }
 }
 
@@ -445,6 +503,7 @@ fn backend(
         target,
         queue,
         filters,
+        index: 0,
     })
 }
 

@@ -218,13 +218,23 @@ pub fn select<'a, R, P, B>(
     host: Option<&str>,
     req: &http::Request<B>,
 ) -> Option<(&'a Route<R, P>, &'a Rule<P>)> {
-    type Best<'a, R, P> = ((u8, usize), RuleScore, &'a Route<R, P>, &'a Rule<P>);
-    let mut best: Option<Best<'a, R, P>> = None;
-    for route in routes {
+    let (route, rule) = select_index(routes, host, req)?;
+    let route = &routes[route];
+    Some((route, &route.rules[rule]))
+}
+
+/// [`select`], as the indices of the route in `routes` and of the rule in its route's rules.
+pub fn select_index<R, P, B>(
+    routes: &[Route<R, P>],
+    host: Option<&str>,
+    req: &http::Request<B>,
+) -> Option<(usize, usize)> {
+    let mut best: Option<((u8, usize), RuleScore, usize, usize)> = None;
+    for (i, route) in routes.iter().enumerate() {
         let Some(hs) = route.host_score(host) else {
             continue;
         };
-        for rule in &route.rules {
+        for (j, rule) in route.rules.iter().enumerate() {
             let Some(rs) = rule.score(req) else {
                 continue;
             };
@@ -233,7 +243,7 @@ pub fn select<'a, R, P, B>(
                 Some((bh, br, _, _)) => (hs, rs) > (*bh, *br),
             };
             if better {
-                best = Some((hs, rs, route, rule));
+                best = Some((hs, rs, i, j));
             }
         }
     }

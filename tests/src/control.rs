@@ -1,4 +1,5 @@
-//! An in-process control plane (`linkerd-control`'s Destination service) behind a link the
+//! An in-process control plane (`linkerd-control`'s Destination and OutboundPolicies
+//! services) behind a link the
 //! test can cut, to take the control plane away from running proxies and bring it back.
 
 use linkerd_control::{DestinationService, Mesh, MeshConfig};
@@ -61,7 +62,8 @@ impl ControlPlane {
         let m = mesh.clone();
         tasks.spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .add_service(DestinationServer::new(DestinationService::new(m)))
+                .add_service(DestinationServer::new(DestinationService::new(m.clone())))
+                .add_service(linkerd_control::OutboundPolicyService::new(m).into_server())
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(server))
                 .await;
         });

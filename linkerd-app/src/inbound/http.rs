@@ -2,7 +2,7 @@
 
 use super::{
     policy::{Authz, AuthzEvent, AuthzLabels, AuthzMetrics, ClientAuth},
-    server::{Filter, PathRewrite, ServerPolicy},
+    server::ServerPolicy,
     watch::PortPolicy,
 };
 use futures_util::future::Either;
@@ -181,7 +181,7 @@ impl ServerCheck {
         }
         let policy_labels = self.allowed(labels);
         for filter in &rule.filters {
-            if let Err(e) = apply_filter(filter, req) {
+            if let Err(e) = crate::filters::apply_request(filter, req) {
                 return Err((e, Some(policy_labels)));
             }
         }
@@ -204,88 +204,6 @@ impl ServerCheck {
         *last = Some((labels, counter, policy.clone()));
         policy
     }
-}
-
-/// Whether this request falls in `num/den` of requests.
-fn in_ratio((num, den): (u32, u32)) -> bool {
-    num >= den || (num > 0 && rand::random_range(0..den) < num)
-}
-
-fn apply_filter<B>(filter: &Filter, req: &mut Request<B>) -> Result<(), Error> {
-    match filter {
-        Filter::FailHttp {
-            status,
-            message,
-            ratio,
-        } => {
-            if in_ratio(*ratio) {
-                return Err(Error::Injected {
-                    status: *status,
-                    message: message.clone(),
-                });
-            }
-        }
-        Filter::FailGrpc {
-            code,
-            message,
-            ratio,
-        } => {
-            if in_ratio(*ratio) {
-                return Err(Error::InjectedGrpc {
-                    code: u16::try_from(*code).unwrap_or(2),
-                    message: message.clone(),
-                });
-            }
-        }
-        Filter::Headers { add, set, remove } => {
-            let h = req.headers_mut();
-            for (k, v) in add {
-                h.append(k.clone(), v.clone());
-            }
-            for (k, v) in set {
-                h.insert(k.clone(), v.clone());
-            }
-            for k in remove {
-                h.remove(k);
-            }
-        }
-        // Outbound routes' only: inbound policy has no response header modifier.
-        Filter::ResponseHeaders { .. } => {}
-        Filter::Redirect {
-            scheme,
-            host,
-            path,
-            port,
-            status,
-        } => {
-            let uri = req.uri();
-            let scheme = scheme
-                .clone()
-                .or_else(|| uri.scheme_str().map(str::to_string))
-                .unwrap_or_else(|| "http".into());
-            let orig_host = linkerd_http::authority_of(req)
-                .and_then(|a| a.parse::<http::uri::Authority>().ok())
-                .map(|a| a.host().to_string())
-                .unwrap_or_default();
-            let host = host.clone().unwrap_or(orig_host);
-            let path = match path {
-                None => req.uri().path().to_string(),
-                Some(PathRewrite::Full(p)) => p.clone(),
-                Some(PathRewrite::Prefix(p)) => p.clone(),
-            };
-            let location = match port {
-                Some(port) => format!("{scheme}://{host}:{port}{path}"),
-                None => format!("{scheme}://{host}{path}"),
-            };
-            let location = http::HeaderValue::from_str(&location)
-                .map_err(|_| Error::InvalidPolicy(format!("a redirect to {location:?}")))?;
-            return Err(Error::Redirect {
-                status: *status,
-                location,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// `l5d-client-id`: the client's verified mesh identity, set on each request to the app; a

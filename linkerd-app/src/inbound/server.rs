@@ -10,7 +10,6 @@ use ipnet::IpNet;
 use linkerd_policy::route::{
     fail_grpc, fail_http, grpc_matches, headers_filter, http_matches, invalid, redirect,
 };
-pub(crate) use linkerd_policy::route::{Filter, PathRewrite};
 pub(crate) use linkerd_policy::{InvalidPolicy, Meta};
 use linkerd_proxy_api::{http_route as http_api, inbound as api};
 use std::{

@@ -392,6 +392,11 @@ pub(crate) fn tls_label(meshed: Option<&Meshed>, tls_enabled: bool) -> TlsLabel 
 }
 
 impl Service {
+    /// Whether an endpoint is ready (not backed off).
+    pub(crate) fn has_ready(&self) -> bool {
+        self.balancer.stats().ready > 0
+    }
+
     /// Requests balanced over the endpoints.
     pub(crate) fn http(&self) -> HttpBalance {
         Balance::new(

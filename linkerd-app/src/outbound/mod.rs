@@ -27,6 +27,7 @@ pub(crate) mod discover;
 mod explicit;
 mod http;
 mod policy;
+mod policy_route;
 mod profile;
 mod route;
 mod tcp;
@@ -69,6 +70,8 @@ pub(crate) struct Outbound {
     client: Client<linkerd_http::ForwardBody, Connector>,
     own: OwnListeners,
     discovery: Option<Arc<Discovery>>,
+    /// `OutboundPolicies` watches, with a policy controller (and discovery).
+    policies: Option<Arc<policy::OutboundPolicies>>,
     /// Whether the proxy has an identity (meshed endpoints are then reached with mTLS).
     tls_enabled: bool,
     drain: CancellationToken,
@@ -94,9 +97,23 @@ impl Outbound {
         http_metrics: HttpMetrics,
         own: OwnListeners,
         discovery: Option<Arc<Discovery>>,
+        policy_channel: Option<linkerd_proxy_api::client::ControlChannel>,
         tls_enabled: bool,
         drain: CancellationToken,
     ) -> Arc<Self> {
+        // Backends are discovered services: policies need discovery.
+        let policies = match (&config.policy_control, policy_channel, &config.discovery) {
+            (Some(p), Some(channel), Some(d)) => Some(policy::store(
+                channel,
+                p.workload.clone(),
+                crate::policy_watch::WatchConfig {
+                    idle_timeout: d.idle_timeout,
+                    initial_timeout: d.profile_initial_timeout,
+                    limits: config.control_streams,
+                },
+            )),
+            _ => None,
+        };
         Arc::new(Self {
             detect: DetectParams {
                 timeout: config.outbound.detect_timeout,
@@ -114,6 +131,7 @@ impl Outbound {
             client,
             own,
             discovery,
+            policies,
             tls_enabled,
             drain,
         })
@@ -132,6 +150,7 @@ impl Outbound {
             // 2. What the control plane knows of the original destination.
             .layer(ProfileLayer::new(
                 self.discovery.clone(),
+                self.policies.clone(),
                 self.own.clone(),
                 self.opaque_ports.clone(),
             ))
@@ -149,6 +168,13 @@ impl Outbound {
     /// The request stack of one HTTP connection to `target`.
     pub(crate) fn request_stack(&self, target: OutboundTarget) -> impl RequestStack {
         let tls = discover::tls_label(target.meshed.as_ref(), self.tls_enabled);
+        let backends = policy_route::Backends {
+            discovery: self.discovery.clone(),
+            metrics: self.http_metrics.clone(),
+            own: self.own.clone(),
+            client: self.client.clone(),
+            tls: discover::tls_label(None, self.tls_enabled),
+        };
         // Where requests go that no discovered name claims.
         let fallback = match target.dial {
             // 3. The original destination (the profile's endpoint address for it).
@@ -173,7 +199,13 @@ impl Outbound {
         ServiceBuilder::new()
             // 1. A failure becomes the proxy's error response.
             .layer(ErrorResponseLayer)
-            // 2. Route by authority: discovered names are balanced over their endpoints.
+            // 2. The original destination's policy, when it has one: its routes, filters,
+            //    weighted backends and timeouts.
+            .layer(policy_route::PolicyRouteLayer::new(
+                target.policy.clone(),
+                backends,
+            ))
+            // 3. Route by authority: discovered names are balanced over their endpoints.
             .layer(route::RouteLayer::new(
                 self.discovery.clone(),
                 target.service,

@@ -1,10 +1,7 @@
 //! The client of `OutboundPolicies/Watch`: one shared, cached stream per target (a service
 //! authority or an original destination), kept through control-plane loss, an invalid policy
 //! refused with the previous one kept ([`crate::policy_watch`]).
-//!
-//! Not yet read by the outbound stacks: routing, splits, timeouts, retries and failure
-//! accrual from these policies are issue 14's next steps.
-#![cfg_attr(not(test), allow(dead_code))]
+//! Each outbound connection follows its original destination's ([`super::policy_route`]).
 
 use crate::policy_watch::{Known, PolicyApi, WatchConfig, Watches};
 use linkerd_policy::outbound::OutboundPolicy;
@@ -20,6 +17,8 @@ use std::{net::SocketAddr, sync::Arc};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum PolicyTarget {
     /// `name:port`.
+    // Only the original destination's policy routes today (not an ingress's authority).
+    #[cfg_attr(not(test), allow(dead_code))]
     Authority(String),
     /// An original destination.
     Addr(SocketAddr),

@@ -1,10 +1,16 @@
 //! Step 2 of an outbound connection: what the control plane knows of its original destination.
 
-use super::{discover::Discovery, OutboundConn};
+use super::{
+    discover::Discovery,
+    policy::{OutboundPolicies, PolicyTarget, TargetPolicy},
+    OutboundConn,
+};
+use crate::policy_watch::Known;
 use crate::{own::OwnListeners, PortSet};
 use linkerd_connect::Meshed;
 use linkerd_destination::ProtocolHint;
 use linkerd_detect::Protocol;
+use linkerd_policy::outbound::Protocol as PolicyProtocol;
 use linkerd_stack::ThenCall;
 use std::{
     convert::Infallible,
@@ -12,6 +18,7 @@ use std::{
     sync::Arc,
     task::{Context, Poll},
 };
+use tokio::sync::watch;
 
 /// An outbound connection with what the control plane said of its original destination.
 #[derive(Clone)]
@@ -30,6 +37,8 @@ pub(crate) struct OutboundTarget {
     pub h2: bool,
     /// Skip detection: the port is opaque, or the profile says so.
     pub opaque: bool,
+    /// The original destination's `OutboundPolicies` watch (with a policy controller).
+    pub policy: Option<watch::Receiver<TargetPolicy>>,
 }
 
 /// The outbound client is the pod's own app: one address for all its connections, so only the
@@ -48,12 +57,14 @@ impl OutboundTarget {
 }
 
 /// A `tower` layer over `(OutboundConn, io)`: with discovery, asks for the original
-/// destination's profile (`GetProfile`), waiting at most the profile initial timeout; the
-/// inner service gets `(OutboundTarget, io)`. A destination that is this proxy's own listener
-/// is not looked up.
+/// destination's profile (`GetProfile`) and, with a policy controller, its policy
+/// (`OutboundPolicies.Watch`, shared by every connection to it), in parallel, waiting at most
+/// the initial timeouts; the inner service gets `(OutboundTarget, io)`. A destination that is
+/// this proxy's own listener is not looked up.
 #[derive(Clone)]
 pub(crate) struct ProfileLayer {
     discovery: Option<Arc<Discovery>>,
+    policies: Option<Arc<OutboundPolicies>>,
     own: OwnListeners,
     opaque_ports: PortSet,
 }
@@ -68,11 +79,13 @@ pub(crate) struct Profile<S> {
 impl ProfileLayer {
     pub(crate) fn new(
         discovery: Option<Arc<Discovery>>,
+        policies: Option<Arc<OutboundPolicies>>,
         own: OwnListeners,
         opaque_ports: PortSet,
     ) -> Self {
         Self {
             discovery,
+            policies,
             own,
             opaque_ports,
         }
@@ -87,6 +100,7 @@ impl ProfileLayer {
             meshed: None,
             h2: false,
             opaque: false,
+            policy: None,
         };
         let Some(dst) = conn.orig_dst else {
             return target;
@@ -96,7 +110,21 @@ impl ProfileLayer {
             Some(d) if !self.own.contains(dst) => d,
             _ => return target,
         };
-        if let Some(p) = discovery.profile(dst).await {
+        let policy = async {
+            match &self.policies {
+                Some(p) => Some(p.get(PolicyTarget::Addr(dst)).await),
+                None => None,
+            }
+        };
+        let (profile, policy) = futures_util::join!(discovery.profile(dst), policy);
+        if let Some((known, rx)) = policy {
+            // The policy says the traffic is opaque: no detection.
+            if let Known::Policy(p) = &known {
+                target.opaque |= matches!(p.protocol, PolicyProtocol::Opaque(_));
+            }
+            target.policy = Some(rx);
+        }
+        if let Some(p) = profile {
             target.service = p
                 .fully_qualified_name
                 .as_ref()
@@ -169,7 +197,7 @@ mod tests {
 
     fn layer() -> ProfileLayer {
         let own = OwnListeners::new(vec!["127.0.0.1:4140".parse().unwrap()]);
-        ProfileLayer::new(None, own, PortSet::parse("3306,5432").unwrap())
+        ProfileLayer::new(None, None, own, PortSet::parse("3306,5432").unwrap())
     }
 
     #[tokio::test]

@@ -187,7 +187,7 @@ where
 
 /// A request the balancer refused before any endpoint took it counts under the service:
 /// the endpoints' own metrics count the rest.
-fn count_unserved(svc: &Service, res: &Rsp) {
+pub(super) fn count_unserved(svc: &Service, res: &Rsp) {
     if let Err(e @ Error::Unavailable(_)) = res {
         svc.unserved.get().request().error(e);
     }

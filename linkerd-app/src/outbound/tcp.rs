@@ -120,6 +120,7 @@ mod tests {
             meshed: None,
             h2: false,
             opaque: true,
+            policy: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub(crate) fn outbound(config: &Config, discovery: Option<Arc<Discovery>>) -> Ar
         HttpMetrics::register(&mut reg),
         OwnListeners::new(vec!["127.0.0.1:4140".parse().unwrap()]),
         discovery,
+        None,
         false,
         CancellationToken::new(),
     )
@@ -34,6 +35,7 @@ async fn a_requests_future_stays_small() {
         meshed: None,
         h2,
         opaque: false,
+        policy: None,
     };
     let fixed = outbound.request_stack(target(Some("10.0.0.1:8080".parse().unwrap()), true));
     let explicit = outbound.request_stack(target(None, false));

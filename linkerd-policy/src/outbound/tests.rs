@@ -244,6 +244,29 @@ fn a_rule_carries_its_split_timeouts_and_retry() {
         rules[1].params.timeouts.request,
         Some(Duration::from_millis(700))
     );
+    // Every backend is numbered in the policy's list, in order.
+    let Distribution::RandomAvailable(last) = &rules[1].params.backends else {
+        panic!("a weighted split");
+    };
+    let indices: Vec<_> = backends
+        .iter()
+        .chain(last)
+        .map(|(b, _)| (b.index, p.backends[b.index].clone()))
+        .collect();
+    let balance = |path: &str| BackendTarget::Balance {
+        path: path.into(),
+        default_rtt: DEFAULT_RTT,
+        decay: EWMA_DECAY,
+    };
+    assert_eq!(
+        indices,
+        [
+            (0, balance("a:80")),
+            (1, balance("b:80")),
+            (2, balance("a:80"))
+        ]
+    );
+    assert_eq!(p.backends.len(), 3);
 }
 
 #[test]

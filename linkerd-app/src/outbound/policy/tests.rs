@@ -192,3 +192,29 @@ async fn no_policy_is_the_default_and_only_invalid_ones_are_invalid() {
     let (none, _) = store.get(PolicyTarget::Authority("nope:80".into())).await;
     assert!(matches!(none, Known::Default), "{none:?}");
 }
+
+#[tokio::test]
+async fn a_watch_a_connection_follows_outlives_the_idle_timeout() {
+    let server = Server::default();
+    server
+        .scripts
+        .lock()
+        .extend([vec![Ok(policy(1))], vec![Ok(policy(1))]]);
+    let store = start(server).await;
+    let (kept, followed) = (
+        PolicyTarget::Addr("10.0.0.1:80".parse().unwrap()),
+        PolicyTarget::Addr("10.0.0.2:80".parse().unwrap()),
+    );
+    let (_, rx) = store.get(followed.clone()).await;
+    let (_, gone) = store.get(kept.clone()).await;
+    drop(gone);
+    // Both unused for longer than the idle timeout (60s).
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    store.sweep_now();
+    assert!(store.watching(&followed), "a live connection follows it");
+    assert!(!store.watching(&kept), "idle and followed by no one");
+    drop(rx);
+    store.sweep_now();
+    assert!(!store.watching(&followed));
+}
