@@ -86,7 +86,11 @@ pub struct Report {
 /// The topology each proxied topology is compared with (same network path, no proxy).
 pub fn baseline(topology: &str) -> &'static str {
     match topology {
-        "proxy-pair" | "proxy-pair-mtls" | "proxy-pair-h2" => "direct-veth",
+        "proxy-pair"
+        | "proxy-pair-mtls"
+        | "proxy-pair-h2"
+        | "proxy-pair-policy"
+        | "proxy-pair-routes10" => "direct-veth",
         _ => "direct",
     }
 }

@@ -431,6 +431,10 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
     const MESHED: [u16; 4] = [8080, 9000, 9001, 9002];
     const MTLS: [u16; 4] = [28080, 29000, 29001, 29002];
     const H2: [u16; 4] = [38080, 39000, 39001, 39002];
+    // Services whose ClusterIP is the server pod's: routed by their outbound policy (the
+    // controller's default route; ten routes).
+    const POLICY: [u16; 4] = [48080, 49000, 49001, 49002];
+    const ROUTES: [u16; 4] = [58080, 59000, 59001, 59002];
     const DIRECT: [u16; 4] = [18080, 19000, 19001, 19002];
     const NOBODY: u32 = 65534;
     let control_bin = env.self_bin.with_file_name("linkerd-control");
@@ -459,7 +463,7 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
         env.body_size.to_string(),
     ]);
     for (flag, i) in [("--http", 0), ("--echo", 1), ("--sink", 2), ("--banner", 3)] {
-        for ports in [MESHED, DIRECT, MTLS, H2] {
+        for ports in [MESHED, DIRECT, MTLS, H2, POLICY, ROUTES] {
             backend_args.extend([flag.to_string(), listen(ports[i])]);
         }
     }
@@ -475,8 +479,7 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
             &control_bin,
             tmp,
             ip.into(),
-            &MTLS,
-            &H2,
+            [&MTLS, &H2, &POLICY, &ROUTES],
             &mut procs,
             [&client, &server],
         )?),
@@ -504,7 +507,12 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
     if let Some(dir) = &identity {
         proxy_a
             .envs(identity_env(dir, "client", ID_A))
-            .env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086");
+            .env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:8086")
+            .env("LINKERD2_PROXY_POLICY_SVC_ADDR", "127.0.0.1:8086")
+            .env(
+                "LINKERD2_PROXY_POLICY_WORKLOAD",
+                "{\"ns\":\"bench\",\"pod\":\"client\"}\n",
+            );
     }
     let proxy_a = proxy_a.spawn().map_err(|e| format!("proxy A: {e}"))?;
     let pid_a = proxy_a.id();
@@ -546,7 +554,12 @@ pub fn pair(env: &Env, tmp: &std::path::Path) -> Result<Vec<Topology>, String> {
     // says of them).
     let mut proxied = vec![("proxy-pair", MESHED)];
     if mtls {
-        proxied.extend([("proxy-pair-mtls", MTLS), ("proxy-pair-h2", H2)]);
+        proxied.extend([
+            ("proxy-pair-mtls", MTLS),
+            ("proxy-pair-h2", H2),
+            ("proxy-pair-policy", POLICY),
+            ("proxy-pair-routes10", ROUTES),
+        ]);
     }
     for (name, ports) in proxied {
         topologies.push(Topology {
@@ -574,8 +587,7 @@ fn mesh_identity(
     control_bin: &std::path::Path,
     tmp: &std::path::Path,
     server_ip: std::net::IpAddr,
-    mtls: &[u16; 4],
-    h2: &[u16; 4],
+    [mtls, h2, policy, routes]: [&[u16; 4]; 4],
     procs: &mut Procs,
     pods: [&String; 2],
 ) -> Result<std::path::PathBuf, String> {
@@ -603,6 +615,27 @@ fn mesh_identity(
             "  - name: h2{i}.bench.svc.cluster.local\n    port: {port}\n    endpoints:\n      - addr: {}\n        identity: {ID_B}\n        protocol_hint: h2\n",
             SocketAddr::from((server_ip, *port))
         ));
+    }
+    // Services at the server pod's IP, as a ClusterIP: the default policy (one route), and
+    // ten routes of which the last matches (each request is ranked against all ten).
+    let service = |name: String, port: u16| {
+        format!(
+            "  - name: {name}.bench.svc.cluster.local\n    port: {port}\n    cluster_ip: {server_ip}\n    endpoints:\n      - addr: {}\n        identity: {ID_B}\n",
+            SocketAddr::from((server_ip, port))
+        )
+    };
+    for (i, port) in policy.iter().enumerate() {
+        yaml.push_str(&service(format!("policy{i}"), *port));
+    }
+    for (i, port) in routes.iter().enumerate() {
+        yaml.push_str(&service(format!("routes{i}"), *port));
+        yaml.push_str("    policy:\n      routes:\n");
+        for r in 0..9 {
+            yaml.push_str(&format!(
+                "        - {{ name: r{r}, matches: [{{ path_prefix: /r{r}, headers: {{ x-route: \"{r}\" }} }}] }}\n"
+            ));
+        }
+        yaml.push_str("        - { name: rest }\n");
     }
     yaml.push_str("identities:\n");
     for (name, id) in [("client", ID_A), ("server", ID_B)] {

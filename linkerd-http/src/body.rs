@@ -166,6 +166,12 @@ pub struct ForwardBody {
     /// Armed on the first poll of a body that is not already complete.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Option<std::time::Duration>,
+    /// Kept for a retry layer above the pool: the pool's [`ForwardBody::seal`] leaves it be,
+    /// its owner ends it with [`ForwardBody::release`].
+    held: bool,
+    /// Made above the pool and not read yet: the pool makes it what it makes of a client's
+    /// body ([`IntoForwardBody`]).
+    deferred: bool,
 }
 
 #[derive(Debug)]
@@ -214,6 +220,48 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("the request body did not arrive within {0:?}")]
 pub struct RequestBodyTimeout(pub std::time::Duration);
 
+/// A request body the pool sends: the client's own (made a [`ForwardBody`] there), or a
+/// [`ForwardBody`] a layer above already made (a retried request's).
+pub trait IntoForwardBody: Send + 'static {
+    /// As a [`ForwardBody`] due within `timeout`; an HTTP/2 request's kept for a refused
+    /// re-send up to `resend_max` bytes.
+    fn into_forward(
+        self,
+        timeout: Option<std::time::Duration>,
+        resend_max: Option<u64>,
+    ) -> ForwardBody;
+}
+
+impl IntoForwardBody for Incoming {
+    fn into_forward(
+        self,
+        timeout: Option<std::time::Duration>,
+        resend_max: Option<u64>,
+    ) -> ForwardBody {
+        match resend_max {
+            Some(max) => ForwardBody::replayable(self, timeout, max),
+            None => ForwardBody::new(self, timeout),
+        }
+    }
+}
+
+impl IntoForwardBody for ForwardBody {
+    fn into_forward(
+        mut self,
+        timeout: Option<std::time::Duration>,
+        resend_max: Option<u64>,
+    ) -> ForwardBody {
+        match self.src {
+            Source::Direct(body) if self.deferred => body.into_forward(timeout, resend_max),
+            src => {
+                self.src = src;
+                self.timeout = self.timeout.or(timeout);
+                self
+            }
+        }
+    }
+}
+
 /// A replay of the request body reached data that was no longer kept.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body can no longer be replayed")]
@@ -247,12 +295,31 @@ impl ForwardBody {
         )
     }
 
+    /// `body`, kept for retries while it is at most `max` bytes, until
+    /// [`ForwardBody::release`]d: the pool does not seal it when an attempt is answered. The
+    /// body timeout is the pool's ([`IntoForwardBody`]).
+    pub fn held(body: Incoming, max: u64) -> Self {
+        let mut held = Self::replayable(body, None, max);
+        held.held = true;
+        held
+    }
+
     fn with(src: Source, timeout: Option<std::time::Duration>) -> Self {
         Self {
             src,
             deadline: None,
             timeout,
+            held: false,
+            deferred: false,
         }
+    }
+
+    /// The client's `body`, as the pool would take it straight from the client (a layer above
+    /// the pool that needs a [`ForwardBody`] but no retries).
+    pub fn deferred(body: Incoming) -> Self {
+        let mut deferred = Self::new(body, None);
+        deferred.deferred = true;
+        deferred
     }
 
     /// The body again from its start, for another attempt, unless it can't be replayed (read
@@ -268,12 +335,21 @@ impl ForwardBody {
                 Source::Shared(Attempt::new(a.shared.clone()))
             }
         };
-        Some(Self::with(src, self.timeout))
+        let mut replay = Self::with(src, self.timeout);
+        replay.held = self.held;
+        Some(replay)
     }
 
     /// No replay will be asked for: what was kept for one is dropped, and the rest of the body
-    /// is no longer kept.
+    /// is no longer kept (not for a [`ForwardBody::held`] body: its owner decides).
     pub fn seal(&self) {
+        if !self.held {
+            self.release();
+        }
+    }
+
+    /// Seals the body, held or not.
+    pub fn release(&self) {
         if let Source::Shared(a) = &self.src {
             a.shared.lock().seal();
         }

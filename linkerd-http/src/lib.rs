@@ -33,7 +33,7 @@ mod stall;
 mod tunnel;
 mod upgrade;
 
-pub use self::body::{ForwardBody, ProxyBody, RequestBodyTimeout};
+pub use self::body::{ForwardBody, IntoForwardBody, ProxyBody, RequestBodyTimeout};
 pub use self::error::Error;
 pub use self::flood::{ControlFrameFlood, ControlFrameLimit, FrameGuard};
 pub use self::head_budget::{HeadBudget, HeadBudgetExhausted, SMALL_HEAD};

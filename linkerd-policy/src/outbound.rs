@@ -76,7 +76,7 @@ pub struct RuleParams {
     /// Bounds on each request.
     pub timeouts: Timeouts,
     /// None: requests are sent once.
-    pub retry: Option<Retry>,
+    pub retry: Option<Arc<Retry>>,
     /// Whether `l5d-retry-*` and `l5d-timeout` request headers are honoured.
     pub allow_l5d_request_headers: bool,
 }
@@ -366,7 +366,12 @@ macro_rules! routes_from_api {
                                 params: RuleParams {
                                     backends,
                                     timeouts: timeouts(rule.timeouts.as_ref(), legacy)?,
-                                    retry: rule.retry.as_ref().map($retry).transpose()?,
+                                    retry: rule
+                                        .retry
+                                        .as_ref()
+                                        .map($retry)
+                                        .transpose()?
+                                        .map(Arc::new),
                                     allow_l5d_request_headers: rule.allow_l5d_request_headers,
                                 },
                             })

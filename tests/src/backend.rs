@@ -50,6 +50,7 @@ impl Http {
 /// - `/trailers`: body `hello` with trailer `x-trailer: yes`;
 /// - `/slow/<ms>`: waits, then 200 `slow`;
 /// - `/status/<code>`: an empty response with that status;
+/// - `/flaky/<path>`: 503 `flaky` for the app's 1st, 3rd, 5th... request, else as `<path>`;
 /// - `/chunks`: three chunks of a streamed body;
 /// - `/bytes/<n>`: a body of `n` bytes, streamed in 16 KiB chunks;
 /// - `/ws`: a WebSocket-style upgrade that echoes bytes;
@@ -82,11 +83,18 @@ async fn http_with(addr: SocketAddr, delay: Duration) -> Http {
             count.fetch_add(1, Ordering::SeqCst);
             let reqs = reqs.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    reqs.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    let n = reqs.fetch_add(1, Ordering::SeqCst);
                     async move {
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
+                        }
+                        if let Some(rest) = req.uri().path().strip_prefix("/flaky") {
+                            if n % 2 == 0 {
+                                return Ok(full(StatusCode::SERVICE_UNAVAILABLE, "flaky"));
+                            }
+                            let rest = if rest.is_empty() { "/" } else { rest };
+                            *req.uri_mut() = rest.parse().expect("a path");
                         }
                         Ok::<_, Infallible>(route(req).await)
                     }

@@ -266,3 +266,158 @@ async fn policy_updates_apply_to_the_next_request_and_survive_control_plane_loss
         assert_eq!(b.requests(), before + 1, "routed by the cached policy");
     }
 }
+
+/// Sends `POST path` with `body` on `tx`.
+async fn post(
+    tx: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = Request::post(path).header("host", "web.default.svc.cluster.local:8080");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    tx.ready().await.expect("the connection is open");
+    let rsp = tx
+        .send_request(req.body(Full::new(body)).unwrap())
+        .await
+        .expect("response");
+    client::text(rsp).await
+}
+
+const RETRIES: &str = "    policy:
+      routes:
+        - name: retried
+          matches:
+            - { path_prefix: /flaky, headers: { x-policy: retry } }
+            - { path_prefix: /status, headers: { x-policy: retry } }
+          retry: { max_retries: 2, statuses: [5xx], max_request_bytes: 1024 }
+        - name: per-try
+          matches: [{ path_prefix: /slow, headers: { x-policy: retry } }]
+          retry: { max_retries: 2, statuses: [5xx], timeout: 200ms }
+        - name: headers
+          matches: [{ headers: { x-policy: allow } }]
+          allow_l5d_request_headers: true
+        - name: rest
+";
+
+const RETRY: (&str, &str) = ("x-policy", "retry");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_succeed_later_respect_the_limit_and_never_resend_a_large_body() {
+    let (a, b) = (backend::http().await, backend::http().await);
+    let control = ControlPlane::start(mesh(a.addr, b.addr, RETRIES)).await;
+    let proxy = start(control.addr);
+    let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
+
+    // Every other request to the app fails: each client request succeeds on its retry, with
+    // its body intact.
+    for i in 0..10 {
+        let body = Bytes::from(format!("body {i}"));
+        let (status, text) = post(&mut tx, "/flaky/echo", body.clone(), &[RETRY]).await;
+        assert_eq!((status, text.as_bytes()), (200, &body[..]), "request {i}");
+    }
+    assert_eq!(a.requests(), 20, "one retry each");
+    // Without the route's retry, half fail.
+    let mut failed = 0;
+    for _ in 0..10 {
+        failed += usize::from(get(&mut tx, "/flaky", &[]).await.0 == 503);
+    }
+    assert_eq!(failed, 5);
+
+    // Always failing: the first attempt and two retries, then the last answer.
+    let before = a.requests();
+    let (status, _, _) = get(&mut tx, "/status/503", &[RETRY]).await;
+    assert_eq!(status, 503);
+    assert_eq!(a.requests(), before + 3);
+
+    // A body over max_request_bytes (declared, or found while streaming) is sent once.
+    let big = Bytes::from(vec![b'x'; 4096]);
+    let before = a.requests();
+    let (status, _) = post(&mut tx, "/status/503", big.clone(), &[RETRY]).await;
+    assert_eq!(status, 503);
+    assert_eq!(a.requests(), before + 1, "not retried");
+    let mut h2 = client::http2::<http_body_util::StreamBody<Chunks>>(proxy.outbound_addr).await;
+    for _ in 0..2 {
+        let before = a.requests();
+        let chunks: Chunks = Box::pin(futures_util::stream::iter((0..4).map(|_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
+                b'y';
+                1024
+            ])))
+        })));
+        let rsp = h2
+            .send_request(
+                Request::post("http://web.default.svc.cluster.local:8080/flaky/echo")
+                    .header("x-policy", "retry")
+                    .body(http_body_util::StreamBody::new(chunks))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let (status, text) = client::text(rsp).await;
+        assert_eq!(
+            a.requests(),
+            before + 1,
+            "a streamed body past the limit is sent once"
+        );
+        match status {
+            200 => assert_eq!(text.len(), 4096, "never truncated"),
+            s => assert_eq!(s, 503),
+        }
+    }
+
+    // A per-attempt timeout: each attempt is cut and retried; the last one's timeout answers.
+    let before = a.requests();
+    let (status, h, _) = get(&mut tx, "/slow/5000", &[RETRY]).await;
+    assert_eq!(status, 504);
+    assert!(
+        header(&h, "l5d-proxy-error").contains("retry attempt timeout"),
+        "{h:?}"
+    );
+    eventually(Duration::from_secs(5), || {
+        let a = a.clone();
+        async move { holds(a.requests() == before + 3, a.requests() - before) }
+    })
+    .await;
+}
+
+type Chunks = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>
+            + Send,
+    >,
+>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l5d_retry_headers_are_honoured_only_where_the_route_allows_them() {
+    let (a, b) = (backend::http().await, backend::http().await);
+    let control = ControlPlane::start(mesh(a.addr, b.addr, RETRIES)).await;
+    let proxy = start(control.addr);
+    let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
+    let asks = [("l5d-retry-http", "5xx"), ("l5d-retry-limit", "3")];
+    let allow = ("x-policy", "allow");
+
+    // Not allowed: no retry, and the headers reach the app as sent.
+    let before = a.requests();
+    assert_eq!(get(&mut tx, "/status/503", &asks).await.0, 503);
+    let (status, _, body) = get(&mut tx, "/headers", &asks).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("l5d-retry-limit: 3"), "{body}");
+    assert_eq!(a.requests(), before + 2, "no retries");
+
+    // Allowed: the headers make a retry, and are taken off the request.
+    let before = a.requests();
+    let with = [asks[0], asks[1], allow];
+    assert_eq!(get(&mut tx, "/status/503", &with).await.0, 503);
+    assert_eq!(a.requests(), before + 4, "three retries");
+    let (_, _, body) = get(&mut tx, "/headers", &with).await;
+    assert!(!body.contains("l5d-retry"), "{body}");
+    let (status, h, _) = get(&mut tx, "/slow/5000", &[("l5d-timeout", "200ms"), allow]).await;
+    assert_eq!(status, 504);
+    assert!(
+        header(&h, "l5d-proxy-error").contains("request timeout"),
+        "{h:?}"
+    );
+}

@@ -29,6 +29,7 @@ mod http;
 mod policy;
 mod policy_route;
 mod profile;
+mod retry;
 mod route;
 mod tcp;
 

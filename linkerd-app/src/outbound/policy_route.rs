@@ -7,6 +7,7 @@
 //! only invalid ones so far), or when the policy does not route HTTP, requests go to the inner
 //! service (routing by authority and profile, [`super::route`]).
 
+use super::retry;
 use super::{
     discover::{Discovery, HttpBalance, Service},
     http::{target_stack, TargetStack},
@@ -17,7 +18,7 @@ use crate::{filters, own::OwnListeners, policy_watch::Known};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use linkerd_connect::Connector;
-use linkerd_http::{authority_of, Client, Error, HttpMetrics, ProxyBody};
+use linkerd_http::{authority_of, Client, Error, ForwardBody, HttpMetrics, ProxyBody};
 use linkerd_policy::{
     outbound::{Backend, BackendTarget, Distribution, OutboundPolicy, RuleParams, Timeouts},
     route::{authority_host, select_index, Filter, Rule},
@@ -52,7 +53,7 @@ pub(crate) struct Backends {
 #[derive(Clone)]
 pub(crate) struct PolicyRouteLayer {
     policy: Option<watch::Receiver<TargetPolicy>>,
-    backends: Backends,
+    backends: Arc<Backends>,
 }
 
 /// The service made by [`PolicyRouteLayer`].
@@ -60,7 +61,8 @@ pub(crate) struct PolicyRouteLayer {
 pub(crate) struct PolicyRoute<F> {
     /// `None`: the connection has no policy to follow.
     conn: Option<Arc<Mutex<ConnPolicy>>>,
-    backends: Backends,
+    /// Read only when the policy changes (shared: the service is cloned per request).
+    backends: Arc<Backends>,
     inner: F,
 }
 
@@ -77,7 +79,9 @@ struct Routed {
     backends: Vec<BackendSvc>,
 }
 
-enum BackendSvc {
+/// Where a backend's requests go.
+#[derive(Clone)]
+pub(crate) enum BackendSvc {
     /// A discovered service's balancer.
     Balanced(Arc<Service>),
     /// One address, as is.
@@ -111,11 +115,58 @@ pin_project_lite::pin_project! {
     }
 }
 
+type FwdReq = Request<ForwardBody>;
+
 pin_project_lite::pin_project! {
+    /// A request sent to a backend (once, or with retries).
     #[project = CallProj]
-    enum Call {
-        Balanced { #[pin] inner: Oneshot<HttpBalance, Req>, svc: Arc<Service> },
-        Forward { #[pin] inner: Oneshot<TargetStack, Req> },
+    pub(crate) enum Call {
+        Balanced { #[pin] inner: Oneshot<HttpBalance, FwdReq>, svc: Arc<Service> },
+        Forward { #[pin] inner: Oneshot<TargetStack, FwdReq> },
+        Undiscoverable { path: Option<String> },
+        // Retries: only for rules that retry (boxed: only then).
+        Retrying { inner: Pin<Box<dyn Future<Output = Rsp> + Send>> },
+    }
+}
+
+impl BackendSvc {
+    /// Sends `req` once.
+    pub(crate) fn call(&self, req: FwdReq) -> Call {
+        match self {
+            BackendSvc::Balanced(svc) => Call::Balanced {
+                inner: svc.http().oneshot(req),
+                svc: svc.clone(),
+            },
+            BackendSvc::Forward(stack) => Call::Forward {
+                inner: stack.clone().oneshot(req),
+            },
+            BackendSvc::Undiscoverable(path) => Call::Undiscoverable {
+                path: Some(path.clone()),
+            },
+        }
+    }
+}
+
+impl Future for Call {
+    type Output = Rsp;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Rsp> {
+        match self.project() {
+            CallProj::Balanced { inner, svc } => {
+                let res = ready!(inner.poll(cx));
+                count_unserved(svc, &res);
+                Poll::Ready(res)
+            }
+            CallProj::Forward { inner } => inner.poll(cx),
+            CallProj::Undiscoverable { path } => match path.take() {
+                Some(name) => Poll::Ready(Err(Error::Resolve {
+                    name,
+                    reason: "the policy's backend is not under a discovery suffix".into(),
+                })),
+                None => Poll::Pending,
+            },
+            CallProj::Retrying { inner } => inner.as_mut().poll(cx),
+        }
     }
 }
 
@@ -128,7 +179,10 @@ struct Deadline {
 impl PolicyRouteLayer {
     /// Routes by `policy` (when the connection has one), over `backends`.
     pub(crate) fn new(policy: Option<watch::Receiver<TargetPolicy>>, backends: Backends) -> Self {
-        Self { policy, backends }
+        Self {
+            policy,
+            backends: Arc::new(backends),
+        }
     }
 }
 
@@ -206,26 +260,29 @@ fn route<F>(routed: Arc<Routed>, h2: bool, mut req: Req) -> State<F> {
             return failed(e);
         }
     }
-    let deadline = deadline(&rule.params.timeouts);
+    let mut timeouts = rule.params.timeouts;
+    let mut retry = rule.params.retry.clone();
+    if rule.params.allow_l5d_request_headers {
+        if let Some(r) = retry::from_headers(req.headers_mut(), retry.as_ref(), &mut timeouts) {
+            retry = Some(r);
+        }
+    }
+    let deadline = deadline(&timeouts);
     let responds = |fs: &[Filter]| {
         fs.iter()
             .any(|f| matches!(f, Filter::ResponseHeaders { .. }))
     };
     let index = backend.index;
-    let call = match &routed.backends[index] {
-        BackendSvc::Balanced(svc) => Call::Balanced {
-            inner: svc.http().oneshot(req),
-            svc: svc.clone(),
-        },
-        BackendSvc::Forward(stack) => Call::Forward {
-            inner: stack.clone().oneshot(req),
-        },
-        BackendSvc::Undiscoverable(path) => {
-            return failed(Error::Resolve {
-                name: path.clone(),
-                reason: "the policy's backend is not under a discovery suffix".into(),
-            })
+    let svc = &routed.backends[index];
+    let call = match retry.filter(|r| r.max_retries > 0 && retry::fits(req.headers(), r)) {
+        Some(r) => {
+            let head = retry::Head::of(&req);
+            let body = ForwardBody::held(req.into_body(), r.max_request_bytes);
+            Call::Retrying {
+                inner: Box::pin(retry::send(svc.clone(), head, body, r)),
+            }
         }
+        None => svc.call(req.map(ForwardBody::deferred)),
     };
     let respond = (responds(&rule.filters) || responds(&backend.filters))
         .then(|| (routed.clone(), ri, ui, index, h2));
@@ -356,15 +413,7 @@ where
                         }));
                     }
                 }
-                let res = match call.project() {
-                    CallProj::Balanced { inner, svc } => {
-                        let res = ready!(inner.poll(cx));
-                        count_unserved(svc, &res);
-                        res
-                    }
-                    CallProj::Forward { inner } => ready!(inner.poll(cx)),
-                };
-                let mut rsp = res?;
+                let mut rsp = ready!(call.poll(cx))?;
                 if let Some((routed, ri, ui, bi, h2)) = respond.take() {
                     apply_response(&routed, ri, ui, bi, h2, &mut rsp);
                 }

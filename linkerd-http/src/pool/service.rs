@@ -1,8 +1,11 @@
 //! The bottom of every request stack: a request sent to one endpoint over the pool.
 
 use super::{Client, Dial, Pool, Version};
-use crate::{body::ForwardBody, Error, ProxyBody};
-use hyper::{body::Incoming, Request, Response};
+use crate::{
+    body::{ForwardBody, IntoForwardBody},
+    Error, ProxyBody,
+};
+use hyper::{Request, Response};
 use linkerd_connect::Meshed;
 use std::{
     future::Future,
@@ -62,7 +65,7 @@ impl<D: Dial> Inner<D> {
     }
 }
 
-impl<D: Dial> tower::Service<Request<Incoming>> for EndpointClient<D> {
+impl<B: IntoForwardBody, D: Dial> tower::Service<Request<B>> for EndpointClient<D> {
     type Response = Response<ProxyBody>;
     type Error = Error;
     type Future = ResponseFuture;
@@ -72,7 +75,7 @@ impl<D: Dial> tower::Service<Request<Incoming>> for EndpointClient<D> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let version = match req.version() {
             http::Version::HTTP_2 => Version::Http2,
             _ => Version::Http1,
@@ -88,13 +91,9 @@ impl<D: Dial> tower::Service<Request<Incoming>> for EndpointClient<D> {
         let headers_timeout = config
             .response_headers_timeout
             .filter(|_| !crate::is_grpc(&req));
-        let req = match version {
-            // An HTTP/2 peer may refuse the request unprocessed: it can then be sent again.
-            Version::Http2 => req.map(|body| {
-                ForwardBody::replayable(body, body_timeout, config.h2_resend_max_request_bytes)
-            }),
-            Version::Http1 => req.map(|body| ForwardBody::new(body, body_timeout)),
-        };
+        // An HTTP/2 peer may refuse the request unprocessed: it can then be sent again.
+        let resend = (version == Version::Http2).then_some(config.h2_resend_max_request_bytes);
+        let req = req.map(|body| body.into_forward(body_timeout, resend));
         let sent = self.inner.pool(version).send(req);
         let Some(timeout) = headers_timeout else {
             return Box::pin(futures_util::FutureExt::map(sent, |rsp| {
