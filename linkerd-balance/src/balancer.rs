@@ -43,6 +43,23 @@ impl Default for BalancerConfig {
     }
 }
 
+/// Failure accrual (circuit breaking): an endpoint whose responses fail `max_failures` times
+/// in a row is ejected for a back-off, then given one probe request: success readmits it,
+/// failure ejects it again for a longer back-off. Never below `min_ready` ready endpoints.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Accrual {
+    /// Failures in a row that eject an endpoint.
+    pub max_failures: u32,
+    /// The first ejection's length (doubling while probes fail).
+    pub min_backoff: Duration,
+    /// The longest ejection.
+    pub max_backoff: Duration,
+    /// Up to this fraction of an ejection is taken off at random, in [0, 1].
+    pub jitter: f32,
+    /// An endpoint is not ejected when fewer would be left ready.
+    pub min_ready: usize,
+}
+
 /// Why no endpoint was chosen.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -82,6 +99,24 @@ pub struct Endpoint<T> {
     pending: AtomicU32,
     failures: AtomicU32,
     failed_until: Mutex<Option<Instant>>,
+    /// Responses that failed in a row (failure accrual).
+    consecutive: AtomicU32,
+    /// Whether `ejection` holds an ejection (so the common case takes no lock).
+    ejected: std::sync::atomic::AtomicBool,
+    ejection: Mutex<Ejection>,
+}
+
+/// An endpoint's failure-accrual state.
+#[derive(Default)]
+struct Ejection {
+    /// Not chosen until then: the ejection's end, then (a probe out) the probe's deadline.
+    until: Option<Instant>,
+    /// A probe request is out: its outcome readmits or ejects again.
+    probing: bool,
+    /// How long a probe may take before another may go (the longest back-off).
+    probe_wait: Duration,
+    /// Ejections in a row (the back-off grows with them).
+    count: u32,
 }
 
 /// A request in flight on an endpoint; report the first response byte, or just drop it.
@@ -114,6 +149,9 @@ pub struct Balancer<T> {
     waiting: AtomicUsize,
     requests: AtomicU64,
     updates: AtomicU64,
+    /// Whether failure accrual is on (read per response; the settings only then).
+    accruing: std::sync::atomic::AtomicBool,
+    accrual: RwLock<Option<Accrual>>,
 }
 
 struct Set<T> {
@@ -149,7 +187,87 @@ impl<T> Balancer<T> {
             waiting: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             updates: AtomicU64::new(0),
+            accruing: std::sync::atomic::AtomicBool::new(false),
+            accrual: RwLock::new(None),
         }
+    }
+
+    /// Turns failure accrual on with these settings, or off (`None`: ejected endpoints are
+    /// readmitted).
+    pub fn set_accrual(&self, accrual: Option<Accrual>) {
+        let mut current = self.accrual.write();
+        if *current == accrual {
+            return;
+        }
+        *current = accrual;
+        self.accruing.store(accrual.is_some(), Ordering::Release);
+        drop(current);
+        if accrual.is_none() {
+            for e in &self.set.read().endpoints {
+                e.readmit();
+                e.consecutive.store(0, Ordering::Relaxed);
+            }
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Records whether a response from `endpoint` failed, for failure accrual (nothing when
+    /// it is off).
+    pub fn outcome(&self, endpoint: &Endpoint<T>, failed: bool) {
+        if !self.accruing.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(accrual) = *self.accrual.read() else {
+            return;
+        };
+        if !failed {
+            if endpoint.consecutive.load(Ordering::Relaxed) != 0 {
+                endpoint.consecutive.store(0, Ordering::Relaxed);
+            }
+            if endpoint.ejected.load(Ordering::Acquire) {
+                endpoint.readmit();
+                tracing::debug!(addr = %endpoint.addr, name = %self.name, "endpoint readmitted: its probe succeeded");
+                self.changed.notify_waiters();
+            }
+            return;
+        }
+        let probing = match endpoint.ejected.load(Ordering::Acquire) {
+            false => false,
+            true => match endpoint.ejection.lock().probing {
+                // Requests still in flight when it was ejected: it already is.
+                false => return,
+                true => true,
+            },
+        };
+        let failures = endpoint.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
+        if !probing && failures < accrual.max_failures {
+            return;
+        }
+        // Not below the floor of ready endpoints (this one counts while it is ready).
+        let now = Instant::now();
+        let ready = self
+            .set
+            .read()
+            .endpoints
+            .iter()
+            .filter(|e| e.is_ready(now))
+            .count();
+        let counts = usize::from(endpoint.is_ready(now));
+        if !probing && ready.saturating_sub(counts) < accrual.min_ready {
+            return;
+        }
+        let mut ej = endpoint.ejection.lock();
+        ej.count = ej.count.saturating_add(1);
+        let exp = (ej.count - 1).min(16);
+        let backoff =
+            (accrual.min_backoff * 2u32.pow(exp)).min(accrual.max_backoff.max(accrual.min_backoff));
+        let jitter = f64::from(accrual.jitter.clamp(0.0, 1.0)) * rand::random::<f64>();
+        ej.until = Some(now + backoff.mul_f64(1.0 - jitter));
+        ej.probing = false;
+        ej.probe_wait = accrual.max_backoff.max(accrual.min_backoff);
+        endpoint.ejected.store(true, Ordering::Release);
+        endpoint.consecutive.store(0, Ordering::Relaxed);
+        tracing::debug!(addr = %endpoint.addr, name = %self.name, ?backoff, failures, "endpoint ejected by failure accrual");
     }
 
     /// Applies one discovery update: endpoints added or changed, then removed. Endpoints not
@@ -175,6 +293,9 @@ impl<T> Balancer<T> {
                 pending: AtomicU32::new(0),
                 failures: AtomicU32::new(0),
                 failed_until: Mutex::new(None),
+                consecutive: AtomicU32::new(0),
+                ejected: std::sync::atomic::AtomicBool::new(false),
+                ejection: Mutex::new(Ejection::default()),
             });
             match set.index.get(&addr).copied() {
                 Some(i) => set.endpoints[i] = e,
@@ -268,11 +389,22 @@ impl<T> Balancer<T> {
         let eligible = |i: usize| set.endpoints[i].is_ready(now);
         let load = |i: usize| set.endpoints[i].load(now);
         match choose(&set.cumulative, load, eligible, &mut rand::rng()) {
-            Some(i) => Pick::Chosen(set.endpoints[i].clone()),
+            Some(i) => {
+                let e = &set.endpoints[i];
+                e.claim_probe(now);
+                Pick::Chosen(e.clone())
+            }
             None => Pick::Wait(
                 set.endpoints
                     .iter()
-                    .filter_map(|e| *e.failed_until.lock())
+                    .filter_map(|e| {
+                        let failed = *e.failed_until.lock();
+                        let ejected = match e.ejected.load(Ordering::Acquire) {
+                            true => e.ejection.lock().until,
+                            false => None,
+                        };
+                        failed.max(ejected)
+                    })
                     .min(),
             ),
         }
@@ -346,6 +478,26 @@ impl<T> Set<T> {
 impl<T> Endpoint<T> {
     fn is_ready(&self, now: Instant) -> bool {
         self.failed_until.lock().is_none_or(|until| now >= until)
+            && (!self.ejected.load(Ordering::Acquire)
+                // Ejected: ready again, for one probe, once its back-off is over.
+                || self.ejection.lock().until.is_none_or(|until| now >= until))
+    }
+
+    /// Chosen: an ejected endpoint's request is its probe (no other goes to it meanwhile,
+    /// for at most the probe's wait).
+    fn claim_probe(&self, now: Instant) {
+        if !self.ejected.load(Ordering::Acquire) {
+            return;
+        }
+        let mut ej = self.ejection.lock();
+        ej.until = Some(now + ej.probe_wait);
+        ej.probing = true;
+    }
+
+    /// Back in the ready set.
+    fn readmit(&self) {
+        *self.ejection.lock() = Ejection::default();
+        self.ejected.store(false, Ordering::Release);
     }
 
     /// Peak-EWMA cost: the latency estimate times the requests it would have in flight.
@@ -427,6 +579,72 @@ mod tests {
             share < 0.05,
             "the slow endpoint got {share:.3} of requests: {hits:?}"
         );
+    }
+
+    fn endpoint(b: &Balancer<u16>, i: u16) -> Arc<Endpoint<u16>> {
+        let set = b.set.read();
+        set.endpoints[set.index[&addr(i)]].clone()
+    }
+
+    /// How many of `n` picks chose endpoint `i`.
+    async fn picks_of(b: &Balancer<u16>, i: u16, n: usize) -> usize {
+        let mut hits = 0;
+        for _ in 0..n {
+            hits += usize::from(b.ready().await.unwrap().meta == i);
+        }
+        hits
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_accrual_ejects_probes_and_readmits_above_a_floor() {
+        let b = balancer(3);
+        let e0 = endpoint(&b, 0);
+        // Off: failures change nothing.
+        for _ in 0..10 {
+            b.outcome(&e0, true);
+        }
+        assert_eq!(b.stats().ready, 3);
+        b.set_accrual(Some(Accrual {
+            max_failures: 3,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            jitter: 0.0,
+            min_ready: 1,
+        }));
+        // Two failures, a success, two failures: never three in a row.
+        for failed in [true, true, false, true, true] {
+            b.outcome(&e0, failed);
+        }
+        assert_eq!(b.stats().ready, 3);
+        b.outcome(&e0, true);
+        assert_eq!(b.stats().ready, 2, "ejected after three in a row");
+        assert_eq!(picks_of(&b, 0, 200).await, 0);
+        // After the back-off, one probe goes (and only one while it is out).
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(picks_of(&b, 0, 200).await, 1, "one probe");
+        // It fails: ejected again, for twice as long.
+        b.outcome(&e0, true);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(picks_of(&b, 0, 200).await, 0);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(picks_of(&b, 0, 200).await, 1, "the second probe");
+        // It succeeds: readmitted.
+        b.outcome(&e0, false);
+        assert_eq!(b.stats().ready, 3);
+        assert!(picks_of(&b, 0, 300).await > 30);
+
+        // The floor: two of three can be ejected, not the last.
+        for i in [1, 2, 0] {
+            let e = endpoint(&b, i);
+            for _ in 0..3 {
+                b.outcome(&e, true);
+            }
+        }
+        assert_eq!(b.stats().ready, 1, "one kept ready");
+        assert_eq!(picks_of(&b, 0, 50).await, 50);
+        // Off again: everyone is back.
+        b.set_accrual(None);
+        assert_eq!(b.stats().ready, 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,9 @@ mod choose;
 mod ewma;
 mod service;
 
-pub use self::balancer::{Balancer, BalancerConfig, BalancerStats, Endpoint, Error, InFlight};
+pub use self::balancer::{
+    Accrual, Balancer, BalancerConfig, BalancerStats, Endpoint, Error, InFlight,
+};
 pub use self::choose::choose;
 pub use self::ewma::PeakEwma;
-pub use self::service::{Balance, ResponseFuture};
+pub use self::service::{Balance, Classify, NoFailures, ResponseFuture};

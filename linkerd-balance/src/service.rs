@@ -20,30 +20,51 @@ use tower::{util::Oneshot, Service, ServiceExt};
 /// cloned per request. The response future reports back: the time to the response as the
 /// endpoint's latency, and a failure that `connect_failed` recognises as a connect failure,
 /// which takes the endpoint out of the ready set for a back-off.
-pub struct Balance<T, S, E> {
+///
+/// `C` says which responses are failures, for the balancer's failure accrual (when it is on):
+/// any error but a connect failure is one too.
+pub struct Balance<T, S, E, C = NoFailures> {
     balancer: Arc<Balancer<T>>,
     endpoint: fn(&T) -> &S,
     connect_failed: fn(&E) -> bool,
     chosen: Option<Arc<Endpoint<T>>>,
     waiting: Option<Waiting<T>>,
+    _classify: std::marker::PhantomData<fn() -> C>,
+}
+
+/// Which responses count as failures for failure accrual.
+pub trait Classify<Rsp> {
+    /// Whether `rsp` is a failure.
+    fn is_failure(rsp: &Rsp) -> bool;
+}
+
+/// No response is a failure (failure accrual counts only errors).
+#[derive(Debug)]
+pub enum NoFailures {}
+
+impl<Rsp> Classify<Rsp> for NoFailures {
+    fn is_failure(_: &Rsp) -> bool {
+        false
+    }
 }
 
 type Waiting<T> = Pin<Box<dyn Future<Output = Result<Arc<Endpoint<T>>, Error>> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The response future of [`Balance`]: the endpoint's response, reported to the balancer.
-    pub struct ResponseFuture<T, S: Service<R>, R> {
+    pub struct ResponseFuture<T, S: Service<R>, R, C = NoFailures> {
         #[pin]
         inner: Oneshot<S, R>,
         in_flight: InFlight<T>,
         balancer: Arc<Balancer<T>>,
         connect_failed: fn(&S::Error) -> bool,
+        _classify: std::marker::PhantomData<fn() -> C>,
     }
 }
 
 // === impl Balance ===
 
-impl<T, S, E> Balance<T, S, E> {
+impl<T, S, E, C> Balance<T, S, E, C> {
     /// Balances over `balancer`'s endpoints, calling `endpoint(&meta)` of the one chosen.
     pub fn new(
         balancer: Arc<Balancer<T>>,
@@ -56,18 +77,19 @@ impl<T, S, E> Balance<T, S, E> {
             connect_failed,
             chosen: None,
             waiting: None,
+            _classify: std::marker::PhantomData,
         }
     }
 }
 
-impl<T, S, E> Clone for Balance<T, S, E> {
+impl<T, S, E, C> Clone for Balance<T, S, E, C> {
     /// A clone has not chosen an endpoint yet.
     fn clone(&self) -> Self {
         Self::new(self.balancer.clone(), self.endpoint, self.connect_failed)
     }
 }
 
-impl<T, S, E> fmt::Debug for Balance<T, S, E> {
+impl<T, S, E, C> fmt::Debug for Balance<T, S, E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
             .field("name", &self.balancer.name())
@@ -76,15 +98,16 @@ impl<T, S, E> fmt::Debug for Balance<T, S, E> {
     }
 }
 
-impl<T, S, R> Service<R> for Balance<T, S, S::Error>
+impl<T, S, R, C> Service<R> for Balance<T, S, S::Error, C>
 where
     T: Send + Sync + 'static,
     S: Service<R> + Clone,
     S::Error: From<Error>,
+    C: Classify<S::Response>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<T, S, R>;
+    type Future = ResponseFuture<T, S, R, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         if self.chosen.is_some() {
@@ -131,13 +154,14 @@ where
             inner: svc.oneshot(req),
             balancer: self.balancer.clone(),
             connect_failed: self.connect_failed,
+            _classify: std::marker::PhantomData,
         }
     }
 }
 
 // === impl ResponseFuture ===
 
-impl<T, S: Service<R>, R> Future for ResponseFuture<T, S, R> {
+impl<T, S: Service<R>, R, C: Classify<S::Response>> Future for ResponseFuture<T, S, R, C> {
     type Output = Result<S::Response, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -145,12 +169,13 @@ impl<T, S: Service<R>, R> Future for ResponseFuture<T, S, R> {
         let res = ready!(this.inner.poll(cx));
         let endpoint = this.in_flight.endpoint();
         match &res {
-            Ok(_) => {
+            Ok(rsp) => {
                 this.in_flight.first_byte();
                 this.balancer.connected(endpoint);
+                this.balancer.outcome(endpoint, C::is_failure(rsp));
             }
             Err(e) if (this.connect_failed)(e) => this.balancer.connect_failed(endpoint),
-            Err(_) => {}
+            Err(_) => this.balancer.outcome(endpoint, true),
         }
         Poll::Ready(res)
     }

@@ -69,7 +69,26 @@ pub async fn http_delayed(delay: Duration) -> Http {
     http_with("127.0.0.1:0".parse().unwrap(), delay).await
 }
 
+/// Like [`http`], answering every request 503 `failing` while `failing` is set (an unhealthy
+/// endpoint that can recover).
+pub async fn http_failing(failing: Arc<std::sync::atomic::AtomicBool>) -> Http {
+    http_full(
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::ZERO,
+        Some(failing),
+    )
+    .await
+}
+
 async fn http_with(addr: SocketAddr, delay: Duration) -> Http {
+    http_full(addr, delay, None).await
+}
+
+async fn http_full(
+    addr: SocketAddr,
+    delay: Duration,
+    failing: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> Http {
     let listener = TcpListener::bind(addr).await.expect("bind backend");
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -82,12 +101,17 @@ async fn http_with(addr: SocketAddr, delay: Duration) -> Http {
             };
             count.fetch_add(1, Ordering::SeqCst);
             let reqs = reqs.clone();
+            let failing = failing.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let n = reqs.fetch_add(1, Ordering::SeqCst);
+                    let fail = failing.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
                     async move {
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
+                        }
+                        if fail {
+                            return Ok(full(StatusCode::SERVICE_UNAVAILABLE, "failing"));
                         }
                         if let Some(rest) = req.uri().path().strip_prefix("/flaky") {
                             if n % 2 == 0 {

@@ -421,3 +421,52 @@ async fn l5d_retry_headers_are_honoured_only_where_the_route_allows_them() {
         "{h:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_accrual_ejects_a_failing_endpoint_and_readmits_it() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // The healthy endpoint is slower: by latency alone, P2C would prefer the failing one.
+    let good = backend::http_delayed(Duration::from_millis(5)).await;
+    let bad = backend::http_failing(failing.clone()).await;
+    let b = backend::http().await;
+    let yaml = format!(
+        "services:\n\
+         \x20 - name: web.default.svc.cluster.local\n    port: 8080\n    cluster_ip: 127.0.0.88\n    endpoints:\n      - addr: {}\n      - addr: {}\n\
+         \x20   policy:\n      failure_accrual: {{ consecutive_failures: 3, backoff: {{ min: 300ms, max: 300ms, jitter: 0 }}, min_ready_endpoints: 1 }}\n\
+         \x20 - name: web-v2.default.svc.cluster.local\n    port: 8080\n    endpoints:\n      - addr: {}\n",
+        good.addr, bad.addr, b.addr
+    );
+    let mesh = linkerd_control::MeshConfig::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let control = ControlPlane::start(mesh).await;
+    let proxy = start(control.addr);
+    let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
+    let mut failed = 0;
+    let start = std::time::Instant::now();
+    for _ in 0..200 {
+        failed += usize::from(get(&mut tx, "/", &[]).await.0 == 503);
+    }
+    // Three in a row eject it; after each 300 ms back-off one probe fails again: at most one
+    // per back-off (200 requests take over a second), one more for the last.
+    let probes = (start.elapsed().as_millis() / 300) as usize + 1;
+    assert!(
+        (3..=3 + probes).contains(&failed),
+        "{failed} of 200 failed ({probes} probes at most)"
+    );
+    assert_eq!(bad.requests(), failed);
+
+    // It recovers: a probe readmits it and it takes its share again.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = bad.requests();
+    let conn = std::sync::Arc::new(tokio::sync::Mutex::new(tx));
+    eventually(Duration::from_secs(10), || {
+        let (conn, bad) = (conn.clone(), bad.clone());
+        async move {
+            let mut tx = conn.lock().await;
+            for _ in 0..20 {
+                assert_eq!(get(&mut tx, "/", &[]).await.0, 200, "healthy again");
+            }
+            holds(bad.requests() > before + 5, bad.requests() - before)
+        }
+    })
+    .await;
+}

@@ -29,7 +29,18 @@ use tokio::{
 use tower::BoxError;
 
 /// A request balanced over a service's endpoints.
-pub(crate) type HttpBalance = Balance<EndpointStacks, EndpointStack, linkerd_http::Error>;
+pub(crate) type HttpBalance =
+    Balance<EndpointStacks, EndpointStack, linkerd_http::Error, HttpFailures>;
+
+/// For failure accrual, a 5xx response is a failure (and so is any error but a connect
+/// failure, which backs the endpoint off by itself).
+pub(crate) enum HttpFailures {}
+
+impl linkerd_balance::Classify<http::Response<linkerd_http::ProxyBody>> for HttpFailures {
+    fn is_failure(rsp: &http::Response<linkerd_http::ProxyBody>) -> bool {
+        rsp.status().is_server_error()
+    }
+}
 
 /// A connection balanced over a service's endpoints.
 pub(crate) type TcpBalance = Balance<EndpointStacks, TcpConnect, BoxError>;
@@ -392,6 +403,18 @@ pub(crate) fn tls_label(meshed: Option<&Meshed>, tls_enabled: bool) -> TlsLabel 
 }
 
 impl Service {
+    /// Failure accrual as a policy of this service's parent configures it (`None`: off).
+    pub(crate) fn set_accrual(&self, accrual: Option<&linkerd_policy::outbound::FailureAccrual>) {
+        self.balancer
+            .set_accrual(accrual.map(|a| linkerd_balance::Accrual {
+                max_failures: a.max_failures.max(1),
+                min_backoff: a.backoff.min,
+                max_backoff: a.backoff.max,
+                jitter: a.backoff.jitter,
+                min_ready: usize::try_from(a.min_ready_endpoints).unwrap_or(usize::MAX),
+            }));
+    }
+
     /// Whether an endpoint is ready (not backed off).
     pub(crate) fn has_ready(&self) -> bool {
         self.balancer.stats().ready > 0

@@ -356,8 +356,12 @@ impl<F> PolicyRoute<F> {
         conn.routed.clone()
     }
 
-    /// Looks each backend of `policy` up once.
+    /// Looks each backend of `policy` up once; its services get the policy's failure
+    /// accrual.
     fn resolve(&self, policy: Arc<OutboundPolicy>) -> Routed {
+        let accrual = [false, true]
+            .into_iter()
+            .find_map(|h2| policy.http(h2)?.failure_accrual.as_ref());
         let backends = policy
             .backends
             .iter()
@@ -369,7 +373,10 @@ impl<F> PolicyRoute<F> {
                         .as_ref()
                         .and_then(|d| d.service(path))
                     {
-                        Some(svc) => BackendSvc::Balanced(svc),
+                        Some(svc) => {
+                            svc.set_accrual(accrual);
+                            BackendSvc::Balanced(svc)
+                        }
                         None => BackendSvc::Undiscoverable(path.clone()),
                     }
                 }
