@@ -470,3 +470,127 @@ async fn failure_accrual_ejects_a_failing_endpoint_and_readmits_it() {
     })
     .await;
 }
+
+/// An `OutboundPolicies` server built from the published `linkerd2-proxy-api` crate's
+/// generated server (as Linkerd's policy controller is): each `Watch` hands the test the
+/// sending side of its stream.
+struct TheirPolicies {
+    watches: tokio::sync::mpsc::UnboundedSender<tokio::sync::mpsc::Sender<TheirItem>>,
+}
+
+type TheirItem = Result<linkerd2_proxy_api::outbound::OutboundPolicy, tonic::Status>;
+
+#[tonic::async_trait]
+impl linkerd2_proxy_api::outbound::outbound_policies_server::OutboundPolicies for TheirPolicies {
+    async fn get(
+        &self,
+        _: tonic::Request<linkerd2_proxy_api::outbound::TrafficSpec>,
+    ) -> Result<tonic::Response<linkerd2_proxy_api::outbound::OutboundPolicy>, tonic::Status> {
+        Err(tonic::Status::unimplemented("watch only"))
+    }
+
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<TheirItem>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<linkerd2_proxy_api::outbound::TrafficSpec>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let _ = self.watches.send(tx);
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+    }
+}
+
+/// The policy `linkerd-control` renders for `web` in `mesh`, as Linkerd's own type (re-encoded:
+/// the wire format is the contract).
+async fn their_policy(
+    mesh: linkerd_control::MeshConfig,
+) -> linkerd2_proxy_api::outbound::OutboundPolicy {
+    use linkerd_proxy_api::outbound::outbound_policies_server::OutboundPolicies;
+    use prost::Message;
+    let ours = linkerd_control::OutboundPolicyService::new(linkerd_control::Mesh::new(mesh));
+    let spec = linkerd_proxy_api::outbound::TrafficSpec {
+        source_workload: String::new(),
+        target: Some(linkerd_proxy_api::outbound::traffic_spec::Target::Addr(
+            WEB_IP.parse::<SocketAddr>().unwrap().into(),
+        )),
+    };
+    let policy = ours
+        .get(tonic::Request::new(spec))
+        .await
+        .expect("web's policy")
+        .into_inner();
+    linkerd2_proxy_api::outbound::OutboundPolicy::decode(policy.encode_to_vec().as_slice())
+        .expect("the same wire format")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_policy_is_refused_and_the_last_good_one_kept() {
+    let (a, b) = (backend::http().await, backend::http().await);
+    let to = |svc: &str| {
+        format!(
+            "    policy:\n      routes:\n        - name: r\n          backends: [{{ service: {svc}.default.svc.cluster.local:8080 }}]\n"
+        )
+    };
+    let to_v2 = their_policy(mesh(a.addr, b.addr, &to("web-v2"))).await;
+    let to_web = their_policy(mesh(a.addr, b.addr, &to("web"))).await;
+    // Discovery from linkerd-control, policy from Linkerd's own server type.
+    let control = ControlPlane::start(mesh(a.addr, b.addr, "")).await;
+    let (watches, mut watched) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let policy_addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                linkerd2_proxy_api::outbound::outbound_policies_server::OutboundPoliciesServer::new(
+                    TheirPolicies { watches },
+                ),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut env = env(control.addr);
+    env[1].1 = policy_addr.to_string();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = proxy(&env, Some(WEB_IP.parse().unwrap()));
+
+    // The first watch gets the policy to web-v2 before the connection's first request.
+    let connecting = tokio::spawn(client::http1::<Full<Bytes>>(proxy.outbound_addr));
+    let first = watched.recv().await.expect("a watch");
+    first.send(Ok(to_v2)).await.unwrap();
+    let mut tx = connecting.await.unwrap();
+    assert_eq!(get(&mut tx, "/", &[]).await.0, 200);
+    assert_eq!((a.requests(), b.requests()), (0, 1));
+
+    // A policy without a protocol, then the stream fails: the proxy reads both (it watches
+    // again), and the policy it had still routes.
+    let mut malformed = their_policy(mesh(a.addr, b.addr, &to("web"))).await;
+    malformed.protocol = None;
+    first.send(Ok(malformed)).await.unwrap();
+    first
+        .send(Err(tonic::Status::unavailable("restarting")))
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), watched.recv())
+        .await
+        .expect("watched again")
+        .expect("a watch");
+    for _ in 0..3 {
+        assert_eq!(get(&mut tx, "/", &[]).await.0, 200);
+    }
+    assert_eq!((a.requests(), b.requests()), (0, 4), "still to web-v2");
+
+    // A good update applies to the connection's next requests.
+    second.send(Ok(to_web)).await.unwrap();
+    let conn = std::sync::Arc::new(tokio::sync::Mutex::new(tx));
+    eventually(Duration::from_secs(10), || {
+        let (conn, a) = (conn.clone(), a.clone());
+        async move {
+            let before = a.requests();
+            get(&mut *conn.lock().await, "/", &[]).await;
+            holds(a.requests() == before + 1, "not yet to web")
+        }
+    })
+    .await;
+}
