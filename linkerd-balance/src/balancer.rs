@@ -149,6 +149,9 @@ pub struct Balancer<T> {
     waiting: AtomicUsize,
     requests: AtomicU64,
     updates: AtomicU64,
+    /// The queue's bounds (the config's, until [`Balancer::set_queue`]).
+    queue_capacity: AtomicUsize,
+    failfast_ms: AtomicU64,
     /// Whether failure accrual is on (read per response; the settings only then).
     accruing: std::sync::atomic::AtomicBool,
     accrual: RwLock<Option<Accrual>>,
@@ -176,7 +179,6 @@ impl<T> Balancer<T> {
     pub fn new(name: impl Into<String>, config: BalancerConfig) -> Self {
         Self {
             name: name.into(),
-            config,
             set: RwLock::new(Set {
                 endpoints: Vec::new(),
                 cumulative: Vec::new(),
@@ -189,7 +191,25 @@ impl<T> Balancer<T> {
             updates: AtomicU64::new(0),
             accruing: std::sync::atomic::AtomicBool::new(false),
             accrual: RwLock::new(None),
+            queue_capacity: AtomicUsize::new(config.queue_capacity),
+            failfast_ms: AtomicU64::new(
+                u64::try_from(config.failfast_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+            config,
         }
+    }
+
+    /// Bounds the queue of requests waiting for an endpoint anew: at most `capacity` wait
+    /// (more are shed), each for at most `failfast` (then it fails).
+    pub fn set_queue(&self, capacity: usize, failfast: Duration) {
+        self.queue_capacity
+            .store(capacity.max(1), Ordering::Relaxed);
+        let ms = u64::try_from(failfast.as_millis()).unwrap_or(u64::MAX);
+        self.failfast_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn failfast(&self) -> Duration {
+        Duration::from_millis(self.failfast_ms.load(Ordering::Relaxed))
     }
 
     /// Turns failure accrual on with these settings, or off (`None`: ejected endpoints are
@@ -342,7 +362,9 @@ impl<T> Balancer<T> {
     /// Chooses an endpoint, waiting (at most the fail-fast timeout, in a bounded queue) while
     /// none is ready. A name known not to exist fails at once.
     pub async fn ready(&self) -> Result<Arc<Endpoint<T>>, Error> {
-        let deadline = Instant::now() + self.config.failfast_timeout;
+        let failfast = self.failfast();
+        let deadline = Instant::now() + failfast;
+        let capacity = self.queue_capacity.load(Ordering::Relaxed);
         let mut queued = None;
         loop {
             let notified = self.changed.notified();
@@ -356,11 +378,11 @@ impl<T> Balancer<T> {
                 Pick::Wait(at) => at,
             };
             if queued.is_none() {
-                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.config.queue_capacity {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= capacity {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
                     return Err(Error::QueueFull {
                         name: self.name.clone(),
-                        capacity: self.config.queue_capacity,
+                        capacity,
                     });
                 }
                 queued = Some(QueueSlot(&self.waiting));
@@ -368,7 +390,7 @@ impl<T> Balancer<T> {
             if Instant::now() >= deadline {
                 return Err(Error::Unavailable {
                     name: self.name.clone(),
-                    timeout: self.config.failfast_timeout,
+                    timeout: failfast,
                 });
             }
             let wake = retry_at.map_or(deadline, |at| at.min(deadline));
@@ -645,6 +667,28 @@ mod tests {
         // Off again: everyone is back.
         b.set_accrual(None);
         assert_eq!(b.stats().ready, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_can_be_bounded_anew() {
+        let b = Arc::new(Balancer::<u16>::new("web:80", BalancerConfig::default()));
+        b.no_endpoints(true);
+        b.set_queue(1, Duration::from_millis(200));
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.ready().await.err() }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            matches!(b.ready().await, Err(Error::QueueFull { capacity: 1, .. })),
+            "one may wait"
+        );
+        let start = Instant::now();
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Some(Error::Unavailable { timeout, .. }) if timeout == Duration::from_millis(200)
+        ));
+        assert!(start.elapsed() <= Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]

@@ -340,6 +340,19 @@ impl ForwardBody {
         Some(replay)
     }
 
+    /// Whether the whole body has been read and kept (or there was none): a replay of it is
+    /// the whole body, within the bound.
+    pub fn is_kept_whole(&self) -> bool {
+        match &self.src {
+            Source::Direct(_) => false,
+            Source::Empty => true,
+            Source::Shared(a) => {
+                let s = a.shared.lock();
+                s.ended && !s.sealed
+            }
+        }
+    }
+
     /// No replay will be asked for: what was kept for one is dropped, and the rest of the body
     /// is no longer kept (not for a [`ForwardBody::held`] body: its owner decides).
     pub fn seal(&self) {
@@ -579,6 +592,29 @@ mod replay_tests {
         let (data, trailers) = read(again).await.unwrap();
         assert_eq!(data, "hello world", "the kept chunk, then the rest");
         assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    }
+
+    #[tokio::test]
+    async fn a_held_body_is_whole_once_read_within_the_bound_and_outlives_seal() {
+        let body = incoming(vec![data("hello "), data("world"), trailers()]).await;
+        let template = ForwardBody::held(body, 1024);
+        let mut first = template.replay().unwrap();
+        first.frame().await.unwrap().unwrap();
+        assert!(!template.is_kept_whole(), "still streaming");
+        // The pool seals an answered attempt: a held body stays replayable.
+        first.seal();
+        assert_eq!(read(first).await.unwrap().0, "world");
+        assert!(template.is_kept_whole());
+        let (whole, trailers) = read(template.replay().unwrap()).await.unwrap();
+        assert_eq!(whole, "hello world");
+        assert!(trailers.is_some());
+        template.release();
+        assert!(template.replay().is_none(), "released");
+        // Past the bound: never whole.
+        let body = incoming(vec![data("hello "), data("world")]).await;
+        let big = ForwardBody::held(body, 8);
+        read(big.replay().unwrap()).await.unwrap();
+        assert!(!big.is_kept_whole());
     }
 
     #[tokio::test]

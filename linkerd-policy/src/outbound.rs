@@ -21,9 +21,10 @@ pub struct OutboundPolicy {
     pub parent: Arc<Meta>,
     /// How the target's connections are proxied.
     pub protocol: Protocol,
-    /// Every backend of every route, in the order of their [`Backend::index`]: what a
-    /// client resolves once per policy, so a request finds its backend's service by index.
-    pub backends: Vec<BackendTarget>,
+    /// Every backend of every route (where its endpoints come from, its queue), in the order
+    /// of their [`Backend::index`]: what a client resolves once per policy, so a request finds
+    /// its backend's service by index.
+    pub backends: Vec<(BackendTarget, Queue)>,
 }
 
 /// How connections to the target are proxied, and the routes of each protocol.
@@ -281,7 +282,7 @@ impl OutboundPolicy {
             };
             for b in backends {
                 b.index = targets.len();
-                targets.push(b.target.clone());
+                targets.push((b.target.clone(), b.queue));
             }
         };
         let http = |h: &mut Http, number: &mut dyn FnMut(&mut Distribution)| {

@@ -594,3 +594,30 @@ async fn a_malformed_policy_is_refused_and_the_last_good_one_kept() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_queue_comes_from_the_policy() {
+    let (a, b) = (backend::http().await, backend::http().await);
+    let yaml = format!(
+        "services:\n\
+         \x20 - name: web.default.svc.cluster.local\n    port: 8080\n    cluster_ip: 127.0.0.88\n    endpoints:\n      - addr: {}\n\
+         \x20   policy:\n      queue: {{ capacity: 10, failfast_timeout: 200ms }}\n      routes:\n        - name: r\n          backends: [{{ service: empty.default.svc.cluster.local:8080 }}]\n\
+         \x20 - name: empty.default.svc.cluster.local\n    port: 8080\n    endpoints: []\n\
+         \x20 - name: web-v2.default.svc.cluster.local\n    port: 8080\n    endpoints:\n      - addr: {}\n",
+        a.addr, b.addr
+    );
+    let mesh = linkerd_control::MeshConfig::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let control = ControlPlane::start(mesh).await;
+    // The proxy's own fail-fast timeout is a minute: only the policy's makes the answer come
+    // in time.
+    let mut env = env(control.addr);
+    env[3].1 = "60s".into();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = proxy(&env, Some(WEB_IP.parse().unwrap()));
+    let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
+    let (status, h, _) = tokio::time::timeout(Duration::from_secs(10), get(&mut tx, "/", &[]))
+        .await
+        .expect("failed fast by the policy's queue");
+    assert_eq!(status, 504, "{h:?}");
+    assert!(header(&h, "l5d-proxy-error").contains("200ms"), "{h:?}");
+}

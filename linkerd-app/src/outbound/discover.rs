@@ -415,6 +415,13 @@ impl Service {
             }));
     }
 
+    /// The queue a policy gives this service's backend: how many requests may wait for an
+    /// endpoint, and for how long.
+    pub(crate) fn set_queue(&self, queue: &linkerd_policy::outbound::Queue) {
+        self.balancer
+            .set_queue(queue.capacity, queue.failfast_timeout);
+    }
+
     /// Whether an endpoint is ready (not backed off).
     pub(crate) fn has_ready(&self) -> bool {
         self.balancer.stats().ready > 0

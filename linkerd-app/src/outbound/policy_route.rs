@@ -365,7 +365,7 @@ impl<F> PolicyRoute<F> {
         let backends = policy
             .backends
             .iter()
-            .map(|t| match t {
+            .map(|(t, queue)| match t {
                 BackendTarget::Balance { path, .. } => {
                     match self
                         .backends
@@ -375,6 +375,7 @@ impl<F> PolicyRoute<F> {
                     {
                         Some(svc) => {
                             svc.set_accrual(accrual);
+                            svc.set_queue(queue);
                             BackendSvc::Balanced(svc)
                         }
                         None => BackendSvc::Undiscoverable(path.clone()),

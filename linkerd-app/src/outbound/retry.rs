@@ -49,19 +49,26 @@ impl Head {
 /// Whether a request with these headers can be retried under `retry`: a body of a declared
 /// length over `max_request_bytes` can't (one of unknown length is kept until it passes it).
 pub(crate) fn fits(headers: &HeaderMap, retry: &Retry) -> bool {
+    declared_len(headers).is_none_or(|len| len <= retry.max_request_bytes)
+}
+
+/// The request's `Content-Length`.
+pub(crate) fn declared_len(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_none_or(|len| len <= retry.max_request_bytes)
 }
 
-/// Sends `body` with `head` to `backend`, retrying as `retry` says.
+/// Sends `body` with `head` to `backend`, retrying as `retry` says. A body is re-sent only
+/// when it is known to fit: its declared length does (checked before), or it has been read
+/// whole within the bound (one still streaming when the answer came may yet outgrow it).
 pub(crate) async fn send(
     backend: BackendSvc,
     head: Head,
     body: ForwardBody,
     retry: Arc<Retry>,
 ) -> Rsp {
+    let declared = declared_len(&head.headers).is_some();
     let mut retries = 0;
     let mut next = body.replay();
     loop {
@@ -87,9 +94,10 @@ pub(crate) async fn send(
             body.release();
             return res;
         }
-        next = body.replay();
+        next = body.replay().filter(|_| declared || body.is_kept_whole());
         if next.is_none() {
-            tracing::debug!("the request body is too large to retry");
+            tracing::debug!("the request body is too large (or not yet known to fit) to retry");
+            body.release();
             return res;
         }
         retries += 1;

@@ -251,7 +251,7 @@ fn a_rule_carries_its_split_timeouts_and_retry() {
     let indices: Vec<_> = backends
         .iter()
         .chain(last)
-        .map(|(b, _)| (b.index, p.backends[b.index].clone()))
+        .map(|(b, _)| (b.index, p.backends[b.index].0.clone()))
         .collect();
     let balance = |path: &str| BackendTarget::Balance {
         path: path.into(),
