@@ -30,12 +30,16 @@ pub struct Profile {
     pub opaque: bool,
     /// Set when the lookup was an `ip:port` that is one endpoint.
     pub endpoint: Option<Endpoint>,
+    /// The profile has routes or traffic-split overrides: it, not the outbound policy, decides
+    /// the destination's HTTP routing (as upstream decides).
+    pub routes_traffic: bool,
 }
 
 impl Profile {
     pub(crate) fn from_api(p: api::DestinationProfile) -> Self {
         Self {
             received: true,
+            routes_traffic: !p.routes.is_empty() || !p.dst_overrides.is_empty(),
             fully_qualified_name: Some(p.fully_qualified_name.trim_end_matches('.').to_string())
                 .filter(|n| !n.is_empty()),
             opaque: p.opaque_protocol,
@@ -173,6 +177,30 @@ mod tests {
                 metric_labels: HashMap::from([("namespace".to_string(), "default".to_string())]),
             })),
         }
+    }
+
+    #[test]
+    fn a_profile_routes_traffic_with_routes_or_overrides() {
+        let plain = api::DestinationProfile {
+            fully_qualified_name: "web.ns.svc.cluster.local.".into(),
+            ..Default::default()
+        };
+        let p = Profile::from_api(plain.clone());
+        assert_eq!(
+            p.fully_qualified_name.as_deref(),
+            Some("web.ns.svc.cluster.local")
+        );
+        assert!(!p.routes_traffic);
+        let routed = api::DestinationProfile {
+            routes: vec![api::Route::default()],
+            ..plain.clone()
+        };
+        assert!(Profile::from_api(routed).routes_traffic);
+        let split = api::DestinationProfile {
+            dst_overrides: vec![api::WeightedDst::default()],
+            ..plain
+        };
+        assert!(Profile::from_api(split).routes_traffic);
     }
 
     #[test]

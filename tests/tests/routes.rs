@@ -621,3 +621,30 @@ async fn a_backends_queue_comes_from_the_policy() {
     assert_eq!(status, 504, "{h:?}");
     assert!(header(&h, "l5d-proxy-error").contains("200ms"), "{h:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_profile_with_routes_wins_over_the_policy() {
+    let (a, b) = (backend::http().await, backend::http().await);
+    let policy = "    policy:
+      routes:
+        - name: r
+          backends: [{ service: web-v2.default.svc.cluster.local:8080 }]
+";
+    let with_profile = format!(
+        "{policy}    profile:\n      routes:\n        - {{ name: all, path_regex: '/.*' }}\n"
+    );
+    // Without the profile's routes, the policy routes to web-v2.
+    let control = ControlPlane::start(mesh(a.addr, b.addr, policy)).await;
+    let proxy = start(control.addr);
+    let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
+    assert_eq!(get(&mut tx, "/", &[]).await.0, 200);
+    assert_eq!((a.requests(), b.requests()), (0, 1));
+    drop((tx, proxy, control));
+
+    // With them, the profile decides: the service itself, not the policy's backend.
+    let control = ControlPlane::start(mesh(a.addr, b.addr, &with_profile)).await;
+    let proxy = start(control.addr);
+    let mut tx = client::http1::<Full<Bytes>>(proxy.outbound_addr).await;
+    assert_eq!(get(&mut tx, "/", &[]).await.0, 200);
+    assert_eq!((a.requests(), b.requests()), (1, 1));
+}

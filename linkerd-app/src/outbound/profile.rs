@@ -117,7 +117,9 @@ impl ProfileLayer {
             }
         };
         let (profile, policy) = futures_util::join!(discovery.profile(dst), policy);
-        if let Some((known, rx)) = policy {
+        // A profile with routes or traffic splits wins over the policy, as upstream decides.
+        let profile_routes = profile.as_ref().is_some_and(|p| p.routes_traffic);
+        if let Some((known, rx)) = policy.filter(|_| !profile_routes) {
             // The policy says the traffic is opaque: no detection.
             if let Known::Policy(p) = &known {
                 target.opaque |= matches!(p.protocol, PolicyProtocol::Opaque(_));
