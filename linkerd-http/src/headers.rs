@@ -240,6 +240,18 @@ pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
             .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// A copy of `req`'s head (method, URI, version, headers, extensions), for sending it again
+/// (the pool's refused re-send, a route's retries).
+pub fn head_of<B>(req: &http::Request<B>) -> http::Request<()> {
+    let mut head = http::Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    *head.extensions_mut() = req.extensions().clone();
+    head
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

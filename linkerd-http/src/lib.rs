@@ -38,7 +38,7 @@ pub use self::error::Error;
 pub use self::flood::{ControlFrameFlood, ControlFrameLimit, FrameGuard};
 pub use self::head_budget::{HeadBudget, HeadBudgetExhausted, SMALL_HEAD};
 pub use self::headers::{
-    authority_of, is_grpc, strip_hop_by_hop, wants_upgrade, L5D_DST_CANONICAL,
+    authority_of, head_of, is_grpc, strip_hop_by_hop, wants_upgrade, L5D_DST_CANONICAL,
     L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, L5D_REQUIRE_ID,
 };
 pub use self::hop::{HopByHop, HopByHopLayer};

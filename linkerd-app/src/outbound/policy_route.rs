@@ -276,7 +276,7 @@ fn route<F>(routed: Arc<Routed>, h2: bool, mut req: Req) -> State<F> {
     let svc = &routed.backends[index];
     let call = match retry.filter(|r| r.max_retries > 0 && retry::fits(req.headers(), r)) {
         Some(r) => {
-            let head = retry::Head::of(&req);
+            let head = linkerd_http::head_of(&req);
             let body = ForwardBody::held(req.into_body(), r.max_request_bytes);
             Call::Retrying {
                 inner: Box::pin(retry::send(svc.clone(), head, body, r)),

@@ -15,36 +15,8 @@ use std::{sync::Arc, time::Duration};
 
 type Rsp = Result<Response<ProxyBody>, Error>;
 
-/// The request's head, copied for each attempt.
-pub(crate) struct Head {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: HeaderMap,
-    extensions: http::Extensions,
-}
-
-impl Head {
-    pub(crate) fn of<B>(req: &Request<B>) -> Self {
-        Self {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
-            extensions: req.extensions().clone(),
-        }
-    }
-
-    fn request(&self, body: ForwardBody) -> Request<ForwardBody> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        *req.extensions_mut() = self.extensions.clone();
-        req
-    }
-}
+/// The request's head ([`linkerd_http::head_of`]), copied for each attempt.
+pub(crate) type Head = Request<()>;
 
 /// Whether a request with these headers can be retried under `retry`: a body of a declared
 /// length over `max_request_bytes` can't (one of unknown length is kept until it passes it).
@@ -68,7 +40,7 @@ pub(crate) async fn send(
     body: ForwardBody,
     retry: Arc<Retry>,
 ) -> Rsp {
-    let declared = declared_len(&head.headers).is_some();
+    let declared = declared_len(head.headers()).is_some();
     let mut retries = 0;
     let mut next = body.replay();
     loop {
@@ -79,7 +51,7 @@ pub(crate) async fn send(
             body.release();
             return Err(Error::NoBackends);
         };
-        let sent = backend.call(head.request(attempt));
+        let sent = backend.call(linkerd_http::head_of(&head).map(|()| attempt));
         let res = match retry.timeout {
             Some(timeout) => match tokio::time::timeout(timeout, sent).await {
                 Ok(res) => res,

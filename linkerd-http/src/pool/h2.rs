@@ -46,7 +46,7 @@ impl<B: RequestBody, D: Dial> Pool<B, D> {
         let addr = self.addr();
         let mut redialed = false;
         // The request's head and its body from the start, for sending it again.
-        let mut again = req.body().replay().map(|body| (head_of(&req), body));
+        let mut again = req.body().replay().map(|body| (crate::head_of(&req), body));
         let mut avoid: Option<Arc<H2Conn<B>>> = None;
         loop {
             let conn = self.h2_conn(avoid.take()).await?;
@@ -232,15 +232,4 @@ fn refused(error: &hyper::Error) -> Option<Refused> {
         source = e.source();
     }
     None
-}
-
-/// A copy of `req`'s head (method, URI, version, headers, extensions), for sending it again.
-fn head_of<B>(req: &Request<B>) -> Request<()> {
-    let mut head = Request::new(());
-    *head.method_mut() = req.method().clone();
-    *head.uri_mut() = req.uri().clone();
-    *head.version_mut() = req.version();
-    *head.headers_mut() = req.headers().clone();
-    *head.extensions_mut() = req.extensions().clone();
-    head
 }
